@@ -1,0 +1,144 @@
+"""Run configuration: the embedded defaults, a user's TOML file over them, flags over both."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from . import patches as patchlib
+from .model import SourceSpec, Variant
+
+
+class ConfigFileError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    boot: float = 120
+    silence: float = 60
+    test: float = 60
+    suite: float = 1200
+
+
+@dataclass
+class RunConfig:
+    project: Path
+    out: Path
+    accel: str
+    parallel: int
+    jobs: int
+    base_config: str
+    fragments: tuple[Path, ...]
+    install_packages: bool
+    timeouts: Timeouts
+    variants: list[Variant]
+    base: str
+    # variants whose patch set could not even be read: name -> the error, reported as
+    # patch-failed while the others go on
+    unloadable: dict[str, str] = field(default_factory=dict)
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        known = ", ".join(v.name for v in self.variants)
+        raise ConfigFileError(f"no variant named {name!r} (known: {known})")
+
+
+def project_root() -> Path:
+    """The checkout holding kconfigs/, patches/ and guest_tests/ (the rig runs from it)."""
+    env = os.environ.get("RIG_PROJECT")
+    root = Path(env) if env else Path(__file__).resolve().parent.parent
+    if not (root / "kconfigs").is_dir():
+        raise ConfigFileError(f"{root} is not a umem-rig checkout (no kconfigs/); "
+                              "set RIG_PROJECT to the checkout")
+    return root
+
+
+def _merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(
+            base.get(k), dict) else v
+    return merged
+
+
+def read(path: Path | None) -> dict:
+    data = tomllib.loads(resources.files("rig").joinpath("data/default.toml").read_text())
+    if path is not None:
+        try:
+            user = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigFileError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigFileError(f"config file {path}: {exc}") from None
+        data = _merge(data, user)
+    return data
+
+
+def source_spec(name: str, table: dict, root: Path) -> SourceSpec:
+    kind = table.get("kind")
+    path = table.get("path")
+    return SourceSpec(name=name, kind=kind or "", package=table.get("package", ""),
+                      path=(root / path) if path else None, ref=table.get("ref", ""))
+
+
+def load(path: Path | None = None, *, variants: list[str] | None = None,
+         extra_patches: list[Path] | None = None, accel: str | None = None,
+         out: Path | None = None, debug: bool | None = None, onto: str | None = None
+         ) -> RunConfig:
+    root = project_root()
+    data = read(path)
+    run = data["run"]
+    debug = run.get("debug", False) if debug is None else debug
+    frags = [root / "kconfigs" / f for f in run["fragments"]]
+    if debug:
+        frags.append(root / "kconfigs" / "debug.config")
+    sources = {n: source_spec(n, t, root) for n, t in data.get("sources", {}).items()}
+    chosen: list[Variant] = []
+    unloadable: dict[str, str] = {}
+    base_name = ""
+    for table in data.get("variants", []):
+        name = table["name"]
+        if table.get("source") not in sources:
+            raise ConfigFileError(f"variant {name}: unknown source {table.get('source')!r}")
+        series: tuple = ()
+        if table.get("patches"):
+            try:
+                series = tuple(patchlib.load(root / table["patches"]))
+            except patchlib.PatchError as exc:
+                unloadable[name] = str(exc)
+        chosen.append(Variant(name, sources[table["source"]], tuple(frags), series,
+                              table.get("patches", "")))
+        if table.get("base"):
+            base_name = name
+    if not base_name:
+        raise ConfigFileError("no variant is marked base = true")
+    cfg = RunConfig(
+        project=root, out=Path(out or run["out"]), accel=accel or run["accel"],
+        parallel=max(1, int(run["parallel"])), jobs=int(run["jobs"]) or os.cpu_count() or 1,
+        base_config=run["base_config"], fragments=tuple(frags),
+        install_packages=bool(run["install_packages"]),
+        timeouts=Timeouts(**data.get("timeouts", {})), variants=chosen, base=base_name,
+        unloadable=unloadable)
+    if onto:
+        cfg.base = cfg.variant(onto).name
+    for extra in extra_patches or []:
+        onto_variant = cfg.variant(cfg.base)
+        name = extra.stem if extra.is_file() else extra.name
+        series = tuple(patchlib.load(extra))   # a bad --patch is the user's error: raise
+        cfg.variants.append(Variant(name, onto_variant.source, onto_variant.fragments,
+                                    onto_variant.patches + series, str(extra)))
+        variants = [*variants, name] if variants else None
+    if variants:
+        keep = {cfg.base, *variants}
+        for name in variants:
+            cfg.variant(name)
+        cfg.variants = [v for v in cfg.variants if v.name in keep]
+    if cfg.accel not in ("auto", "kvm", "tcg"):
+        raise ConfigFileError(f"accel must be auto, kvm or tcg, not {cfg.accel!r}")
+    return cfg

@@ -1,0 +1,50 @@
+"""Host packages: check with dpkg-query, install the missing ones with apt-get when allowed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tomllib
+from importlib import resources
+
+
+class MissingPackages(Exception):
+    def __init__(self, packages: list[str], why: str):
+        self.packages = packages
+        cmd = "apt-get install -y --no-install-recommends " + " ".join(packages)
+        super().__init__(f"missing host packages ({why}); run as root:\n  {cmd}")
+
+
+def required(stages: list[str]) -> list[str]:
+    data = tomllib.loads(resources.files("rig").joinpath("data/host-packages.toml").read_text())
+    unknown = [s for s in stages if s not in data]
+    if unknown:
+        raise ValueError(f"unknown stage(s) in host-packages.toml: {', '.join(unknown)}")
+    return sorted({p for s in stages for p in data[s]["packages"]})
+
+
+def missing(packages: list[str]) -> list[str]:
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages],
+                         capture_output=True, text=True, check=False).stdout
+    installed = {line.split()[0] for line in out.splitlines() if line.endswith(" installed")}
+    return [p for p in packages if p not in installed]
+
+
+def ensure(stages: list[str], may_install: bool = True, log=print) -> None:
+    """Make sure every package the STAGES need is installed, or raise MissingPackages."""
+    if shutil.which("dpkg-query") is None:
+        raise MissingPackages(required(stages), "this host has no dpkg; the rig needs Debian")
+    todo = missing(required(stages))
+    if not todo:
+        return
+    if not may_install or os.geteuid() != 0:
+        raise MissingPackages(todo, "not root" if may_install else "installing is disabled")
+    log(f"installing host packages: {' '.join(todo)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *todo],
+                          env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise MissingPackages(todo, f"apt-get failed:\n{tail}")

@@ -1,0 +1,155 @@
+"""Typed requests and results passed between the rig's stages.
+
+Each stage takes one of these and returns another; nothing else crosses a stage boundary,
+so a shard (one variant on one machine) can run any stage on its own.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class Outcome(str, enum.Enum):
+    """What became of one variant.  The values are the results schema's strings."""
+
+    OK = "ok"                        # built, booted, the whole suite ran without a crash
+    TESTS_RAN = "tests-ran"          # the suite ran, but the guest crashed or hung in a test
+    PATCH_FAILED = "patch-failed"
+    BUILD_FAILED = "build-failed"
+    BOOT_FAILED = "boot-failed"      # QEMU or the kernel died before the ready line
+    PANICKED = "panicked"            # kernel panic before the ready line
+    HUNG = "hung"                    # console went silent before the ready line
+    INFRA_ERROR = "infra-error"      # the rig itself could not do its job (disk, QEMU missing)
+
+
+class ConsoleEvent(str, enum.Enum):
+    """What the console watcher saw that ended a wait."""
+
+    READY = "ready"
+    PANIC = "panic"
+    SPLAT = "splat"                  # Oops, BUG, WARNING, KASAN, lockdep... with its trace
+    SILENT = "silent"                # no output for the silence deadline
+    QEMU_EXITED = "qemu-exited"
+    TIMEOUT = "timeout"              # output kept coming but the ready line never did
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One patch of a series, as read from a file, a series folder or an mbox."""
+
+    origin: Path                     # the file it came from (an mbox may hold several)
+    index: int                       # position in the series, from 1
+    subject: str
+    author: str
+    message_id: str
+    diff: str                        # the text handed to git apply
+    sha256: str                      # of the diff alone, so mail headers don't change keys
+
+    @property
+    def label(self) -> str:
+        return f"{self.index:04d} {self.subject}"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a kernel tree comes from."""
+
+    name: str
+    kind: str                        # "debian" | "git" | "tarball"
+    package: str = ""                # debian: binary package, e.g. linux-source-6.1
+    path: Path | None = None         # git: the repository; tarball: the archive
+    ref: str = ""                    # git: the commit-ish
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A kernel to test: a source, config fragments and an ordered patch list."""
+
+    name: str
+    source: SourceSpec
+    fragments: tuple[Path, ...]
+    patches: tuple[Patch, ...] = ()
+    series: str = ""                 # the patch set it came from, for the report
+
+    def first(self, k: int) -> Variant:
+        """The variant with only the first k patches applied (bisection steps)."""
+        return Variant(f"{self.name}@{k}", self.source, self.fragments, self.patches[:k],
+                       self.series)
+
+
+@dataclass
+class PreparedSource:
+    """A kernel tree unpacked in the cache, pristine, with its identity."""
+
+    spec: SourceSpec
+    tree: Path
+    version: str                     # package version, commit id or tarball hash
+
+
+@dataclass
+class StageError:
+    """A failure worth showing a maintainer: what failed, where, and an excerpt."""
+
+    stage: str
+    message: str
+    excerpt: str = ""
+
+
+@dataclass
+class BuildResult:
+    variant: str
+    outcome: Outcome                 # OK, PATCH_FAILED or BUILD_FAILED
+    key: str = ""                    # content address of the artefacts
+    artefacts: Path | None = None    # bzImage, System.map, vmlinux, .config, umem_test.ko, build.log
+    cache_hit: bool = False
+    seconds: float = 0.0
+    error: StageError | None = None
+    environment: dict = field(default_factory=dict)
+
+    @property
+    def bzimage(self) -> Path:
+        assert self.artefacts is not None
+        return self.artefacts / "bzImage"
+
+    @property
+    def module(self) -> Path:
+        assert self.artefacts is not None
+        return self.artefacts / "umem_test.ko"
+
+
+@dataclass
+class ImageResult:
+    path: Path                       # the cached raw/qcow2 disk image, never written by a boot
+    key: str                         # hash of the recipe
+    host_key_pub: str                # the guest's pinned ssh host key, "ssh-ed25519 AAAA..."
+    client_key: Path                 # private key the rig logs in with (0600)
+
+
+@dataclass
+class BootRequest:
+    kernel: Path
+    image: ImageResult
+    accel: str = "auto"              # auto | kvm | tcg
+    console_log: Path | None = None
+    boot_timeout: float = 120.0      # ready line must come within this
+    silence_timeout: float = 45.0    # no console output this long means hung
+    memory_mb: int = 1024
+    cpus: int = 1
+
+
+@dataclass
+class ConsoleReport:
+    event: ConsoleEvent
+    excerpt: str = ""                # the splat with its trace, or the console tail
+    seconds: float = 0.0             # since QEMU started
+
+
+@dataclass
+class CommandResult:
+    status: int
+    stdout: str
+    stderr: str
+    seconds: float
+    timed_out: bool = False

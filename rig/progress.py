@@ -1,0 +1,92 @@
+"""Progress: one live line per variant on a terminal, timestamped plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TextIO
+
+
+@dataclass
+class _Row:
+    stage: str = ""
+    started: float = field(default_factory=time.monotonic)
+    detail: str = ""
+
+
+class Progress:
+    def __init__(self, stream: TextIO | None = None, live: bool | None = None):
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self._rows: dict[str, _Row] = {}
+        self._drawn = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if self.live:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def log(self, message: str) -> None:
+        with self._lock:
+            if self.live:
+                self._erase()
+                self.stream.write(message + "\n")
+                self._draw()
+            else:
+                self.stream.write(time.strftime("%H:%M:%S ") + message + "\n")
+            self.stream.flush()
+
+    @contextmanager
+    def stage(self, who: str, stage: str) -> Iterator[dict]:
+        """Time a stage; the yielded dict receives 'seconds' when it ends."""
+        timing: dict = {}
+        with self._lock:
+            self._rows[who] = _Row(stage)
+        if not self.live:
+            self.log(f"{who}: {stage} ...")
+        start = time.monotonic()
+        try:
+            yield timing
+        finally:
+            timing["seconds"] = round(time.monotonic() - start, 3)
+            with self._lock:
+                self._rows.pop(who, None)
+            self.log(f"{who}: {stage} done in {timing['seconds']:.1f}s")
+
+    def detail(self, who: str, text: str) -> None:
+        """What the stage is doing right now (a make target, a test id); live display only."""
+        with self._lock:
+            if who in self._rows:
+                self._rows[who].detail = text.strip()[:80]
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker:
+            self._ticker.join()
+            with self._lock:
+                self._erase()
+                self.stream.flush()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                self._erase()
+                self._draw()
+                self.stream.flush()
+
+    def _erase(self) -> None:
+        if self._drawn:
+            self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
+            self._drawn = 0
+
+    def _draw(self) -> None:
+        now = time.monotonic()
+        for who, row in self._rows.items():
+            self.stream.write(f"  {who:<16} {row.stage:<10} {now - row.started:6.1f}s  "
+                              f"{row.detail}\n")
+        self._drawn = len(self._rows)

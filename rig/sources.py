@@ -1,0 +1,131 @@
+"""Kernel sources: a Debian linux-source package, a local git tree at a ref, or a tarball.
+
+Each is unpacked once into the cache, keyed by what identifies it (package version, commit id,
+tarball hash).  Unpacking needs no root: `apt-get download` + dpkg-deb + tar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .cache import Cache
+from .model import PreparedSource, SourceSpec
+
+
+class SourceError(Exception):
+    pass
+
+
+def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise SourceError(f"{what}: `{' '.join(cmd)}` failed:\n{tail}")
+    return proc
+
+
+def debian_candidate(package: str) -> str:
+    """The version apt would download, refreshing the package lists once if they know none."""
+    for attempt in (1, 2):
+        out = subprocess.run(["apt-cache", "policy", package], capture_output=True,
+                             text=True, check=False).stdout
+        m = re.search(r"Candidate:\s*(\S+)", out)
+        if m and m.group(1) != "(none)":
+            return m.group(1)
+        if attempt == 1:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, check=False)
+    raise SourceError(f"Debian package {package!r} is unknown to apt (apt-cache policy has no "
+                      "candidate; is it in this host's apt sources?)")
+
+
+def _single_top_dir(root: Path) -> Path:
+    entries = [p for p in root.iterdir()]
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return root
+
+
+def _unpack_tarball(archive: Path, dest: Path) -> None:
+    """Unpack a kernel tarball so that dest/ holds its top-level Makefile."""
+    scratch = dest.parent / (dest.name + ".unpack")
+    scratch.mkdir()
+    _run(["tar", "-xf", str(archive), "-C", str(scratch)], f"unpacking {archive}")
+    top = _single_top_dir(scratch)
+    if not (top / "Makefile").is_file() or not (top / "mm").is_dir():
+        raise SourceError(f"{archive} does not look like a Linux kernel source tarball "
+                          "(no top-level Makefile and mm/)")
+    top.rename(dest)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fetch_debian(package: str, version: str, dest: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="rig-deb-") as tmp:
+        # apt's sandbox user can't write to a root-owned temp dir; the download is verified
+        # against the signed lists either way.
+        _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
+              f"{package}={version}"], f"downloading {package} {version}", cwd=tmp)
+        deb = next(Path(tmp).glob("*.deb"))
+        # dpkg-deb | tar -x, keeping only the source tarball
+        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)],
+                              stdout=subprocess.PIPE) as feeder:
+            _run(["tar", "-x", "-C", tmp, "--wildcards", "./usr/src/linux-source-*.tar.*"],
+                 f"extracting {deb.name}", stdin=feeder.stdout)
+        tarballs = list(Path(tmp, "usr/src").glob("linux-source-*.tar.*"))
+        if not tarballs:
+            raise SourceError(f"{deb.name} holds no usr/src/linux-source-*.tar.*")
+        _unpack_tarball(tarballs[0], dest)
+
+
+def identify(spec: SourceSpec) -> str:
+    """What makes this source unique: package version, commit id or tarball hash."""
+    if spec.kind == "debian":
+        return debian_candidate(spec.package)
+    if spec.kind == "git":
+        if spec.path is None or not spec.path.is_dir():
+            raise SourceError(f"source {spec.name}: {spec.path} is not a git repository")
+        return _run(["git", "-C", str(spec.path), "rev-parse", "--verify",
+                     f"{spec.ref or 'HEAD'}^{{commit}}"],
+                    f"source {spec.name}: resolving {spec.ref!r}").stdout.strip()
+    if spec.kind == "tarball":
+        if spec.path is None or not spec.path.is_file():
+            raise SourceError(f"source {spec.name}: tarball {spec.path} does not exist")
+        h = hashlib.sha256()
+        with open(spec.path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()[:16]
+    raise SourceError(f"source {spec.name}: unknown kind {spec.kind!r} "
+                      "(expected debian, git or tarball)")
+
+
+def cache_key(spec: SourceSpec, version: str) -> str:
+    label = spec.package if spec.kind == "debian" else spec.name
+    return re.sub(r"[^A-Za-z0-9.+_-]", "_", f"{spec.kind}-{label}-{version}")
+
+
+def prepare(spec: SourceSpec, cache: Cache) -> PreparedSource:
+    """The pristine unpacked tree for SPEC, from the cache or fetched now."""
+    version = identify(spec)
+    key = cache_key(spec, version)
+    with cache.lock("source", key):
+        entry = cache.lookup("source", key)
+        if entry is None:
+            with cache.publish("source", key) as tmp:
+                tree = tmp / "linux"
+                if spec.kind == "debian":
+                    _fetch_debian(spec.package, version, tree)
+                elif spec.kind == "tarball":
+                    _unpack_tarball(spec.path, tree)
+                else:
+                    tree.mkdir()
+                    with subprocess.Popen(["git", "-C", str(spec.path), "archive", version],
+                                          stdout=subprocess.PIPE) as feeder:
+                        _run(["tar", "-x", "-C", str(tree)], f"exporting {version}",
+                             stdin=feeder.stdout)
+            entry = cache.lookup("source", key)
+    return PreparedSource(spec=spec, tree=entry / "linux", version=version)

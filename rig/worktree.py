@@ -1,0 +1,105 @@
+"""The writable kernel tree in which the variants of one source take turns.
+
+Every variant of a source builds in the same tree and the same O= directory, so a patched
+variant recompiles only what its patches touch (copying a build tree elsewhere makes make
+rebuild everything).  Switching variants restores the files the previous patches touched from
+the pristine source and applies the new patches.  The list of touched files is journalled
+before anything is written, so an interrupted switch is undone by the next one.  A file whose
+content comes back identical to what the last build saw gets its old mtime back, so make
+does not rebuild it for nothing (bisection steps move back and forth over the same patches).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import patches as patchlib
+from .cache import Cache, locked
+from .model import Patch, PreparedSource
+
+
+class WorkTree:
+    def __init__(self, source: PreparedSource, cache: Cache):
+        self.source = source
+        self.root = cache.root / "work" / source.tree.parent.name
+        self.tree = self.root / "linux"
+        self._journal = self.root / "state.json"
+
+    @contextmanager
+    def lock(self) -> Iterator[WorkTree]:
+        """Exclusive use of the tree and its build directories."""
+        with locked(self.root.parent / f".{self.root.name}.lock"):
+            if not self.tree.is_dir():
+                self._create()
+            yield self
+
+    def objdir(self, config_key: str) -> Path:
+        return self.root / f"obj-{config_key[:16]}"
+
+    def _create(self) -> None:
+        partial = self.root / "linux.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", "--reflink=auto", str(self.source.tree), str(partial)],
+                       check=True)
+        partial.rename(self.tree)
+        self._save([], [])
+
+    def _load(self) -> tuple[list[str], list[str]]:
+        if not self._journal.exists():
+            return [], []
+        state = json.loads(self._journal.read_text())
+        return state["applied"], state["touched"]
+
+    def _save(self, applied: list[str], touched: list[str]) -> None:
+        tmp = self._journal.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"applied": applied, "touched": sorted(set(touched))}))
+        os.replace(tmp, self._journal)
+
+    def applied(self) -> list[str]:
+        return self._load()[0]
+
+    def checkout(self, series: tuple[Patch, ...]) -> patchlib.ApplyResult:
+        """Make the tree pristine + SERIES.  On failure the tree holds the patches before it."""
+        applied, touched = self._load()
+        wanted = [p.sha256 for p in series]
+        before: dict[str, tuple[bytes, os.stat_result] | None] = {}
+        if wanted[:len(applied)] == applied:
+            todo = series[len(applied):]        # extending what is there: apply the rest only
+        else:
+            before = {f: self._snapshot(f) for f in touched}
+            self._restore(touched)
+            applied, touched = [], []
+            todo = series
+        new_files = sorted({f for p in todo for f in patchlib.patch_files(p)})
+        self._save(applied, touched + new_files)   # journal first, then write
+        result = patchlib.apply(self.tree, todo)
+        applied += [p.sha256 for p in todo[:result.applied]]
+        self._save(applied, touched + new_files)
+        self._keep_mtimes(before)
+        return result
+
+    def _snapshot(self, rel: str) -> tuple[bytes, os.stat_result] | None:
+        path = self.tree / rel
+        return (path.read_bytes(), path.stat()) if path.is_file() else None
+
+    def _restore(self, touched: list[str]) -> None:
+        for rel in touched:
+            pristine, path = self.source.tree / rel, self.tree / rel
+            if pristine.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(pristine, path)
+            elif path.exists():
+                path.unlink()
+
+    def _keep_mtimes(self, before: dict[str, tuple[bytes, os.stat_result] | None]) -> None:
+        for rel, snap in before.items():
+            path = self.tree / rel
+            if snap is not None and path.is_file() and path.read_bytes() == snap[0]:
+                os.utime(path, ns=(snap[1].st_atime_ns, snap[1].st_mtime_ns))

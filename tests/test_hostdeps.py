@@ -1,0 +1,26 @@
+"""Host packages are checked against dpkg's real database."""
+
+import pytest
+
+from rig import hostdeps
+
+
+def test_every_stage_lists_packages():
+    pkgs = hostdeps.required(["source", "build", "image", "boot"])
+    assert "qemu-system-x86" in pkgs and "mmdebstrap" in pkgs and "flex" in pkgs
+
+
+def test_missing_reports_only_what_dpkg_lacks():
+    assert hostdeps.missing(["dpkg", "umem-rig-no-such-package"]) == ["umem-rig-no-such-package"]
+
+
+def test_refusal_gives_the_exact_command(monkeypatch):
+    monkeypatch.setattr(hostdeps, "required", lambda stages: ["dpkg", "umem-rig-no-such-package"])
+    with pytest.raises(hostdeps.MissingPackages) as err:
+        hostdeps.ensure(["build"], may_install=False)
+    assert "apt-get install -y --no-install-recommends umem-rig-no-such-package" in str(err.value)
+
+
+def test_unknown_stage_is_named():
+    with pytest.raises(ValueError, match="nope"):
+        hostdeps.required(["nope"])

@@ -1,0 +1,61 @@
+"""Fragments merged onto tinyconfig with the kernel's own tools, and every option checked.
+
+These run against the real Debian 6.1 source (fetched into the rig's cache once).
+"""
+
+import shutil
+
+import pytest
+
+from rig import kconfig, sources
+from rig.cache import Cache
+from rig.config import project_root
+from rig.model import SourceSpec
+
+KCONFIGS = project_root() / "kconfigs"
+
+
+@pytest.fixture(scope="module")
+def source():
+    if shutil.which("apt-get") is None:
+        pytest.skip("needs Debian's apt to fetch linux-source-6.1")
+    return sources.prepare(SourceSpec("debian-6-1", "debian", "linux-source-6.1"), Cache())
+
+
+def test_fragment_lines_are_parsed_with_their_origin(tmp_path):
+    frag = tmp_path / "x.config"
+    frag.write_text("# comment\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"s\"\n")
+    reqs = kconfig.requests(frag)
+    assert [(r.option, r.value, r.line) for r in reqs] == [
+        ("CONFIG_A", "y", 2), ("CONFIG_B", "n", 3), ("CONFIG_C", '"s"', 4)]
+
+
+def test_a_line_that_is_not_config_is_refused(tmp_path):
+    frag = tmp_path / "bad.config"
+    frag.write_text("CONFIG_A=y\nRDMA_RXE=y\n")
+    with pytest.raises(kconfig.ConfigError, match=r"bad.config:2: not a config line"):
+        kconfig.requests(frag)
+
+
+def test_project_fragments_survive_olddefconfig(source, tmp_path):
+    frags = (KCONFIGS / "qemu-guest.config", KCONFIGS / "rdma.config")
+    merged = kconfig.merge(source, "tinyconfig", frags, Cache(tmp_path))
+    final = kconfig.parse(merged.text)
+    assert final["CONFIG_RDMA_RXE"] == "y"
+    assert final["CONFIG_PROC_PAGE_MONITOR"] == "y"
+    # the same inputs are a cache hit with the same key
+    again = kconfig.merge(source, "tinyconfig", frags, Cache(tmp_path))
+    assert again.key == merged.key and again.text == merged.text
+
+
+def test_option_dropped_for_an_unmet_dependency_is_named(source, tmp_path):
+    # RDMA_RXE depends on INET; a fragment that turns INET off must not lose RXE silently.
+    no_inet = tmp_path / "no-inet.config"
+    no_inet.write_text("# CONFIG_INET is not set\n")
+    frags = (KCONFIGS / "qemu-guest.config", KCONFIGS / "rdma.config", no_inet)
+    with pytest.raises(kconfig.ConfigError) as err:
+        kconfig.merge(source, "tinyconfig", frags, Cache(tmp_path))
+    text = str(err.value)
+    assert "CONFIG_RDMA_RXE=y (from rdma.config:" in text
+    assert "not set in the final .config" in text
+    assert "depends on INET" in text

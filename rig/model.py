@@ -46,6 +46,7 @@ class Patch:
     message_id: str
     diff: str                        # the text handed to git apply
     sha256: str                      # of the diff alone, so mail headers don't change keys
+    prefix: str = ""                 # the subject's "[PATCH v2 3/7]" tags, stripped from subject
 
     @property
     def label(self) -> str:

@@ -1,0 +1,224 @@
+"""Every variant against the base, test by test, and the headline and exit status from it.
+
+Per test id: fixed (fail -> pass), regressed (pass -> fail), changed (the same verdict with
+different stable observations, or another verdict on the same side of pass/fail, such as
+passed -> xfailed or skipped -> passed), unchanged, new (only in the variant), missing (only
+in the base), not-comparable (lost on either side).  Pass is passed or xfailed; fail is
+failed, error, crashed or a strict xpass.  A variant (or a base) whose suite never ran has
+no verdict at all, and is reported with the reason instead.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from rig.model import Outcome
+from rig.results import Results, TestResult, VariantResult, Verdict
+
+PASSING = frozenset({Verdict.PASSED, Verdict.XFAILED})
+FAILING = frozenset({Verdict.FAILED, Verdict.ERROR, Verdict.CRASHED, Verdict.XPASSED})
+
+EXIT_OK = 0              # no candidate regressed and every variant has a verdict
+EXIT_REGRESSION = 1      # some candidate regressed against the base
+EXIT_NO_VERDICT = 2      # some variant (or the base) never got to its tests, or lost some
+
+
+class CompareError(Exception):
+    """Results that cannot be compared (no base); the message says why."""
+
+
+class Change(str, enum.Enum):
+    FIXED = "fixed"
+    REGRESSED = "regressed"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    NEW = "new"
+    MISSING = "missing"
+    NOT_COMPARABLE = "not-comparable"
+
+
+class _Absent:
+    """An observation one side did not record at all (as opposed to recording null)."""
+
+    def __repr__(self) -> str:
+        return "(not recorded)"
+
+
+ABSENT = _Absent()
+
+
+@dataclass(frozen=True)
+class Difference:
+    key: str             # an observation key, dotted for nested ones, or "verdict"
+    base: Any
+    other: Any
+
+
+@dataclass
+class CellChange:
+    """One test id in one variant, against the base."""
+
+    id: str
+    change: Change
+    base: TestResult | None
+    other: TestResult | None
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def test(self) -> TestResult:
+        """The result that names the cell (the variant's, or the base's when missing)."""
+        found = self.other or self.base
+        assert found is not None
+        return found
+
+
+@dataclass
+class VariantComparison:
+    variant: VariantResult
+    base: VariantResult
+    cells: list[CellChange]
+
+    @property
+    def name(self) -> str:
+        return self.variant.name
+
+    @property
+    def comparable(self) -> bool:
+        return self.variant.has_verdict and self.base.has_verdict
+
+    def count(self, change: Change) -> int:
+        return sum(1 for c in self.cells if c.change is change)
+
+    def notable(self) -> list[CellChange]:
+        """Regressed, then fixed, then changed cells: what a maintainer reads first."""
+        order = (Change.REGRESSED, Change.FIXED, Change.CHANGED)
+        return sorted((c for c in self.cells if c.change in order),
+                      key=lambda c: order.index(c.change))
+
+    def headline(self) -> str:
+        v, b = self.variant, self.base
+        if not v.has_verdict:
+            return f"{v.name}: {no_verdict_reason(v)}"
+        if not b.has_verdict:
+            return f"{v.name} vs {b.name}: not comparable, {b.name} has no verdict"
+        counts = [f"{self.count(c)} {c.value}" for c in
+                  (Change.FIXED, Change.REGRESSED, Change.CHANGED)]
+        counts += [f"{n} {c.value}" for c in (Change.NEW, Change.MISSING, Change.NOT_COMPARABLE)
+                   if (n := self.count(c))]
+        line = f"{v.name} vs {b.name}: {', '.join(counts)}"
+        crashed = [t.id for t in v.tests if t.verdict is Verdict.CRASHED]
+        if crashed:
+            return f"{line}; the guest crashed in {_few(crashed)}"
+        return f"{line}; {no_verdict_reason(v)}" if v.outcome is not Outcome.OK else line
+
+
+@dataclass
+class Comparison:
+    base: VariantResult
+    variants: list[VariantComparison]
+
+    def headline(self) -> list[str]:
+        """One sentence per variant, the base first."""
+        return [base_summary(self.base)] + [v.headline() for v in self.variants]
+
+    def exit_status(self) -> int:
+        """EXIT_REGRESSION if any candidate regressed; else EXIT_NO_VERDICT if any variant
+        (or the base) has no verdict or lost tests to a crash; else EXIT_OK.  A regression
+        found is reported even when another variant failed to build: it stands on its own."""
+        if any(v.count(Change.REGRESSED) for v in self.variants):
+            return EXIT_REGRESSION
+        if not self.base.has_verdict or any(not v.comparable or v.count(Change.NOT_COMPARABLE)
+                                            for v in self.variants):
+            return EXIT_NO_VERDICT
+        return EXIT_OK
+
+
+def compare(results: Results) -> Comparison:
+    base = results.base
+    if base is None:
+        names = ", ".join(v.name for v in results.variants) or "none"
+        raise CompareError(f"the results have no base variant to compare against "
+                           f"(variants: {names})")
+    return Comparison(base, [VariantComparison(v, base, _cells(base, v) if
+                                               v.has_verdict and base.has_verdict else [])
+                             for v in results.variants if not v.is_base])
+
+
+def flatten(observations: dict[str, Any]) -> dict[str, Any]:
+    """Observations with nested objects' keys dotted ("before.zero_page"), in order."""
+    flat: dict[str, Any] = {}
+    for key, value in observations.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in flatten(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def is_raw(key: str) -> bool:
+    """Whether a (dotted) observation key is volatile: shown, never compared."""
+    return any(part.startswith("raw_") for part in key.split("."))
+
+
+def stable(observations: dict[str, Any]) -> dict[str, Any]:
+    """The observations compared across kernels: flattened, volatile keys left out."""
+    return {k: v for k, v in flatten(observations).items() if not is_raw(k)}
+
+
+def differences(base: TestResult, other: TestResult) -> list[Difference]:
+    """What differs between two results of one test: the verdict, then stable observations."""
+    diffs = [Difference("verdict", base.verdict.value, other.verdict.value)] \
+        if base.verdict is not other.verdict else []
+    if not (base.observations and other.observations):
+        return diffs    # one side recorded nothing (a crash, a collection error): no news
+    b, o = stable(base.observations), stable(other.observations)
+    for key in list(b) + [k for k in o if k not in b]:
+        if b.get(key, ABSENT) != o.get(key, ABSENT):
+            diffs.append(Difference(key, b.get(key, ABSENT), o.get(key, ABSENT)))
+    return diffs
+
+
+def no_verdict_reason(variant: VariantResult) -> str:
+    """"build-failed: <first error>", for a variant whose suite never ran."""
+    first = variant.errors[0].message if variant.errors else "no error recorded"
+    return f"{variant.outcome.value}: {first}"
+
+
+def base_summary(base: VariantResult) -> str:
+    if not base.has_verdict:
+        return f"{base.name}: {no_verdict_reason(base)}"
+    counts: dict[Verdict, int] = {}
+    for t in base.tests:
+        counts[t.verdict] = counts.get(t.verdict, 0) + 1
+    parts = [f"{n} {v.value}" for v, n in sorted(counts.items(),
+                                                   key=lambda kv: list(Verdict).index(kv[0]))]
+    return f"{base.name}: {len(base.tests)} tests: {', '.join(parts)}"
+
+
+def _cells(base: VariantResult, variant: VariantResult) -> list[CellChange]:
+    theirs = {t.id: t for t in variant.tests}
+    ours = {t.id: t for t in base.tests}
+    cells = [_cell(b, theirs.get(b.id)) for b in base.tests]
+    return cells + [CellChange(t.id, Change.NEW, None, t) for t in variant.tests
+                    if t.id not in ours]
+
+
+def _cell(b: TestResult, o: TestResult | None) -> CellChange:
+    if o is None:
+        return CellChange(b.id, Change.MISSING, b, None)
+    diffs = differences(b, o)
+    if Verdict.LOST in (b.verdict, o.verdict):
+        change = Change.NOT_COMPARABLE
+    elif b.verdict in FAILING and o.verdict in PASSING:
+        change = Change.FIXED
+    elif b.verdict in PASSING and o.verdict in FAILING:
+        change = Change.REGRESSED
+    else:
+        change = Change.CHANGED if diffs else Change.UNCHANGED
+    return CellChange(b.id, change, b, o, diffs)
+
+
+def _few(ids: list[str]) -> str:
+    return ", ".join(ids[:2]) + (f" and {len(ids) - 2} more" if len(ids) > 2 else "")

@@ -1,0 +1,226 @@
+"""The report, from a results document alone: HTML for a browser, short text for a mail reply.
+
+Both are jinja2 templates under rig/templates/ fed by the view built here, so any old
+results.json re-renders.  The HTML is one self-contained page (inline CSS, no scripts) and
+autoescaped: every string from the guest or the console is data, never markup.  The text is
+plain, short enough for a reply on the list.  Both replace control characters from consoles.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+
+from rig.compare import (
+    ABSENT,
+    EXIT_NO_VERDICT,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    FAILING,
+    CellChange,
+    Change,
+    Comparison,
+    compare,
+    flatten,
+    is_raw,
+)
+from rig.results import Results, TestResult, VariantResult, Verdict
+
+LABELS = {
+    Verdict.PASSED: "PASS", Verdict.FAILED: "FAIL", Verdict.ERROR: "ERROR",
+    Verdict.SKIPPED: "SKIP", Verdict.XFAILED: "XFAIL", Verdict.XPASSED: "XPASS",
+    Verdict.CRASHED: "CRASH", Verdict.LOST: "LOST",
+}
+# symbol + word, so a change reads without colour
+MARKERS = {
+    Change.FIXED: "▲ FIXED", Change.REGRESSED: "▼ REGRESSED", Change.CHANGED: "Δ CHANGED",
+    Change.NEW: "+ NEW", Change.MISSING: "− MISSING",
+}
+EXIT_MEANING = {
+    EXIT_OK: "no regression, every variant ran",
+    EXIT_REGRESSION: "a candidate regressed",
+    EXIT_NO_VERDICT: "a variant has no verdict, or lost tests to a crash",
+}
+# how many cells of one kind the text lists before it refers to the HTML report
+TEXT_LIMIT = 8
+
+
+@dataclass
+class Cell:
+    """One variant's result for one row of the matrix."""
+
+    variant: VariantResult
+    test: TestResult | None
+    change: CellChange | None            # None in the base column and where not compared
+
+    @property
+    def label(self) -> str:
+        if self.test:
+            return LABELS[self.test.verdict]
+        return "NOT RUN" if not self.variant.has_verdict else "ABSENT"
+
+    @property
+    def css(self) -> str:
+        return self.test.verdict.value if self.test else "none"
+
+    @property
+    def marker(self) -> str:
+        return MARKERS.get(self.change.change, "") if self.change else ""
+
+    @property
+    def mark(self) -> str:
+        return self.change.change.value if self.change and self.marker else ""
+
+    @property
+    def explained(self) -> bool:
+        """Whether the verdict comes with a reason worth showing (failures, xfails, crashes)."""
+        return bool(self.test) and self.test.verdict not in (Verdict.PASSED, Verdict.SKIPPED)
+
+    @property
+    def title(self) -> str:
+        """Hover text: the verdict's message and the stable observations."""
+        if not self.test:
+            return self.label
+        obs = [f"{k}={_show(v)}" for k, v in flatten(self.test.observations).items()
+               if not is_raw(k)]
+        return "\n".join(filter(None, [self.test.message.splitlines()[0]
+                                       if self.test.message else "", *obs]))
+
+    def differs(self, key: str) -> bool:
+        return bool(self.change) and any(d.key == key for d in self.change.differences)
+
+
+@dataclass
+class Row:
+    index: int
+    id: str
+    region: str
+    access: str
+    check: str
+    doc: str
+    cells: list[Cell]
+
+    @property
+    def notable(self) -> bool:
+        """Worth opening: a change against the base, or a failure anywhere."""
+        return any(c.mark in ("fixed", "regressed", "changed") or
+                   (c.test and c.test.verdict in FAILING) for c in self.cells)
+
+    @property
+    def ran(self) -> list[Cell]:
+        """The cells of variants whose suite ran: the others have nothing to show."""
+        return [c for c in self.cells if c.variant.has_verdict]
+
+    def observations(self) -> list[tuple[str, bool, list[str]]]:
+        """(key, volatile, value per ran cell): stable keys first, each in first-seen order."""
+        flat = [flatten(c.test.observations) if c.test else {} for c in self.ran]
+        keys = list(dict.fromkeys(k for f in flat for k in f))
+        keys.sort(key=is_raw)
+        return [(k, is_raw(k), [_show(f.get(k, ABSENT)) for f in flat]) for k in keys]
+
+
+@dataclass
+class Group:
+    region: str
+    accesses: list[tuple[str, list[Row]]]
+
+
+def render(results: Results) -> str:
+    """The HTML report."""
+    return _env(True).get_template("report.html.j2").render(_view(results))
+
+
+def render_text(results: Results) -> str:
+    """The plain-text report, short enough to paste into a reply on the list."""
+    return _env(False).get_template("report.txt.j2").render(_view(results))
+
+
+def _view(results: Results) -> dict[str, Any]:
+    comparison = compare(results)
+    variants = [comparison.base] + [v.variant for v in comparison.variants]
+    rows = _rows(comparison, variants)
+    groups = _groups(rows)
+    stages = list(dict.fromkeys(s for v in variants for s in v.timings))
+    return {
+        "results": results, "comparison": comparison, "variants": variants,
+        "groups": groups, "rows": rows, "stages": stages,
+        "exit_status": comparison.exit_status(),
+        "exit_meaning": EXIT_MEANING[comparison.exit_status()],
+        "command": next((shlex.join(r.command) for r in results.runs if r.command), "rig run"),
+        "labels": LABELS, "markers": MARKERS, "limit": TEXT_LIMIT,
+        "row_of": {r.id: r for r in rows},
+    }
+
+
+def _rows(comparison: Comparison, variants: list[VariantResult]) -> list[Row]:
+    by_variant = [{t.id: t for t in v.tests} for v in variants]
+    changes = [{}] + [{c.id: c for c in vc.cells} for vc in comparison.variants]
+    firsts: dict[str, TestResult] = {}
+    for v in variants:
+        for t in v.tests:
+            firsts.setdefault(t.id, t)
+    # the suite's own order of regions, accesses and checks, as first seen; odd results last
+    order: dict[str, dict[str, int]] = {"region": {}, "access": {}, "check": {}}
+    for t in firsts.values():
+        for kind, value in (("region", t.region), ("access", t.access), ("check", t.check)):
+            order[kind].setdefault(value, len(order[kind]))
+
+    def key(t: TestResult) -> tuple:
+        return (not t.region, order["region"][t.region], order["access"][t.access],
+                order["check"][t.check])
+
+    rows = []
+    for i, t in enumerate(sorted(firsts.values(), key=key)):
+        cells = [Cell(v, tests.get(t.id), ch.get(t.id))
+                 for v, tests, ch in zip(variants, by_variant, changes, strict=True)]
+        rows.append(Row(i, t.id, t.region, t.access, t.check, t.doc, cells))
+    return rows
+
+
+def _groups(rows: list[Row]) -> list[Group]:
+    groups: list[Group] = []
+    for row in rows:
+        if not groups or groups[-1].region != row.region:
+            groups.append(Group(row.region, []))
+        accesses = groups[-1].accesses
+        if not accesses or accesses[-1][0] != row.access:
+            accesses.append((row.access, []))
+        accesses[-1][1].append(row)
+    return groups
+
+
+def _show(value: Any, absent: str = "—") -> str:
+    if value is ABSENT:
+        return absent
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+# What a mail, a terminal or a page must not receive from a console: escapes, bells, NULs.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _plain(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    return _CONTROL.sub(lambda m: "" if m[0] == "\r" else "?", value)
+
+
+def _env(html: bool) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("rig", "templates"), autoescape=html,
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True, finalize=_plain)
+    # a mail reply stays ASCII where the rig has a choice
+    env.filters["show"] = _show if html else lambda v: _show(v, repr(ABSENT))
+    env.filters["seconds"] = lambda s: f"{s:.1f} s"
+    env.filters["first_line"] = lambda s: s.splitlines()[0] if s else ""
+    env.filters["short"] = lambda s: s[:12]
+    env.filters["shell"] = shlex.join
+    env.filters["cellname"] = lambda r: " ".join(filter(None, (r.region, r.access)))
+    env.globals["Change"] = Change
+    return env

@@ -1,0 +1,171 @@
+"""The comparison on results built from real parsed JUnit: one run per fake kernel.
+
+In fake_guest_suite.py the "rfc" kernel pins the zero page for read-only MRs (so the MR goes
+stale when the CPU writes) and stops forcing a COW on driver memory; these tests check that
+the comparison reports exactly that.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from rig import compare, junit
+from rig.compare import ABSENT, Change, CompareError, Difference
+from rig.model import Outcome, StageError
+from rig.results import Results, VariantResult, Verdict
+
+JUNIT = Path(__file__).parent / "fixtures" / "junit"
+
+
+def variant(name, xml, outcome=Outcome.OK, is_base=False):
+    return VariantResult(name, is_base, outcome, tests=junit.parse(JUNIT / xml))
+
+
+def run(*variants):
+    return compare.compare(Results([], [variant("base", "base.xml", is_base=True), *variants]))
+
+
+def ids(vc, change):
+    return {c.id for c in vc.cells if c.change is change}
+
+
+def test_rfc_against_base():
+    c = run(variant("umem-rfc", "rfc.xml"))
+    [vc] = c.variants
+    stale = {f"test_coherent_after_cpu_write[{r}-ro-mr]"
+             for r in ("anon-untouched", "zero-page", "anon-prot-read")}
+    assert ids(vc, Change.REGRESSED) == stale
+    assert ids(vc, Change.FIXED) == {"test_registration_matches_access[drv-shared-ro-ro-mr]",
+                                     "test_no_side_effect[drv-private-ro-ro-mr]"}
+    changed = ids(vc, Change.CHANGED)
+    assert "test_no_side_effect[zero-page-ro-mr]" in changed
+    assert "test_driver_write_visible[drv-private-ro-ro-mr]" in changed
+    assert vc.count(Change.UNCHANGED) + len(changed) + len(stale) + 2 == 64
+    assert c.headline()[1] == "umem-rfc vs base: 2 fixed, 3 regressed, 7 changed"
+    assert c.exit_status() == compare.EXIT_REGRESSION
+
+
+def test_differences_name_the_keys_and_both_values():
+    [vc] = run(variant("umem-rfc", "rfc.xml")).variants
+    cells = {c.id: c for c in vc.cells}
+    assert cells["test_no_side_effect[zero-page-ro-mr]"].differences == [
+        Difference("page_after", "new", "zero")]
+    regressed = cells["test_coherent_after_cpu_write[zero-page-ro-mr]"]
+    assert regressed.differences == [Difference("verdict", "passed", "failed"),
+                                     Difference("rdma_read", "new bytes", "old bytes")]
+    # a skip turned into a pass: another verdict, and keys only one side recorded
+    skip_to_pass = cells["test_no_side_effect[drv-shared-ro-ro-mr]"]
+    assert skip_to_pass.change is Change.CHANGED
+    assert Difference("verdict", "skipped", "passed") in skip_to_pass.differences
+    assert Difference("page_after", ABSENT, "same") in skip_to_pass.differences
+
+
+def test_volatile_observations_are_not_compared():
+    [vc] = run(variant("umem-rfc", "rfc.xml")).variants
+    cell = next(c for c in vc.cells if c.id == "test_no_side_effect[drv-shared-rw-ro-mr]")
+    assert cell.change is Change.UNCHANGED
+    assert cell.base.observations["raw_pfn_after"] == cell.other.observations["raw_pfn_after"]
+    untouched = next(c for c in vc.cells if c.id == "test_no_side_effect[anon-untouched-ro-mr]")
+    assert [d.key for d in untouched.differences] == ["page_after"]   # raw_pfn_after differs too
+    assert untouched.base.observations["raw_pfn_after"] != \
+        untouched.other.observations["raw_pfn_after"]
+
+
+def test_xfail_to_xfail_is_unchanged():
+    [vc] = run(variant("umem-rfc", "rfc.xml")).variants
+    cell = next(c for c in vc.cells if c.id == "test_registration_matches_access[drv-pfnmap-ro-mr]")
+    assert (cell.base.verdict, cell.change) == (Verdict.XFAILED, Change.UNCHANGED)
+
+
+def test_the_base_against_itself():
+    c = run(variant("again", "base.xml"))
+    assert {cell.change for cell in c.variants[0].cells} == {Change.UNCHANGED}
+    assert c.headline()[1] == "again vs base: 0 fixed, 0 regressed, 0 changed"
+    assert c.exit_status() == compare.EXIT_OK
+
+
+def test_a_crash_regresses_and_lost_tests_are_not_comparable():
+    rfc = variant("umem-rfc", "rfc.xml", Outcome.TESTS_RAN)
+    by_id = {t.id: i for i, t in enumerate(rfc.tests)}
+    crash_id = "test_coherent_after_rdma_write[zero-page-rw-mr]"
+    lost_id = "test_coherent_after_rdma_write[drv-shared-rw-rw-mr]"
+    rfc.tests[by_id[crash_id]] = junit.host_result(
+        crash_id, Verdict.CRASHED, "the guest died: panic", "Kernel panic", rfc.tests)
+    rfc.tests[by_id[lost_id]] = junit.host_result(
+        lost_id, Verdict.LOST, "never ran", "", rfc.tests)
+    c = run(rfc)
+    [vc] = c.variants
+    assert crash_id in ids(vc, Change.REGRESSED)
+    assert ids(vc, Change.NOT_COMPARABLE) == {lost_id}
+    assert c.headline()[1] == (f"umem-rfc vs base: 2 fixed, 4 regressed, 7 changed, "
+                               f"1 not-comparable; the guest crashed in {crash_id}")
+    assert c.exit_status() == compare.EXIT_REGRESSION
+
+
+def test_lost_tests_leave_the_run_without_a_full_verdict():
+    again = variant("again", "base.xml", Outcome.TESTS_RAN)
+    again.tests[-1] = junit.host_result(again.tests[-1].id, Verdict.LOST, "never ran", "",
+                                        again.tests)
+    again.errors = [StageError("tests", "gave up after 4 crashes")]
+    c = run(again)
+    assert c.headline()[1] == ("again vs base: 0 fixed, 0 regressed, 0 changed, "
+                               "1 not-comparable; tests-ran: gave up after 4 crashes")
+    assert c.exit_status() == compare.EXIT_NO_VERDICT
+
+
+def test_new_and_missing_tests():
+    rfc = variant("umem-rfc", "rfc.xml")
+    dropped = rfc.tests.pop(0)
+    rfc.tests.append(dataclasses.replace(rfc.tests[0], id="test_new_check[zero-page-ro-mr]"))
+    [vc] = run(rfc).variants
+    assert ids(vc, Change.MISSING) == {dropped.id}
+    assert ids(vc, Change.NEW) == {"test_new_check[zero-page-ro-mr]"}
+    assert vc.headline().endswith(", 1 new, 1 missing")
+
+
+def test_a_verdict_on_the_same_side_is_a_change():
+    again = variant("again", "base.xml")
+    target = next(t for t in again.tests if t.verdict is Verdict.PASSED)
+    target.verdict = Verdict.XFAILED
+    [vc] = run(again).variants
+    cell = next(c for c in vc.cells if c.id == target.id)
+    assert cell.change is Change.CHANGED
+    assert cell.differences == [Difference("verdict", "passed", "xfailed")]
+
+
+def test_nested_observations_are_flattened_and_raw_keys_anywhere_skipped():
+    assert compare.stable({"before": {"zero_page": True, "raw_pfn": 5}, "raw_x": 1, "e": None}) \
+        == {"before.zero_page": True, "e": None}
+
+
+def test_a_variant_without_verdict():
+    wia = VariantResult("write-if-able", False, Outcome.BUILD_FAILED, errors=[StageError(
+        "build", "umem.c:231:49: error: 'FOLL_WRITE_IF_ABLE' undeclared")])
+    c = run(wia)
+    assert c.headline()[1] == \
+        "write-if-able: build-failed: umem.c:231:49: error: 'FOLL_WRITE_IF_ABLE' undeclared"
+    assert c.variants[0].cells == []
+    assert c.exit_status() == compare.EXIT_NO_VERDICT
+    # a regression found elsewhere is still the exit status
+    c = run(wia, variant("umem-rfc", "rfc.xml"))
+    assert c.exit_status() == compare.EXIT_REGRESSION
+
+
+def test_a_base_without_verdict():
+    base = VariantResult("base", True, Outcome.PANICKED,
+                         errors=[StageError("boot", "Kernel panic - not syncing: VFS")])
+    c = compare.compare(Results([], [base, variant("umem-rfc", "rfc.xml")]))
+    assert c.headline() == ["base: panicked: Kernel panic - not syncing: VFS",
+                            "umem-rfc vs base: not comparable, base has no verdict"]
+    assert c.exit_status() == compare.EXIT_NO_VERDICT
+
+
+def test_the_base_headline_counts_its_verdicts():
+    c = run()
+    assert c.headline() == ["base: 64 tests: 39 passed, 2 failed, 21 skipped, 2 xfailed"]
+
+
+def test_no_base():
+    with pytest.raises(CompareError, match=r"no base variant .*\(variants: umem-rfc\)"):
+        compare.compare(Results([], [variant("umem-rfc", "rfc.xml")]))

@@ -1,0 +1,177 @@
+"""JUnit parsing on real pytest output (tests/fixtures/junit/README.md says how it was made)."""
+
+import copy
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from rig import junit
+from rig.model import Outcome, StageError
+from rig.results import VariantResult, Verdict
+
+JUNIT = Path(__file__).parent / "fixtures" / "junit"
+
+
+def by_id(results):
+    return {r.id: r for r in results}
+
+
+def test_verdict_counts_match_pytests_own_summary():
+    for name in ("base.xml", "rfc.xml", "odd.xml"):
+        suite = ET.parse(JUNIT / name).getroot().find("testsuite")
+        counts = Counter(r.verdict for r in junit.parse(JUNIT / name))
+        assert counts[Verdict.FAILED] + counts[Verdict.XPASSED] == int(suite.get("failures"))
+        assert counts[Verdict.SKIPPED] + counts[Verdict.XFAILED] == int(suite.get("skipped"))
+
+
+def test_base_cells_carry_their_properties():
+    results = junit.parse(JUNIT / "base.xml")
+    assert len({r.id for r in results}) == len(results) == 64
+    r = by_id(results)["test_no_side_effect[drv-private-ro-ro-mr]"]
+    assert (r.check, r.region, r.access, r.verdict) == (
+        "no_side_effect", "drv-private-ro", "ro-mr", Verdict.FAILED)
+    assert r.doc == "A read-only registration leaves the process's mapping as it was."
+    assert r.observations["page_after"] == "copy"
+    assert len(r.observations["raw_pfn_after"]) == 4
+    assert r.message.startswith("AssertionError: registration replaced the driver's page")
+    assert "def test_no_side_effect" in r.details
+    assert r.kmsg and "rxe0" in r.kmsg[0]
+    assert r.duration > 0
+    assert r.cell == "drv-private-ro-ro-mr"
+
+
+def test_regions_and_checks_come_from_the_data():
+    results = junit.parse(JUNIT / "base.xml")
+    regions = list(dict.fromkeys(r.region for r in results))
+    assert regions[0] == "anon-written" and regions[-1] == "drv-pfnmap" and len(regions) == 8
+    assert {r.access for r in results} == {"ro-mr", "rw-mr"}
+    assert {r.id.split("[")[0] for r in results} == {f"test_{r.check}" for r in results}
+
+
+def test_xfail_and_skip():
+    results = by_id(junit.parse(JUNIT / "base.xml"))
+    xfail = results["test_registration_matches_access[drv-pfnmap-ro-mr]"]
+    assert xfail.verdict is Verdict.XFAILED
+    assert xfail.message == "VM_PFNMAP has no struct pages: GUP cannot pin it"
+    skip = results["test_no_side_effect[drv-shared-ro-ro-mr]"]
+    assert skip.verdict is Verdict.SKIPPED and "EFAULT" in skip.message
+    assert skip.observations == {"registered": False, "errno": "EFAULT"}
+
+
+def test_teardown_and_setup_errors():
+    results = by_id(junit.parse(JUNIT / "odd.xml"))
+    assert results["test_teardown_error_after_pass"].verdict is Verdict.ERROR
+    # pytest wrote this one as two testcases: one result, the failure stands, both messages
+    both = results["test_fails_then_teardown_error"]
+    assert both.verdict is Verdict.FAILED
+    assert "registration failed: EFAULT" in both.message
+    assert "failed on teardown" in both.message
+    assert (both.region, both.access) == ("anon-written", "rw-mr")
+    assert both.doc == "fails_then_teardown_error stand-in"
+    setup = results["test_setup_error"]
+    assert setup.verdict is Verdict.ERROR and "/dev/umem_test" in setup.message
+    assert (setup.check, setup.region, setup.access) == ("setup_error", "", "")
+
+
+def test_xpass_strict_and_lenient():
+    results = by_id(junit.parse(JUNIT / "odd.xml"))
+    assert results["test_strict_xpass"].verdict is Verdict.XPASSED
+    assert results["test_lenient_xpass"].verdict is Verdict.PASSED
+
+
+def test_a_test_without_properties_is_placed_by_the_cells_others_name():
+    results = by_id(junit.parse(JUNIT / "odd.xml"))
+    known = results["test_without_properties[anon-written-rw-mr]"]
+    assert (known.check, known.region, known.access) == (
+        "without_properties", "anon-written", "rw-mr")
+    unknown = results["test_without_properties[hugepage-ro-mr]"]
+    assert (unknown.region, unknown.access) == ("hugepage-ro-mr", "")
+
+
+def test_a_name_two_modules_share_is_qualified():
+    root = ET.parse(JUNIT / "odd.xml").getroot()
+    suite = root.find("testsuite")
+    twin = copy.deepcopy(suite.find("testcase[@name='test_setup_error']"))
+    twin.set("classname", "guest_tests.test_more")
+    suite.append(twin)
+    results = by_id(junit.parse_string(ET.tostring(root, "unicode")))
+    assert "guest_tests.test_odd::test_setup_error" in results
+    assert results["guest_tests.test_more::test_setup_error"].check == "setup_error"
+    assert "test_strict_xpass" in results
+
+
+def test_markup_is_kept_as_text():
+    hostile = by_id(junit.parse(JUNIT / "odd.xml"))["test_hostile_message"]
+    assert "<script>alert(1)</script> &" in hostile.message
+    assert "#x1B[31m" in hostile.message          # pytest's stand-in for an escape character
+    assert hostile.kmsg == ["WARNING: CPU: 0 PID: 97 at mm/gup.c:1046 <script>"]
+
+
+def test_collection_error():
+    [r] = junit.parse(JUNIT / "collection-error.xml")
+    assert r.verdict is Verdict.ERROR
+    assert r.message == "collection failure"
+    assert "No module named 'pyverbs'" in r.details
+    assert (r.id, r.region, r.access) == ("guest_tests.test_broken", "", "")
+
+
+def test_a_broken_property_becomes_an_error_verdict():
+    text = (JUNIT / "base.xml").read_text()
+    target = 'name="test_registration_matches_access[zero-page-ro-mr]"'
+    head, tail = text.split(target)
+    tail = tail.replace('name="observations" value="{', 'name="observations" value="{oops', 1)
+    r = by_id(junit.parse_string(head + target + tail))[
+        "test_registration_matches_access[zero-page-ro-mr]"]
+    assert r.verdict is Verdict.ERROR
+    assert "property 'observations' is not JSON" in r.message
+    assert r.region == "zero-page"
+
+
+def test_a_cut_short_file_is_named(tmp_path):
+    cut = tmp_path / "results.xml"
+    text = (JUNIT / "base.xml").read_text()
+    cut.write_text(text[: len(text) // 2])
+    with pytest.raises(junit.JUnitError, match=f"{cut}: not well-formed XML"):
+        junit.parse(cut)
+
+
+def test_not_junit(tmp_path):
+    with pytest.raises(junit.JUnitError, match="root element is <html>"):
+        junit.parse_string("<html><body/></html>", "page.html")
+    with pytest.raises(junit.JUnitError, match="cannot read"):
+        junit.parse(tmp_path / "absent.xml")
+
+
+def test_host_result_splits_the_id_like_the_suite_does():
+    known = junit.parse(JUNIT / "base.xml")
+    r = junit.host_result("test_coherent_after_cpu_write[zero-page-ro-mr]", Verdict.CRASHED,
+                          "the guest died: panic", "Kernel panic - not syncing", known)
+    assert (r.check, r.region, r.access, r.verdict) == (
+        "coherent_after_cpu_write", "zero-page", "ro-mr", Verdict.CRASHED)
+    assert r.details == "Kernel panic - not syncing"
+
+
+def test_own_junit_reads_back_with_host_verdicts():
+    tests = junit.parse(JUNIT / "base.xml") + junit.parse(JUNIT / "odd.xml")
+    tests.append(junit.host_result("test_x[zero-page-rw-mr]", Verdict.CRASHED, "hung",
+                                   "rcu: INFO: rcu_sched self-detected stall\x1b[0m", tests))
+    tests.append(junit.host_result("test_y[zero-page-rw-mr]", Verdict.LOST, "never ran", "",
+                                   tests))
+    variant = VariantResult("umem-rfc", False, Outcome.TESTS_RAN, tests=tests)
+    back = junit.parse_string(junit.to_junit(variant))
+    crashed = tests[-2]
+    crashed.details = crashed.details.replace("\x1b", "#x1B")   # XML 1.0 cannot carry ESC
+    assert back == tests
+
+
+def test_own_junit_for_a_variant_without_verdict_fails_in_ci():
+    variant = VariantResult("write-if-able", False, Outcome.BUILD_FAILED,
+                            errors=[StageError("build", "umem.c:231: error: undeclared",
+                                               "231 | gup_flags |= FOLL_WRITE_IF_ABLE;")])
+    suite = ET.fromstring(junit.to_junit(variant)).find("testsuite")
+    assert (suite.get("tests"), suite.get("errors")) == ("1", "1")
+    error = suite.find("testcase/error")
+    assert error.get("message") == "build-failed: umem.c:231: error: undeclared"
+    assert "FOLL_WRITE_IF_ABLE" in error.text

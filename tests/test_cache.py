@@ -24,10 +24,9 @@ def test_digest_changes_exactly_with_its_parts(tmp_path):
 
 def test_publish_is_all_or_nothing(tmp_path):
     cache = Cache(tmp_path)
-    with pytest.raises(RuntimeError):
-        with cache.publish("kernel", "k1") as scratch:
-            (scratch / "bzImage").write_bytes(b"half")
-            raise RuntimeError("make died")
+    with pytest.raises(RuntimeError), cache.publish("kernel", "k1") as scratch:
+        (scratch / "bzImage").write_bytes(b"half")
+        raise RuntimeError("make died")
     assert cache.lookup("kernel", "k1") is None
     assert not [p for p in (tmp_path / "kernel").iterdir() if not p.name.startswith(".k1.lock")]
     with cache.publish("kernel", "k1") as scratch:
@@ -57,12 +56,11 @@ def test_killed_builder_leaves_no_entry_and_releases_the_lock(tmp_path):
 
 def _take_turn(root: str, log: str) -> None:
     cache = Cache(Path(root))
-    with cache.lock("kernel", "k3"):
-        with open(log, "a") as fh:
-            fh.write("in\n")
-            fh.flush()
-            time.sleep(0.3)
-            fh.write("out\n")
+    with cache.lock("kernel", "k3"), open(log, "a") as fh:
+        fh.write("in\n")
+        fh.flush()
+        time.sleep(0.3)
+        fh.write("out\n")
 
 
 def test_two_processes_take_turns(tmp_path):

@@ -122,7 +122,7 @@ def merge(source: PreparedSource, base: str, fragments: tuple[Path, ...],
                 _make(source.tree, objdir, base)
                 proc = subprocess.run(
                     [str(source.tree / "scripts/kconfig/merge_config.sh"), "-m", "-O",
-                     str(objdir), str(objdir / ".config"), *map(str, fragments)],
+                     str(objdir), str(objdir / ".config"), *(str(f.resolve()) for f in fragments)],
                     capture_output=True, text=True, cwd=source.tree, check=False)
                 if proc.returncode != 0:
                     raise ConfigError(f"merge_config.sh failed:\n{proc.stdout[-2000:]}")

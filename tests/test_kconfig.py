@@ -59,3 +59,9 @@ def test_option_dropped_for_an_unmet_dependency_is_named(source, tmp_path):
     assert "CONFIG_RDMA_RXE=y (from rdma.config:" in text
     assert "not set in the final .config" in text
     assert "depends on INET" in text
+
+
+def test_debug_fragment_survives_too(source, tmp_path):
+    frags = tuple(KCONFIGS / f for f in ("qemu-guest.config", "rdma.config", "debug.config"))
+    final = kconfig.parse(kconfig.merge(source, "tinyconfig", frags, Cache(tmp_path)).text)
+    assert final["CONFIG_KASAN"] == "y" and final["CONFIG_PROVE_LOCKING"] == "y"

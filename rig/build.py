@@ -73,7 +73,7 @@ def first_errors(log: str, limit: int = 12) -> str:
 
 
 def _make(args: list[str], log_path: Path, progress: Progress, who: str) -> int:
-    with open(log_path, "a") as log, subprocess.Popen(
+    with open(log_path, "a", buffering=1) as log, subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             errors="replace") as proc:
         log.write("$ " + " ".join(args) + "\n")

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import bisect, history, hostdeps, vet
 from . import config as configlib
-from . import hostdeps
 from .cache import Cache
 from .progress import Progress
 
@@ -134,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
     p.add_argument("--out", type=Path, help="output directory (default rig-out)")
     p.add_argument("--select", action="append", metavar="EXPR",
-                   help="run only these guest tests (pytest node id or -k expression)")
+                   help="run only these guest tests: test_x or test_x[cell] (repeatable)")
     p.add_argument("--debug", action="store_true", default=None,
                    help="add kconfigs/debug.config (DEBUG_VM, lockdep, KASAN)")
     p.set_defaults(func=cmd_run)
@@ -155,6 +155,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
     p.add_argument("--debug", action="store_true", default=None)
     p.set_defaults(func=cmd_boot)
+
+    bisect.add_parser(sub, _common)
+    vet.add_parser(sub, _common)
+    history.add_parser(sub)
 
     p = sub.add_parser("cache", help="show the cache, or clear it")
     p.add_argument("--cache", type=Path)

@@ -86,7 +86,7 @@ class Cell:
         """Hover text: the verdict's message and the stable observations."""
         if not self.test:
             return self.label
-        obs = [f"{k}={_show(v)}" for k, v in flatten(self.test.observations).items()
+        obs = [f"{k}={show(v)}" for k, v in flatten(self.test.observations).items()
                if not is_raw(k)]
         return "\n".join(filter(None, [self.test.message.splitlines()[0]
                                        if self.test.message else "", *obs]))
@@ -121,7 +121,7 @@ class Row:
         flat = [flatten(c.test.observations) if c.test else {} for c in self.ran]
         keys = list(dict.fromkeys(k for f in flat for k in f))
         keys.sort(key=is_raw)
-        return [(k, is_raw(k), [_show(f.get(k, ABSENT)) for f in flat]) for k in keys]
+        return [(k, is_raw(k), [show(f.get(k, ABSENT)) for f in flat]) for k in keys]
 
 
 @dataclass
@@ -194,7 +194,7 @@ def _groups(rows: list[Row]) -> list[Group]:
     return groups
 
 
-def _show(value: Any, absent: str = "—") -> str:
+def show(value: Any, absent: str = "—") -> str:
     if value is ABSENT:
         return absent
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
@@ -216,7 +216,7 @@ def _env(html: bool) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True, finalize=_plain)
     # a mail reply stays ASCII where the rig has a choice
-    env.filters["show"] = _show if html else lambda v: _show(v, repr(ABSENT))
+    env.filters["show"] = show if html else lambda v: show(v, repr(ABSENT))
     env.filters["seconds"] = lambda s: f"{s:.1f} s"
     env.filters["first_line"] = lambda s: s.splitlines()[0] if s else ""
     env.filters["short"] = lambda s: s[:12]

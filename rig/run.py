@@ -37,7 +37,7 @@ class RunOutput:
         return self.comparison.exit_status()
 
 
-def _now() -> str:
+def now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
@@ -115,14 +115,14 @@ class Runner:
 
     def run(self) -> RunOutput:
         cfg = self.cfg
-        started = _now()
+        started = now()
         hostdeps.ensure(["source", "build", "image", "boot"], cfg.install_packages,
                         log=self.progress.log)
         cfg.out.mkdir(parents=True, exist_ok=True)
         self.prepare_image()
         with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
             variants = list(pool.map(self.variant, cfg.variants))
-        results = Results([RunInfo(started, _now(), rig_version(), platform.node(),
+        results = Results([RunInfo(started, now(), rig_version(), platform.node(),
                                    sys.argv)], variants)
         if self.image_seconds:
             for v in variants:

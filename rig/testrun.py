@@ -25,6 +25,7 @@ from .results import TestResult, Verdict
 GUEST_DIR = "/root/guest_tests"
 GUEST_KO = "/root/umem_test.ko"
 GUEST_XML = "/tmp/rig-results.xml"
+SELECT_FILE = "rig-select.txt"
 PLUGIN = Path(__file__).parent / "guest_plugin" / "rig_markers.py"
 _MARK = re.compile(r"umem-rig: test (start|end) (\S+)")
 _SKIP_UPLOAD = shutil.ignore_patterns("__pycache__", "*.o", "*.ko", "*.mod*", "*.cmd",
@@ -37,7 +38,7 @@ class SuiteRequest:
     module: Path | None              # the variant's umem_test.ko
     test_timeout: float = 60
     suite_timeout: float = 1200
-    select: tuple[str, ...] = ()     # pytest node ids or -k expressions; empty: everything
+    select: tuple[str, ...] = ()     # test names (test_x or test_x[cell]); empty: everything
     max_crashes: int = 4
 
 
@@ -60,10 +61,12 @@ def running_test(console_text: str) -> str | None:
     return open_test
 
 
-def stage_suite(suite: Path, into: Path) -> Path:
+def stage_suite(suite: Path, into: Path, select: tuple[str, ...] = ()) -> Path:
     staged = into / "guest_tests"
     shutil.copytree(suite, staged, ignore=_SKIP_UPLOAD)
     shutil.copy2(PLUGIN, staged / PLUGIN.name)
+    if select:
+        (staged / SELECT_FILE).write_text("".join(f"{name}\n" for name in select))
     return staged
 
 
@@ -71,9 +74,9 @@ def pytest_command(req: SuiteRequest, deselect: list[str]) -> str:
     args = ["python3", "-m", "pytest", "-p", "no:cacheprovider", "-p", "rig_markers",
             f"--junitxml={GUEST_XML}", "-o", "junit_family=xunit1", "-q", "-rN"]
     args += [a for node in deselect for a in ("--deselect", node)]
-    for sel in req.select:
-        args += ["-k", sel] if not sel.startswith("test_") and "::" not in sel else [sel]
     env = f"PYTHONPATH={GUEST_DIR} UMEM_TEST_KO={GUEST_KO} UMEM_TEST_TIMEOUT={req.test_timeout:g}"
+    if req.select:
+        env += f" RIG_SELECT={GUEST_DIR}/{SELECT_FILE}"
     # The outer `timeout` ends a suite stuck in userspace; a stuck kernel is caught by the
     # host's own deadline on the command.
     return (f"cd {GUEST_DIR} && {env} timeout -s KILL {req.suite_timeout:g} "
@@ -86,7 +89,7 @@ def run_suite(boot_req: BootRequest, req: SuiteRequest, progress: Progress, who:
     result = SuiteResult(Outcome.OK)
     crashed: dict[str, tuple[str, str]] = {}     # node id -> (message, console excerpt)
     with tempfile.TemporaryDirectory(prefix="rig-suite-") as tmp:
-        staged = stage_suite(req.suite, Path(tmp))
+        staged = stage_suite(req.suite, Path(tmp), req.select)
         for attempt in range(req.max_crashes + 1):
             log = console_dir / (f"{who}.console.log" if attempt == 0
                                  else f"{who}.console.{attempt}.log")

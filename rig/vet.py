@@ -1,0 +1,186 @@
+"""`rig vet`: test a patch or series from the list against the base, and say what it changes.
+
+The series (an mbox, a .patch, a series folder) goes on top of the base variant or of the one
+named with --onto; both kernels run the whole guest suite, the report is written as by
+`rig run`, and a short plain-text summary for a reply on the list: the series, what it fixed
+and regressed with the observations that changed, the kernel it ran on, how to reproduce.
+A patch set that cannot be read is refused before anything is built or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import patches as patchlib
+from . import report
+from .compare import Change, Comparison, VariantComparison, base_summary
+from .model import Outcome, Patch, Variant
+from .progress import Progress
+from .results import VariantResult, Verdict
+from .run import Runner
+
+SUMMARY = "vet-summary.txt"
+LIMIT = 10                       # cells of one kind listed before pointing to the report
+_NOT_RUN = {
+    Outcome.PATCH_FAILED: "The series does not apply",
+    Outcome.BUILD_FAILED: "The kernel with the series does not build",
+    Outcome.BOOT_FAILED: "The kernel with the series did not boot",
+    Outcome.PANICKED: "The kernel with the series panicked while booting",
+    Outcome.HUNG: "The kernel with the series hung while booting",
+    Outcome.INFRA_ERROR: "The rig could not test the series",
+}
+
+
+def variant_name(text: str) -> str:
+    """TEXT made fit to name a variant: the name becomes part of file names."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+def candidate(onto: Variant, series: Sequence[Patch], path: Path) -> Variant:
+    """ONTO plus SERIES, named for the file or folder it came from."""
+    name = variant_name(path.name if path.is_dir() else path.stem)
+    if name == onto.name:
+        name += "-candidate"
+    return Variant(name, onto.source, onto.fragments, onto.patches + tuple(series), str(path))
+
+
+def _cell(vc: VariantComparison, change: Change) -> list[str]:
+    cells = [c for c in vc.cells if c.change is change]
+    lines = []
+    for c in cells[:LIMIT]:
+        t = c.test
+        where = " ".join(filter(None, (t.region, t.access)))
+        verdicts = c.base.verdict.value if c.base else "-"
+        if c.other and (not c.base or c.other.verdict is not c.base.verdict):
+            verdicts += f" -> {c.other.verdict.value}"
+        lines.append(f"  {t.check} [{where}]: {verdicts}")
+        lines += [f"      {d.key}: {show(d.base)} -> {show(d.other)}"
+                  for d in c.differences if d.key != "verdict"][:3]
+    if len(cells) > LIMIT:
+        lines.append(f"  ... and {len(cells) - LIMIT} more in report.html")
+    return lines
+
+
+def show(value: object) -> str:
+    """An observation as JSON, or "(not recorded)" where one side has none."""
+    return report.show(value, "(not recorded)")
+
+
+def _release(v: VariantResult) -> str:
+    return f"kernel {v.environment.kernel_release}" if v.environment.kernel_release else ""
+
+
+def _kernel(v: VariantResult) -> str:
+    env = v.environment
+    release = f" ({_release(v)})" if _release(v) else ""
+    return f"{env.source} {env.source_version}{release}".strip()
+
+
+def summary(comparison: Comparison, name: str, series: Sequence[Patch], command: str) -> str:
+    """The reply: the series, the verdict, fixed/regressed/changed cells, environment."""
+    vc = next(v for v in comparison.variants if v.name == name)
+    base, cand = comparison.base, vc.variant
+    onto = len(base.environment.patches)
+    lines = [f"Series ({len(series)} patch{'es' * (len(series) > 1)}):"]
+    for p in series:
+        lines.append(f"  {p.prefix + ' ' if p.prefix else ''}{p.subject}")
+        lines += [f"    From: {p.author}"] if p.author else []
+        lines += [f"    Message-Id: <{p.message_id}>"] if p.message_id else []
+    lines.append("")
+    if not cand.has_verdict:
+        err = cand.errors[0] if cand.errors else None
+        lines.append(f"{_NOT_RUN.get(cand.outcome, cand.outcome.value)}: "
+                     f"{err.message if err else 'no error recorded'}")
+        if err and err.excerpt:
+            lines += ["", *(f"  {line}" for line in err.excerpt.strip().splitlines()[:12])]
+        lines += ["", f"What was tested: {base_summary(base)}"]
+    elif not base.has_verdict:
+        lines.append(f"Not comparable: {base_summary(base)}")
+    else:
+        regressed = vc.count(Change.REGRESSED)
+        others = "".join(f", {n} {c.value}" for c in (Change.NEW, Change.MISSING,
+                                                      Change.NOT_COMPARABLE)
+                         if (n := vc.count(c)))
+        lines.append(f"Result: {'REGRESSION' if regressed else 'no regression'}: "
+                     f"{vc.count(Change.FIXED)} fixed, {regressed} regressed, "
+                     f"{vc.count(Change.CHANGED)} changed{others}, of {len(base.tests)} tests")
+        for change, title in ((Change.REGRESSED, "Regressed"), (Change.FIXED, "Fixed"),
+                              (Change.CHANGED, "Changed (same pass/fail, different behaviour)")):
+            if cells := _cell(vc, change):
+                lines += ["", f"{title}:", *cells]
+        crashed = [t.id for t in cand.tests if t.verdict is Verdict.CRASHED]
+        if crashed:
+            lines += ["", f"The guest crashed in: {', '.join(crashed)}"]
+    env = (cand if cand.has_verdict else base).environment
+    on = f"{base.name} (+{onto} patches)" if onto else base.name
+    qemu = f"QEMU {env.qemu_version or '?'} ({env.accelerator or '?'})"
+    lines += ["",
+              f"Tested on: {_kernel(base)}, {qemu}, soft-RoCE (rdma_rxe)",
+              f"  onto {on}; with the series: {_release(cand) or cand.outcome.value}",
+              f"  config {env.config_hash[:12] or '?'}, guest image {env.image_hash[:12] or '?'}",
+              "",
+              f"Reproduce with umem-rig: {command}"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def add_parser(sub, common) -> None:
+    p = sub.add_parser("vet", help="test a patch or series from the list against the base",
+                       description="Apply a patch, series folder or mbox on top of the base "
+                       "(or --onto VARIANT), run both, and write the report and a summary "
+                       "for a reply on the list.")
+    common(p)
+    p.add_argument("patches", type=Path, metavar="FILE.mbox|FILE.patch|DIR")
+    p.add_argument("--onto", metavar="VARIANT", help="apply on top of this variant, not the base")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
+    p.add_argument("--out", type=Path, help="output directory (default rig-out)")
+    p.add_argument("--select", action="append", metavar="EXPR",
+                   help="run only these guest tests (pytest node id or -k expression)")
+    p.add_argument("--debug", action="store_true", default=None,
+                   help="add kconfigs/debug.config (DEBUG_VM, lockdep, KASAN)")
+    p.set_defaults(func=cmd_vet)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The `rig vet` that reproduces this one, for the summary."""
+    words = ["rig", "vet", str(args.patches)]
+    words += ["--onto", args.onto] if args.onto else []
+    words += ["--debug"] if args.debug else []
+    words += [w for s in args.select or () for w in ("--select", s)]
+    return shlex.join(words)
+
+
+def cmd_vet(args: argparse.Namespace) -> int:
+    from .cli import EXIT_NO_VERDICT, _load  # here: cli imports this module
+    try:                         # first, so that bad input is refused before anything is written
+        series = patchlib.load(args.patches)
+    except patchlib.PatchError as exc:
+        print(f"rig: {exc}", file=sys.stderr)
+        return EXIT_NO_VERDICT
+    cfg, cache = _load(args, onto=args.onto, accel=args.accel, out=args.out, debug=args.debug)
+    onto = cfg.variant(cfg.base)
+    if onto.name in cfg.unloadable:
+        print(f"rig: cannot vet on top of {onto.name}: {cfg.unloadable[onto.name]}",
+              file=sys.stderr)
+        return EXIT_NO_VERDICT
+    cand = candidate(onto, series, args.patches)
+    cfg.variants = [onto, cand]
+    progress = Progress()
+    try:
+        out = Runner(cfg, cache, progress, tuple(args.select or ())).run()
+    finally:
+        progress.close()
+    text = summary(out.comparison, cand.name, series, command_line(args))
+    (out.out / SUMMARY).write_text(text)
+    print(text, end="")
+    print(f"report: {(out.out / 'report.html').resolve()}")
+    print(f"summary: {(out.out / SUMMARY).resolve()}")
+    return out.exit_status

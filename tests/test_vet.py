@@ -1,0 +1,169 @@
+"""`rig vet`: the summary for a reply on the list, from real comparisons, and bad input."""
+
+import argparse
+import copy
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rig import compare, junit, results, vet
+from rig import patches as patchlib
+from rig.cli import _common
+from rig.model import Outcome, SourceSpec, StageError, Variant
+from rig.results import Environment, PatchInfo, Results, VariantResult, Verdict
+
+FIXTURES = Path(__file__).parent / "fixtures"
+VET = FIXTURES / "vet"
+V1 = results.load(FIXTURES / "results" / "results-v1.json")
+RFC = patchlib.load(VET / "umem-rfc.mbox")
+CRASHED = "test_coherent_after_cpu_write[anon-untouched-ro-mr]"
+
+
+def test_the_mbox_is_the_two_patch_rfc_without_its_cover_letter():
+    assert [p.subject for p in RFC] == ["IB/umem: Choose the GUP flags in umem_gup_flags()",
+                                        "IB/umem: Don't force write access for read-only MRs"]
+    assert RFC[1].prefix == "[PATCH RFC 2/2]"
+
+
+def test_summary_names_what_the_series_fixed_and_regressed():
+    text = vet.summary(compare.compare(V1), "umem-rfc", RFC, "rig vet umem-rfc.mbox")
+    assert text.startswith(
+        "Series (2 patches):\n"
+        "  [PATCH RFC 1/2] IB/umem: Choose the GUP flags in umem_gup_flags()\n"
+        "    From: umem-rig maintainers <maintainers@umem-rig.invalid>\n"
+        f"    Message-Id: <{RFC[0].message_id}>\n")
+    assert "\nResult: REGRESSION: 2 fixed, 3 regressed, 7 changed, of 64 tests\n" in text
+    assert "\nRegressed:\n" \
+           "  coherent_after_cpu_write [anon-untouched ro-mr]: passed -> failed\n" \
+           '      rdma_read: "new bytes" -> "old bytes"\n' in text
+    assert "\nFixed:\n" \
+           "  registration_matches_access [drv-shared-ro ro-mr]: failed -> passed\n" \
+           '      errno: "EFAULT" -> null\n' \
+           "      registered: false -> true\n" in text
+    assert "  no_side_effect [zero-page ro-mr]: passed\n" \
+           '      page_after: "new" -> "zero"\n' in text
+    assert text.index("Regressed:") < text.index("Fixed:") < text.index("Changed")
+    assert "\nTested on: debian-6.1 6.1.192-2 (kernel 6.1.192), QEMU 7.2.22 (tcg), " \
+           "soft-RoCE (rdma_rxe)\n  onto base; with the series: kernel 6.1.192\n" in text
+    assert text.endswith("\nReproduce with umem-rig: rig vet umem-rfc.mbox\n")
+
+
+def test_a_long_list_points_to_the_report(monkeypatch):
+    monkeypatch.setattr(vet, "LIMIT", 2)
+    text = vet.summary(compare.compare(V1), "umem-rfc", RFC, "rig vet x")
+    assert "  ... and 1 more in report.html\n" in text       # 3 regressed, 2 shown
+    assert "  ... and 5 more in report.html\n" in text       # 7 changed
+
+
+def test_summary_of_a_series_that_does_not_build():
+    text = vet.summary(compare.compare(V1), "write-if-able", RFC, "rig vet x")
+    assert "\nThe kernel with the series does not build: drivers/infiniband/core/umem.c:231:49:" \
+           " error: 'FOLL_WRITE_IF_ABLE' undeclared\n" in text
+    assert "    231 |                 gup_flags |= FOLL_WRITE_IF_ABLE;\n" in text
+    assert "\nWhat was tested: base: 64 tests: 39 passed, 2 failed, 21 skipped, 2 xfailed\n" \
+        in text
+    assert "with the series: build-failed\n" in text
+
+
+def not_applying(name: str, tmp_path: Path) -> tuple[Results, list]:
+    """The base's real results beside a candidate whose patch git apply refused on a copy
+    of 6.1's umem.c, recorded as the build stage records it."""
+    series = patchlib.load(VET / name)
+    tree = tmp_path / "tree"
+    shutil.copytree(FIXTURES / "patches" / "tree", tree)
+    applied = patchlib.apply(tree, series)
+    assert not applied.ok
+    cand = VariantResult("cand", False, Outcome.PATCH_FAILED, Environment(
+        source="debian-6.1", source_version="6.1.192-2",
+        patches=[PatchInfo(p.subject, p.sha256, str(p.origin)) for p in series]),
+        errors=[StageError("patch", applied.message, applied.detail)])
+    return Results(V1.runs, [V1.variant("base"), cand]), series
+
+
+def test_summary_names_the_patch_and_hunk_that_do_not_apply(tmp_path):
+    res, series = not_applying("stale-2012.patch", tmp_path)
+    text = vet.summary(compare.compare(res), "cand", series, "rig vet stale-2012.patch")
+    assert "\nThe series does not apply: patch 1 (IB/umem: Don't force write access for " \
+           "read-only MRs) does not apply: hunk #1 of drivers/infiniband/core/umem.c " \
+           "(at line 160) does not match\n" in text
+    assert "\nWhat was tested: base: 64 tests:" in text
+    assert "with the series: patch-failed\n" in text
+
+
+def test_a_patch_for_another_tree_names_the_missing_file(tmp_path):
+    res, series = not_applying("other-tree.patch", tmp_path)
+    text = vet.summary(compare.compare(res), "cand", series, "rig vet other-tree.patch")
+    assert "The series does not apply: patch 1 (hw/rdma: Pin guest MRs read-only when the " \
+           "guest asks for it) does not apply: hw/rdma/rdma_backend.c: No such file or " \
+           "directory" in text
+
+
+def test_the_candidate_goes_on_top_of_the_onto_variant():
+    src = SourceSpec("debian-6-1", "debian", "linux-source-6.1")
+    onto = Variant("base", src, (Path("a.config"),), tuple(RFC[:1]))
+    cand = vet.candidate(onto, RFC[1:], VET / "umem-rfc.mbox")
+    assert (cand.name, cand.source, cand.fragments) == ("umem-rfc", src, onto.fragments)
+    assert cand.patches == tuple(RFC) and cand.series == str(VET / "umem-rfc.mbox")
+    assert vet.candidate(onto, RFC, Path("/x/base.patch")).name == "base-candidate"
+    assert vet.candidate(onto, RFC, VET).name == "vet"
+    assert vet.variant_name("v2 [PATCH] a/b") == "v2__PATCH__a_b"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    top = argparse.ArgumentParser(prog="rig")
+    vet.add_parser(top.add_subparsers(dest="command", required=True), _common)
+    return top.parse_args(argv)
+
+
+def test_the_reproduce_line():
+    args = parse(["vet", "my series.mbox", "--onto", "upstream", "--select", "zero-page"])
+    assert vet.command_line(args) == \
+        "rig vet 'my series.mbox' --onto upstream --select zero-page"
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("empty.mbox", "empty file, not a patch"),
+    ("garbage.bin", "binary data, not a patch"),
+    ("cover-only.mbox", "no patches in it: 1 message, only cover letters and replies"),
+    ("escape.patch", "refusing a patch that reaches outside the tree with '..'"),
+    ("no-such.mbox", "no such file"),
+])
+def test_bad_input_is_refused_before_anything_is_written(name, problem, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = parse(["vet", str(VET / name), "--out", str(out), "--cache", str(cache)])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rig: {VET / name}: {problem}"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.e2e
+def test_vet_the_rfc_end_to_end(tmp_path):
+    """Builds and boots Debian's 6.1 with and without the two-patch RFC."""
+    from rig import cli
+    out = tmp_path / "vet"
+    status = cli.main(["vet", str(VET / "umem-rfc.mbox"), "--out", str(out)])
+    text = (out / vet.SUMMARY).read_text()
+    assert status in (0, 1), text
+    assert "[PATCH RFC 2/2] IB/umem: Don't force write access for read-only MRs" in text
+    # dropping the forced write stops the COW of driver pages and pins the zero page instead
+    assert "\nFixed:\n" in text and "\nRegressed:\n" in text
+    assert (out / "report.html").is_file() and (out / "results.json").is_file()
+
+
+def test_summary_when_the_guest_crashed_with_the_series():
+    res = copy.deepcopy(V1)
+    rfc = res.variant("umem-rfc")
+    at = next(i for i, t in enumerate(rfc.tests) if t.id == CRASHED)
+    rfc.tests = rfc.tests[:at] + [junit.host_result(
+        CRASHED, Verdict.CRASHED, "the guest died: panic", "Kernel panic", rfc.tests)] + [
+        junit.host_result(t.id, Verdict.LOST, "never ran", "", rfc.tests)
+        for t in rfc.tests[at + 1:]]
+    rfc.outcome = Outcome.TESTS_RAN
+    text = vet.summary(compare.compare(res), "umem-rfc", RFC, "rig vet x")
+    assert f"\nThe guest crashed in: {CRASHED}\n" in text
+    assert "2 fixed, 1 regressed, 4 changed, 29 not-comparable, of 64 tests\n" in text
+    assert "  coherent_after_cpu_write [anon-untouched ro-mr]: passed -> crashed\n" in text

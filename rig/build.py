@@ -150,7 +150,7 @@ class Builder:
                     *self._make_vars()]
             # `modules` as well: 6.12 needs Module.symvers for out-of-tree modules.
             if _make(make + ["olddefconfig", "bzImage", "modules"], log, self.progress, who):
-                return self._failed(who, key, env, log, "build")
+                return self._failed(who, key, env, log, "build", work.tree)
             try:  # a patch may change Kconfig: the fragments' options must still hold
                 kconfig.check(dot_config.read_text(),
                               [r for f in variant.fragments for r in kconfig.requests(f)],
@@ -166,7 +166,7 @@ class Builder:
                 shutil.copytree(self.settings.driver, moddir)
                 if _make(["make", "-C", str(objdir), f"M={moddir}", *self._make_vars(),
                           "modules"], log, self.progress, who):
-                    return self._failed(who, key, env, log, "driver module")
+                    return self._failed(who, key, env, log, "driver module", work.tree)
                 kos = list(moddir.glob("*.ko"))
                 with self.cache.publish("kernel", key) as out:
                     for name, rel in ARTEFACTS.items():
@@ -180,8 +180,9 @@ class Builder:
         return BuildResult(who, Outcome.OK, key, self.cache.lookup("kernel", key),
                            environment=env)
 
-    def _failed(self, who, key, env, log: Path, what: str) -> BuildResult:
-        excerpt = first_errors(log.read_text(errors="replace"))
+    def _failed(self, who, key, env, log: Path, what: str, tree: Path) -> BuildResult:
+        # paths relative to the tree, as a maintainer reads them in the patch
+        excerpt = first_errors(log.read_text(errors="replace")).replace(f"{tree}/", "")
         return BuildResult(who, Outcome.BUILD_FAILED, key, environment=env,
                            error=StageError("build", f"{what} failed (full log: {log})",
                                             excerpt))

@@ -1,0 +1,100 @@
+"""End to end: the real `rig run` on real kernels in QEMU, over real SSH, with the real suite.
+
+One run covers the base (Debian 6.1), the umem-rfc variant, a candidate that applies but does
+not build, and a candidate for another tree that does not apply.  It builds what the cache
+lacks (cold: one full 6.1 build plus incremental ones), boots two guests and runs the suite.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rig import compare, results
+from rig.compare import Change
+
+pytestmark = pytest.mark.e2e
+FIXTURES = Path(__file__).parent / "fixtures"
+BUILD_BREAKER = FIXTURES / "build" / "needs-missing-flag.patch"
+OTHER_TREE = FIXTURES / "patches" / "other-tree.patch"
+
+# What the RFC changes against 6.1, from the kernels' source (see guest_tests/README.md):
+# no FOLL_FORCE, so a read-only shared mapping can be registered and a private one is no
+# longer copied, and a write MR is refused where the process cannot write; but a read-only MR
+# on never-written anonymous memory pins the zero page and goes stale at the first write.
+EXPECT_FIXED = {
+    "test_registration[drv-shared-ro-ro-mr]",
+    "test_registration[anon-prot-read-rw-mr]",
+    "test_registration[drv-private-ro-rw-mr]",
+    "test_no_side_effect[drv-private-ro-ro-mr]",
+}
+EXPECT_REGRESSED = {
+    "test_coherent_after_cpu_write[zero-page-ro-mr]",
+    "test_coherent_after_cpu_write[anon-untouched-ro-mr]",
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rig.cli", "run", "--variant", "umem-rfc",
+         "--patch", str(BUILD_BREAKER), "--patch", str(OTHER_TREE), "--out", str(out)],
+        capture_output=True, text=True, timeout=4500, check=False)
+    sys.stdout.write(proc.stdout[-4000:])
+    sys.stderr.write(proc.stderr[-4000:])
+    assert (out / "results.json").exists(), proc.stderr[-3000:]
+    return proc, out, results.load(out / "results.json")
+
+
+def test_base_and_rfc_ran_every_cell_with_observations(run):
+    _, _, res = run
+    for name in ("base", "umem-rfc"):
+        v = res.variant(name)
+        assert v.outcome.value == "ok", (name, v.errors)
+        assert v.environment.accelerator in ("kvm", "tcg")
+        assert v.environment.kernel_release.startswith("6.1.")
+        cells = {t.cell for t in v.tests}
+        assert len(cells) >= 16, cells             # 8 regions x 2 accesses
+        missing = [t.id for t in v.tests if not t.observations]
+        assert not missing, missing
+
+
+def test_the_rfc_comparison_names_the_fixed_and_regressed_cells(run):
+    proc, _, res = run
+    rfc = next(v for v in compare.compare(res).variants if v.name == "umem-rfc")
+    fixed = {c.id for c in rfc.cells if c.change is Change.FIXED}
+    regressed = {c.id for c in rfc.cells if c.change is Change.REGRESSED}
+    assert EXPECT_FIXED <= fixed, fixed
+    assert EXPECT_REGRESSED <= regressed, regressed
+    assert proc.returncode == 1, "a regression must give exit status 1"
+    assert "umem-rfc vs base:" in proc.stdout
+
+
+def test_a_patch_that_breaks_the_build_is_a_verdict_with_the_first_error(run):
+    _, _, res = run
+    v = res.variant("needs-missing-flag")
+    assert v.outcome.value == "build-failed"
+    excerpt = v.errors[0].excerpt
+    assert "error:" in excerpt and "FOLL_WRITE_IF_ABLE" in excerpt, excerpt
+
+
+def test_a_patch_for_another_tree_names_patch_file_and_hunk(run):
+    _, _, res = run
+    v = res.variant("other-tree")
+    assert v.outcome.value == "patch-failed"
+    message = v.errors[0].message
+    assert "drivers/infiniband/core/umem.c" in message and "hunk #" in message, message
+
+
+def test_reports_are_written_and_rerender_from_the_json(run, tmp_path):
+    _, out, _ = run
+    html = (out / "report.html").read_text()
+    assert "umem-rfc vs base" in html and "REGRESSED" in html.upper()
+    assert (out / "junit" / "umem-rfc.xml").exists()
+    proc = subprocess.run([sys.executable, "-m", "rig.cli", "report", str(out / "results.json"),
+                           "--out", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and (tmp_path / "report.html").exists(), proc.stderr

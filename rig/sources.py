@@ -7,6 +7,8 @@ tarball hash).  Unpacking needs no root: `apt-get download` + dpkg-deb + tar.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -29,8 +31,38 @@ def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
     return proc
 
 
-def debian_candidate(package: str) -> str:
-    """The version apt would download, refreshing the package lists once if they know none."""
+APT_LISTS = Path("/var/lib/apt/lists")
+
+
+def _lists_stamp() -> str:
+    """Changes whenever `apt-get update` changes what apt knows."""
+    try:
+        return str(max(p.stat().st_mtime_ns for p in APT_LISTS.iterdir()))
+    except (OSError, ValueError):
+        return ""
+
+
+def debian_candidate(package: str, memo: Path | None = None) -> str:
+    """The version apt would download, refreshing the package lists once if they know none.
+
+    `apt-cache policy` takes a second or more on a loaded machine; MEMO keeps its answer for
+    as long as apt's lists are unchanged, so a cache hit stays fast.
+    """
+    stamp = _lists_stamp()
+    memory = json.loads(memo.read_text()) if memo and memo.exists() else {}
+    if stamp and memory.get(package, {}).get("stamp") == stamp:
+        return memory[package]["version"]
+    version = _apt_candidate(package)
+    if memo and stamp:
+        memory[package] = {"stamp": _lists_stamp(), "version": version}
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memory))
+        os.replace(tmp, memo)
+    return version
+
+
+def _apt_candidate(package: str) -> str:
     for attempt in (1, 2):
         out = subprocess.run(["apt-cache", "policy", package], capture_output=True,
                              text=True, check=False).stdout
@@ -81,10 +113,11 @@ def _fetch_debian(package: str, version: str, dest: Path) -> None:
         _unpack_tarball(tarballs[0], dest)
 
 
-def identify(spec: SourceSpec) -> str:
+def identify(spec: SourceSpec, cache: Cache | None = None) -> str:
     """What makes this source unique: package version, commit id or tarball hash."""
     if spec.kind == "debian":
-        return debian_candidate(spec.package)
+        return debian_candidate(spec.package,
+                                cache.root / "source" / ".apt-candidates.json" if cache else None)
     if spec.kind == "git":
         if spec.path is None or not spec.path.is_dir():
             raise SourceError(f"source {spec.name}: {spec.path} is not a git repository")
@@ -110,7 +143,7 @@ def cache_key(spec: SourceSpec, version: str) -> str:
 
 def prepare(spec: SourceSpec, cache: Cache) -> PreparedSource:
     """The pristine unpacked tree for SPEC, from the cache or fetched now."""
-    version = identify(spec)
+    version = identify(spec, cache)
     key = cache_key(spec, version)
     with cache.lock("source", key):
         entry = cache.lookup("source", key)

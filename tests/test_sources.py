@@ -1,0 +1,58 @@
+"""Kernel sources: identities, and the apt answer remembered while apt's lists are unchanged."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from rig import sources
+from rig.model import SourceSpec
+
+needs_apt = pytest.mark.skipif(shutil.which("apt-cache") is None, reason="needs Debian's apt")
+
+
+@needs_apt
+def test_candidate_is_remembered_until_the_lists_change(tmp_path, monkeypatch):
+    memo = tmp_path / "memo.json"
+    version = sources.debian_candidate("linux-source-6.1", memo)
+    assert version.startswith("6.1.")
+    asked = []
+    monkeypatch.setattr(sources, "_apt_candidate", lambda pkg: asked.append(pkg) or "x")
+    assert sources.debian_candidate("linux-source-6.1", memo) == version and not asked
+    monkeypatch.setattr(sources, "_lists_stamp", lambda: "after apt-get update")
+    assert sources.debian_candidate("linux-source-6.1", memo) == "x" and asked
+
+
+@needs_apt
+def test_unknown_package_is_named():
+    with pytest.raises(sources.SourceError, match="umem-rig-no-such-package"):
+        sources._apt_candidate("umem-rig-no-such-package")
+
+
+def test_git_source_is_identified_by_commit(tmp_path):
+    repo = tmp_path / "linux"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "Makefile").write_text("all:\n")
+    subprocess.run([*git, "add", "Makefile"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert sources.identify(SourceSpec("t", "git", path=repo, ref="HEAD")) == head
+    with pytest.raises(sources.SourceError, match="resolving 'nope'"):
+        sources.identify(SourceSpec("t", "git", path=repo, ref="nope"))
+
+
+def test_tarball_that_is_not_a_kernel_is_refused(tmp_path):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "README").write_text("not a kernel\n")
+    tarball = tmp_path / "junk.tar.gz"
+    subprocess.run(["tar", "-czf", str(tarball), "-C", str(tmp_path), "junk"], check=True)
+    dest = tmp_path / "out" / "linux"
+    dest.parent.mkdir()
+    with pytest.raises(sources.SourceError, match="does not look like a Linux kernel"):
+        sources._unpack_tarball(tarball, dest)
+    with pytest.raises(sources.SourceError, match="does not exist"):
+        sources.identify(SourceSpec("t", "tarball", path=tmp_path / "missing.tar"))

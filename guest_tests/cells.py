@@ -1,0 +1,99 @@
+"""One cell of the matrix: a fresh region of one kind, registered with one access.
+
+Opening a cell records what registration did (result, errno, each page before and after) into
+the test's observations, whatever the test then checks.  Keys starting with "raw_" hold values
+that differ from boot to boot (addresses, PFNs); the host shows them but never compares them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from loopback import Loopback, RegistrationError
+from memory import PageState, page_states
+from pyverbs.mr import MR
+from regions import Access, Region, RegionKind
+
+
+def replaced(before: list[PageState], after: list[PageState]) -> list[int]:
+    """Pages the process had (not the zero page) that now are another page or gone."""
+    return [i for i, (b, a) in enumerate(zip(before, after))
+            if b.present and not b.zero and a.pfn != b.pfn]
+
+
+def allocated(before: list[PageState], after: list[PageState]) -> list[int]:
+    """Pages that were missing or the zero page and now are a page of their own."""
+    return [i for i, (b, a) in enumerate(zip(before, after))
+            if (not b.present or b.zero) and a.present and not a.zero]
+
+
+def page_observations(suffix: str, states: list[PageState],
+                      driver_pfns: list[int] | None) -> dict:
+    obs = {
+        f"present_{suffix}": [s.present for s in states],
+        f"zero_{suffix}": [s.zero for s in states],
+        f"anon_{suffix}": [s.anon for s in states],
+        f"raw_pfn_{suffix}": [s.pfn for s in states],
+        f"raw_pagemap_{suffix}": [f"{s.entry:#018x}" for s in states],
+        f"raw_kpageflags_{suffix}": [None if s.kflags is None else f"{s.kflags:#x}"
+                                     for s in states],
+    }
+    if driver_pfns is not None:
+        # does the process's page table point at the driver's own page?
+        obs[f"driver_page_{suffix}"] = [s.pfn == d for s, d in zip(states, driver_pfns)]
+    return obs
+
+
+@dataclass
+class Cell:
+    region: Region
+    obs: dict
+    mr: MR | None
+    error: RegistrationError | None
+    after: list[PageState]          # the pages right after registration
+
+    def require_registration(self) -> MR:
+        """The MR, or skip the check: a failed registration leaves nothing to check."""
+        if self.mr is None:
+            pytest.skip(f"registration failed with {self.error.name}: nothing to check")
+        return self.mr
+
+    def pages_moved(self, suffix: str) -> list[int]:
+        """Record the pages now; return those that are not the pages registration left."""
+        now = page_states(self.region.mapping.addr, self.region.mapping.npages)
+        driver_pfns = self.obs.get("raw_driver_pfns")
+        self.obs.update(page_observations(suffix, now, driver_pfns))
+        return [i for i, (a, n) in enumerate(zip(self.after, now)) if a.pfn != n.pfn]
+
+
+@contextlib.contextmanager
+def open_cell(kind: RegionKind, access: Access, loop: Loopback, obs: dict) -> Iterator[Cell]:
+    region = Region(kind)
+    mr = None
+    try:
+        mapping = region.mapping
+        driver_pfns = region.driver.pfns() if region.driver else None
+        obs["raw_addr"] = f"{mapping.addr:#x}"
+        if driver_pfns is not None:
+            obs["raw_driver_pfns"] = driver_pfns
+        before = page_states(mapping.addr, mapping.npages)
+        error = None
+        try:
+            mr = loop.register(mapping.addr, mapping.length, access.flags)
+        except RegistrationError as exc:
+            error = exc
+        after = page_states(mapping.addr, mapping.npages)
+        obs["registered"] = mr is not None
+        obs["errno"] = error.name if error else None
+        obs.update(page_observations("before", before, driver_pfns))
+        obs.update(page_observations("after", after, driver_pfns))
+        obs["pages_replaced"] = replaced(before, after)
+        obs["pages_allocated"] = allocated(before, after)
+        yield Cell(region, obs, mr, error, after)
+    finally:
+        if mr is not None:
+            mr.close()
+        region.close()

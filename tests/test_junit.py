@@ -175,3 +175,16 @@ def test_own_junit_for_a_variant_without_verdict_fails_in_ci():
     error = suite.find("testcase/error")
     assert error.get("message") == "build-failed: umem.c:231: error: undeclared"
     assert "FOLL_WRITE_IF_ABLE" in error.text
+
+
+def test_a_real_guest_run_parses_cell_by_cell():
+    """guest-6.1-base.xml: the suite's JUnit file from a real 6.1 guest under QEMU."""
+    tests = junit.parse(Path(__file__).parent / "fixtures" / "junit" / "guest-6.1-base.xml")
+    assert len(tests) == 64
+    assert all(t.region and t.access and t.doc and t.observations for t in tests)
+    verdicts = Counter(t.verdict for t in tests)
+    assert verdicts == {Verdict.PASSED: 39, Verdict.SKIPPED: 21, Verdict.XFAILED: 2,
+                        Verdict.FAILED: 2}
+    shared_ro = next(t for t in tests if t.id == "test_registration[drv-shared-ro-ro-mr]")
+    assert shared_ro.verdict is Verdict.FAILED
+    assert shared_ro.observations["registered"] is False

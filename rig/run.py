@@ -57,6 +57,7 @@ class Runner:
         self.select = select
         self.builder = Builder(BuildSettings(cfg.project / "guest_tests" / "driver",
                                              cfg.base_config, cfg.jobs), cache, progress)
+        self.accel = cfg.accel           # "auto" until a boot has found out what works
         self.image: ImageResult | None = None
         self.image_error: StageError | None = None
         self.image_seconds = 0.0
@@ -95,7 +96,7 @@ class Runner:
         vr.environment.image_hash = self.image.key
         console_dir = cfg.out / "console"
         console_dir.mkdir(parents=True, exist_ok=True)
-        boot_req = BootRequest(built.bzimage, self.image, cfg.accel,
+        boot_req = BootRequest(built.bzimage, self.image, self.accel,
                                boot_timeout=cfg.timeouts.boot,
                                silence_timeout=cfg.timeouts.silence)
         suite = SuiteRequest(cfg.project / "guest_tests",
@@ -108,6 +109,7 @@ class Runner:
         vr.timings.update(ran.timings)
         vr.console = ran.console.strip()
         vr.environment.accelerator = ran.environment.get("accel", "")
+        self.accel = vr.environment.accelerator or self.accel
         vr.environment.qemu_version = ran.environment.get("qemu", "")
         vr.environment.kernel_release = ran.environment.get("kernel_release",
                                                             env.get("kernel_release", ""))

@@ -119,6 +119,7 @@ def _one_boot(boot_req, req, staged, deselect, result, crashed, progress, who, t
         with progress.stage(who, "boot"), boot(boot_req, say=progress.log) as guest:
             _add(result.timings, "boot", guest.boot_seconds)
             result.environment.update(guest.environment)
+            boot_req.accel = guest.accel        # a reboot need not probe KVM again
             with progress.stage(who, "tests") as timing:
                 guest.put(staged, GUEST_DIR)
                 if req.module is not None:

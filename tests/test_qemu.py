@@ -1,0 +1,105 @@
+"""rig.qemu: the argv built from data/qemu.toml, overlays, and the accelerator fallback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rig import qemu
+
+needs_qemu = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-utils missing")
+
+
+def _argv(accel: str = "tcg", **kw) -> list[str]:
+    args = {"kernel": Path("/k/bzImage"), "overlay": Path("/t/overlay.qcow2"),
+            "ssh_port": 40022, "accel": accel, "memory_mb": 1024, "cpus": 1, "nonce": "abc123"}
+    return qemu.command(qemu.Settings.load(), **(args | kw))
+
+
+def test_argv_has_the_boot_essentials():
+    argv = _argv()
+    cmdline = argv[argv.index("-append") + 1]
+    for word in ("console=ttyS0", "panic=-1", "root=/dev/vda", "init=/sbin/rig-init",
+                 "rig.nonce=abc123"):
+        assert word in cmdline.split()
+    assert "-no-reboot" in argv
+    assert argv[argv.index("-kernel") + 1] == "/k/bzImage"
+    netdev = argv[argv.index("-netdev") + 1]
+    assert "restrict=on" in netdev and "hostfwd=tcp:127.0.0.1:40022-:22" in netdev
+    assert argv[argv.index("-serial") + 1] == "stdio"
+    assert "file=/t/overlay.qcow2,format=qcow2" in argv[argv.index("-drive") + 1]
+    assert argv[-4:] == ["-accel", "tcg", "-cpu", "max"]
+
+
+def test_kvm_argv_and_init_arguments():
+    argv = _argv("kvm", init="/bin/sh", init_args=("-c", '"echo hi"'))
+    assert argv[-4:] == ["-accel", "kvm", "-cpu", "host"]
+    assert argv[argv.index("-append") + 1].endswith('init=/bin/sh rig.nonce=abc123 -- -c "echo hi"')
+
+
+def test_free_port_is_bindable():
+    port = qemu.free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_version_names_the_missing_binary():
+    with pytest.raises(qemu.QemuError, match="no-such-qemu is not installed"):
+        qemu.version("no-such-qemu")
+
+
+@needs_qemu
+def test_overlay_leaves_the_image_alone(tmp_path: Path):
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * 2**20)
+    image.chmod(0o444)
+    before = image.read_bytes()
+    overlay = qemu.create_overlay(qemu.Settings.load(), image, tmp_path / "overlay.qcow2")
+    # Writes through qemu-io land in the overlay; the read-only backing file is unchanged.
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 64k", str(overlay)],
+                   check=True, capture_output=True)
+    assert image.read_bytes() == before
+    info = subprocess.run(["qemu-img", "info", str(overlay)], check=True, capture_output=True,
+                          text=True).stdout
+    assert f"backing file: {image}" in info
+
+
+@needs_qemu
+def test_overlay_on_a_missing_image(tmp_path: Path):
+    with pytest.raises(qemu.QemuError, match="does not exist"):
+        qemu.create_overlay(qemu.Settings.load(), tmp_path / "nope.img", tmp_path / "o.qcow2")
+
+
+def test_unknown_accelerator_is_refused(tmp_path: Path):
+    with pytest.raises(qemu.QemuError, match="'hvf' is not one of"):
+        qemu.start(qemu.Settings.load(), "hvf", _argv, tmp_path / "console.log", None)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(qemu.kvm_unusable() is not None, reason="no usable /dev/kvm")
+def test_auto_falls_back_to_tcg_when_kvm_prints_nothing(tmp_path: Path):
+    """A KVM guest that prints nothing must make auto fall back to TCG, saying so.
+
+    A machine with firmware only and no kernel prints nothing on its serial port: from the
+    console that is exactly the early-boot hang some hosts show under KVM.
+    """
+    said: list[str] = []
+    settings = qemu.Settings.load()
+
+    def argv(accel: str) -> list[str]:
+        return [settings.binary, "-nodefaults", "-display", "none", "-serial", "stdio",
+                "-monitor", "none", "-accel", accel]
+
+    vm, accel = qemu.start(settings, "auto", argv, tmp_path / "console.log", None, said.append)
+    try:
+        assert accel == "tcg"
+        assert said and "falling back to TCG" in said[0] and "printed nothing" in said[0]
+        assert vm.child.isalive()
+    finally:
+        vm.stop()
+    assert not vm.child.isalive() and not os.path.exists(f"/proc/{vm.pid}")

@@ -256,6 +256,11 @@ class Console:
             self._cursor += 1
             return self._reports[self._cursor - 1]
 
+    def quiet_for(self) -> float:
+        """Seconds since the guest last printed anything."""
+        with self._cond:
+            return time.monotonic() - self._last_output
+
     def fatal(self, wait: float = 0.0) -> ConsoleReport | None:
         """The panic or exit that ended the guest, waiting up to WAIT seconds for one."""
         def seen() -> ConsoleReport | None:

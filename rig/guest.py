@@ -179,11 +179,23 @@ class Guest:
         fatal = self.console.fatal(wait=2.0)
         return GuestCrashed(what, fatal) if fatal else e
 
-    def run(self, cmd: str, timeout: float = 600.0) -> CommandResult:
-        """Run CMD in the guest; raises GuestCrashed if the guest dies meanwhile."""
+    def run(self, cmd: str, timeout: float = 600.0,
+            silence: float | None = None) -> CommandResult:
+        """Run CMD in the guest; raises GuestCrashed if the guest dies meanwhile.
+
+        With SILENCE, a console quiet for that long ends the command as timed out: for a
+        command that keeps the console busy (the suite logs each test), that is a hang.
+        """
+        def quiet() -> bool:
+            return silence is not None and self.console.quiet_for() > silence
+
+        start = time.monotonic()
         try:
-            return self.session.run(cmd, timeout, alive=self._alive)
+            return self.session.run(cmd, timeout, alive=lambda: self._alive() and not quiet())
         except ssh.SSHError as e:
+            if quiet() and self.console.fatal() is None:
+                return CommandResult(-1, "", f"no console output for {silence:g} s",
+                                     time.monotonic() - start, timed_out=True)
             raise self._crashed(cmd, e) from None
 
     def put(self, local: Path, remote: str) -> None:

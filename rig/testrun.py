@@ -26,6 +26,7 @@ GUEST_DIR = "/root/guest_tests"
 GUEST_KO = "/root/umem_test.ko"
 GUEST_XML = "/tmp/rig-results.xml"
 SELECT_FILE = "rig-select.txt"
+HANG_MARGIN = 30.0                   # seconds of console silence beyond a test's own limit
 PLUGIN = Path(__file__).parent / "guest_plugin" / "rig_markers.py"
 _MARK = re.compile(r"umem-rig: test (start|end) (\S+)")
 _SKIP_UPLOAD = shutil.ignore_patterns("__pycache__", "*.o", "*.ko", "*.mod*", "*.cmd",
@@ -127,12 +128,14 @@ def _one_boot(boot_req, req, staged, deselect, result, crashed, progress, who, t
                 uname = guest.run("uname -r", timeout=30)
                 result.environment["kernel_release"] = uname.stdout.strip()
                 progress.detail(who, "pytest")
-                run = guest.run(pytest_command(req, deselect), timeout=req.suite_timeout + 60)
+                # Each test logs its start and end on the console, so a console quiet for
+                # longer than a test may take means a test is stuck in the kernel.
+                run = guest.run(pytest_command(req, deselect), timeout=req.suite_timeout + 60,
+                                silence=req.test_timeout + HANG_MARGIN)
                 if run.timed_out or run.status == 137:
                     node = running_test(guest.console_log.read_text(errors="replace"))
-                    return _crash(node, "hung: the suite did not finish within "
-                                  f"{req.suite_timeout:g} s", guest.console.tail(), result,
-                                  crashed)
+                    return _crash(node, f"hung: {run.stderr or 'the suite did not finish'}",
+                                  guest.console.tail(), result, crashed)
                 local = tmp / "results.xml"
                 try:
                     guest.get(GUEST_XML, local)

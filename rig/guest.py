@@ -132,8 +132,10 @@ def launch(req: BootRequest, say: Callable[[str], None] = print, *, init: str | 
 
                     vm, accel = qemu.start(settings, req.accel, argv, console_log, ready_re,
                                            say, patterns)
-                    # Once QEMU holds the overlay open, no name on disk needs cleaning up.
-                    vm.wait_open(overlay, req.silence_timeout)
+                    # QEMU opens (and may reopen) its drives before the guest runs, so once the
+                    # guest printed anything the overlay needs no name on disk: nothing is left
+                    # to clean up even if the rig is killed.  Its first open is not enough.
+                    vm.console.wait_output(req.silence_timeout)
                 report = vm.console.wait_ready(req.boot_timeout, req.silence_timeout)
                 if report.event is not ConsoleEvent.QEMU_EXITED:
                     break

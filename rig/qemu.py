@@ -156,20 +156,6 @@ class Qemu:
     def pid(self) -> int:
         return self.child.pid
 
-    def wait_open(self, path: Path, timeout: float) -> bool:
-        """Wait until QEMU has PATH open (True), has exited, or TIMEOUT passes."""
-        deadline = time.monotonic() + timeout
-        fds = Path(f"/proc/{self.child.pid}/fd")
-        target = str(path.resolve())
-        while time.monotonic() < deadline and self.console.exited is None:
-            try:
-                if any(os.readlink(fd) == target for fd in fds.iterdir()):
-                    return True
-            except OSError:
-                pass                # an fd closed while we looked, or QEMU just exited
-            time.sleep(0.02)
-        return False
-
     def stop(self) -> None:
         """Kill QEMU (the overlay is thrown away, so nothing is lost) and reap it."""
         if self.child.isalive():

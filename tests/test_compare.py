@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rig import compare, junit
+from rig import compare, junit, results
 from rig.compare import ABSENT, Change, CompareError, Difference
 from rig.model import Outcome, StageError
 from rig.results import Results, VariantResult, Verdict
@@ -169,3 +169,21 @@ def test_the_base_headline_counts_its_verdicts():
 def test_no_base():
     with pytest.raises(CompareError, match=r"no base variant .*\(variants: umem-rfc\)"):
         compare.compare(Results([], [variant("umem-rfc", "rfc.xml")]))
+
+
+def test_a_real_run_of_the_four_default_variants():
+    """real-4-variants.json: `rig run` of base, umem-rfc, write-if-able and upstream (6.12)."""
+    res = results.load(Path(__file__).parent / "fixtures" / "results" /
+                       "real-4-variants.json")
+    cmp = compare.compare(res)
+    assert cmp.headline()[1:] == [
+        "umem-rfc vs base: 2 fixed, 4 regressed, 11 changed",
+        "write-if-able vs base: 2 fixed, 2 regressed, 7 changed",
+        "upstream vs base: 1 fixed, 0 regressed, 3 changed",
+    ]
+    assert cmp.exit_status() == compare.EXIT_REGRESSION
+    wia = next(v for v in cmp.variants if v.name == "write-if-able")
+    # VM_WRITE at registration time decides: the PROT_READ buffer still pins the zero page
+    assert {c.id for c in wia.cells if c.change is compare.Change.REGRESSED} == {
+        "test_coherent_after_cpu_write[anon-prot-read-ro-mr]",
+        "test_coherent_after_cpu_write[drv-private-ro-ro-mr]"}

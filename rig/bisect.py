@@ -512,10 +512,6 @@ def add_parser(sub, common) -> None:
                    "differs between the base and the whole series)")
     p.add_argument("--retries", type=int, default=0, metavar="R",
                    help="rerun a step up to R times until its verdicts repeat (flaky tests)")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
-    p.add_argument("--out", type=Path, help="output directory (default rig-out/bisect)")
-    p.add_argument("--debug", action="store_true", default=None,
-                   help="add kconfigs/debug.config (DEBUG_VM, lockdep, KASAN)")
     p.set_defaults(func=cmd_bisect)
 
 

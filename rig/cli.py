@@ -14,9 +14,20 @@ from .progress import Progress
 EXIT_OK, EXIT_REGRESSION, EXIT_NO_VERDICT = 0, 1, 2
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, run: bool = False) -> None:
+    """Options every command shares; RUN adds those of the commands that run the matrix."""
     p.add_argument("--config", type=Path, help="TOML file merged over the embedded defaults")
     p.add_argument("--cache", type=Path, help="cache directory (default ~/.cache/umem-rig)")
+    if run:
+        p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
+        p.add_argument("--out", type=Path, help="output directory")
+        p.add_argument("--debug", action="store_true", default=None,
+                       help="add kconfigs/debug.config (DEBUG_VM, lockdep, KASAN)")
+
+
+def _select(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--select", action="append", metavar="TEST",
+                   help="run only these guest tests: test_x or test_x[cell] (repeatable)")
 
 
 def _load(args, **kw) -> tuple[configlib.RunConfig, Cache]:
@@ -127,16 +138,11 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("run", help="the whole matrix: build, boot, test, compare, report")
-    _common(p)
+    _common(p, run=True)
+    _select(p)
     p.add_argument("--variant", action="append", help="run only this variant and the base")
     p.add_argument("--patch", action="append", type=Path, metavar="FILE|DIR",
                    help="add a candidate variant: the base plus this patch, series or mbox")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
-    p.add_argument("--out", type=Path, help="output directory (default rig-out)")
-    p.add_argument("--select", action="append", metavar="EXPR",
-                   help="run only these guest tests: test_x or test_x[cell] (repeatable)")
-    p.add_argument("--debug", action="store_true", default=None,
-                   help="add kconfigs/debug.config (DEBUG_VM, lockdep, KASAN)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="re-render the reports from a results.json")
@@ -156,8 +162,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", default=None)
     p.set_defaults(func=cmd_boot)
 
-    bisect.add_parser(sub, _common)
-    vet.add_parser(sub, _common)
+    bisect.add_parser(sub, lambda p: _common(p, run=True))
+    vet.add_parser(sub, lambda p: (_common(p, run=True), _select(p)))
     history.add_parser(sub)
 
     p = sub.add_parser("cache", help="show the cache, or clear it")

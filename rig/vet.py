@@ -140,12 +140,6 @@ def add_parser(sub, common) -> None:
     common(p)
     p.add_argument("patches", type=Path, metavar="FILE.mbox|FILE.patch|DIR")
     p.add_argument("--onto", metavar="VARIANT", help="apply on top of this variant, not the base")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
-    p.add_argument("--out", type=Path, help="output directory (default rig-out)")
-    p.add_argument("--select", action="append", metavar="EXPR",
-                   help="run only these guest tests (pytest node id or -k expression)")
-    p.add_argument("--debug", action="store_true", default=None,
-                   help="add kconfigs/debug.config (DEBUG_VM, lockdep, KASAN)")
     p.set_defaults(func=cmd_vet)
 
 

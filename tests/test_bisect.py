@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rig import bisect, config, results
+from rig import bisect, cli, config, results
 from rig import patches as patchlib
 from rig.bisect import BisectError, Bisection, Found, Plan, State
 from rig.cache import Cache
-from rig.cli import _common
 from rig.model import SourceSpec, Variant
 from rig.progress import Progress
 from rig.run import Runner
@@ -353,7 +352,6 @@ def test_not_a_repository(tmp_path):
 @pytest.mark.e2e
 def test_bisect_series_6_end_to_end(tmp_path):
     """Builds and boots Debian's 6.1 five or six times: base, full series, then the steps."""
-    from rig import cli
     out = tmp_path / "bisect"
     status = cli.main(["bisect", str(FIXTURES / "series-6"), "--out", str(out)])
     doc = json.loads((out / "bisect.json").read_text())
@@ -369,10 +367,8 @@ def test_bisect_series_6_end_to_end(tmp_path):
     assert "First patch that changes the verdicts: 5/6" in (out / "summary.txt").read_text()
 
 
-def parse(argv):
-    top = argparse.ArgumentParser(prog="rig")
-    bisect.add_parser(top.add_subparsers(dest="command", required=True), _common)
-    return top.parse_args(argv)
+def parse(argv: list[str]) -> argparse.Namespace:
+    return cli.parser().parse_args(argv)
 
 
 @pytest.mark.parametrize("argv, error", [

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rig import compare, junit, results, vet
+from rig import cli, compare, junit, results, vet
 from rig import patches as patchlib
-from rig.cli import _common
 from rig.model import Outcome, SourceSpec, StageError, Variant
 from rig.results import Environment, PatchInfo, Results, VariantResult, Verdict
 
@@ -111,9 +110,7 @@ def test_the_candidate_goes_on_top_of_the_onto_variant():
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    top = argparse.ArgumentParser(prog="rig")
-    vet.add_parser(top.add_subparsers(dest="command", required=True), _common)
-    return top.parse_args(argv)
+    return cli.parser().parse_args(argv)
 
 
 def test_the_reproduce_line():
@@ -143,7 +140,6 @@ def test_bad_input_is_refused_before_anything_is_written(name, problem, tmp_path
 @pytest.mark.e2e
 def test_vet_the_rfc_end_to_end(tmp_path):
     """Builds and boots Debian's 6.1 with and without the two-patch RFC."""
-    from rig import cli
     out = tmp_path / "vet"
     status = cli.main(["vet", str(VET / "umem-rfc.mbox"), "--out", str(out)])
     text = (out / vet.SUMMARY).read_text()

@@ -45,6 +45,17 @@ def main() -> int:
         cfg = config.load(variants=args.variant, out=Path(tmp) / "out")
         progress = Progress(live=False)
         runner = Runner(cfg, cache, progress)
+        walls: dict[str, float] = {}
+        one_variant = runner.variant
+
+        def timed(variant):
+            t0 = time.monotonic()
+            try:
+                return one_variant(variant)
+            finally:
+                walls[variant.name] = time.monotonic() - t0
+
+        runner.variant = timed
         start = time.monotonic()
         out = runner.run()
         total = time.monotonic() - start
@@ -62,16 +73,20 @@ def main() -> int:
 
     print(f"rig run of {len(out.results.variants)} variants ({'cold' if args.cold else 'warm'}),"
           f" accel {accel}: {total:.1f} s wall")
-    print(f"  {'variant':<16} {'build':>7} {'boot':>7} {'tests':>7} {'overhead':>9}  outcome")
+    print(f"  {'variant':<16} {'wall':>7} {'build':>7} {'boot':>7} {'tests':>7} "
+          f"{'overhead':>9}  outcome")
     unavoidable = 0.0
     for v in out.results.variants:
         t = v.timings
         boots_tests = t.get("boot", 0.0) + t.get("tests", 0.0)
         unavoidable += boots_tests
-        print(f"  {v.name:<16} {t.get('build', 0):7.1f} {t.get('boot', 0):7.1f} "
-              f"{t.get('tests', 0):7.1f} {total / len(out.results.variants) - boots_tests:9.1f}"
-              f"  {v.outcome.value}")
-    print(f"  image stage {runner.image_seconds:.1f} s")
+        print(f"  {v.name:<16} {walls[v.name]:7.1f} {t.get('build', 0):7.1f} "
+              f"{t.get('boot', 0):7.1f} {t.get('tests', 0):7.1f} "
+              f"{walls[v.name] - boots_tests:9.1f}  {v.outcome.value}")
+    print("  (boot: QEMU start to SSH login; tests: upload, pytest in the guest, download; "
+          "overhead: the rest of the variant's wall time)")
+    print(f"  image stage {runner.image_seconds:.1f} s; outside the variants "
+          f"{total - sum(walls.values()):.1f} s (host checks, image lookup, report)")
     print(f"limit: first userspace of the base kernel, median of {args.boots}: "
           f"{statistics.median(firsts):.2f} s wall")
     if limit_build is not None:

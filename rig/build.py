@@ -143,13 +143,19 @@ class Builder:
             objdir.mkdir(parents=True, exist_ok=True)
             dot_config = objdir / ".config"
             # Rewriting an identical .config would still make kbuild re-check everything.
+            resolve = any(Path(f).name.startswith("Kconfig") for f in work.switched)
             if not dot_config.exists() or dot_config.read_text() != config.text:
                 dot_config.write_text(config.text)
+                resolve = True
             os.environ.setdefault("CCACHE_DIR", str(self.cache.root / "ccache"))
             make = ["make", "-C", str(work.tree), f"O={objdir}", f"-j{self.settings.jobs}",
                     *self._make_vars()]
+            # On its own: mixed with build targets, kbuild builds them one by one, walking
+            # the tree twice; and only when the config or a Kconfig file changed.
+            if resolve and _make(make + ["olddefconfig"], log, self.progress, who):
+                return self._failed(who, key, env, log, "config", work.tree)
             # `modules` as well: 6.12 needs Module.symvers for out-of-tree modules.
-            if _make(make + ["olddefconfig", "bzImage", "modules"], log, self.progress, who):
+            if _make(make + ["bzImage", "modules"], log, self.progress, who):
                 return self._failed(who, key, env, log, "build", work.tree)
             try:  # a patch may change Kconfig: the fragments' options must still hold
                 kconfig.check(dot_config.read_text(),
@@ -158,9 +164,7 @@ class Builder:
             except kconfig.ConfigError as exc:
                 return BuildResult(who, Outcome.BUILD_FAILED, key, environment=env,
                                    error=StageError("config", f"after the patches: {exc}"))
-            release = subprocess.run(["make", "-s", "-C", str(work.tree), f"O={objdir}",
-                                      "kernelrelease"], capture_output=True,
-                                     text=True, check=False).stdout.strip()
+            release = (objdir / "include/config/kernel.release").read_text().strip()
             with tempfile.TemporaryDirectory(prefix="driver-", dir=work.root) as tmp:
                 moddir = Path(tmp) / "driver"
                 shutil.copytree(self.settings.driver, moddir)

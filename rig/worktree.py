@@ -30,6 +30,7 @@ class WorkTree:
         self.root = cache.root / "work" / source.tree.parent.name
         self.tree = self.root / "linux"
         self._journal = self.root / "state.json"
+        self.switched: list[str] = []     # files the last checkout() rewrote
 
     @contextmanager
     def lock(self) -> Iterator[WorkTree]:
@@ -78,6 +79,7 @@ class WorkTree:
             applied, touched = [], []
             todo = series
         new_files = sorted({f for p in todo for f in patchlib.patch_files(p)})
+        self.switched = sorted(set(before) | set(new_files))
         self._save(applied, touched + new_files)   # journal first, then write
         result = patchlib.apply(self.tree, todo)
         applied += [p.sha256 for p in todo[:result.applied]]

@@ -51,7 +51,6 @@ class SuiteResult:
     timings: dict[str, float] = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
     console: str = ""                # excerpts of what went wrong on the console
-    console_logs: list[str] = field(default_factory=list)
 
 
 def running_test(console_text: str) -> str | None:
@@ -95,7 +94,6 @@ def run_suite(boot_req: BootRequest, req: SuiteRequest, progress: Progress, who:
             log = console_dir / (f"{who}.console.log" if attempt == 0
                                  else f"{who}.console.{attempt}.log")
             boot_req.console_log = log
-            result.console_logs.append(str(log))
             outcome = _one_boot(boot_req, req, staged, sorted(crashed), result, crashed,
                                 progress, who, Path(tmp), first=attempt == 0)
             if outcome is not None:

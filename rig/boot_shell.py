@@ -53,8 +53,6 @@ def boot_variant(cfg: RunConfig, cache: Cache, variant: Variant, cmd: list[str])
             if built.module.exists():
                 guest.put(built.module, GUEST_KO)
             progress.close()
-            if cmd and cmd[0] == "--":
-                cmd = cmd[1:]
             if not cmd:
                 if shutil.which("ssh") is None:
                     print("rig: no ssh client for an interactive shell; give a command "

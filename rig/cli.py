@@ -157,7 +157,6 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("boot", help="boot one variant; a shell, or run CMD and return its status")
     _common(p)
     p.add_argument("variant")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ...")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
     p.add_argument("--debug", action="store_true", default=None)
     p.set_defaults(func=cmd_boot)
@@ -174,8 +173,19 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Everything after "--" is the guest command of `rig boot`, options and all."""
+    cmd: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, cmd = argv[:at], argv[at + 1:]
     args = parser().parse_args(argv)
+    args.cmd = cmd
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except (configlib.ConfigFileError, hostdeps.MissingPackages) as exc:

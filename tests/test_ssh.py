@@ -81,8 +81,11 @@ class SSHServer:
                     continue
                 t = paramiko.Transport(conn)
                 t.add_server_key(self.host_key)
-                t.start_server(server=_Server(self.client))
                 self.transports.append(t)
+                try:
+                    t.start_server(server=_Server(self.client))
+                except (paramiko.SSHException, OSError):
+                    continue        # a client that refuses our host key hangs up mid-handshake
 
     def close(self) -> None:
         self._stop.set()

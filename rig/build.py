@@ -63,8 +63,7 @@ def first_errors(log: str, limit: int = 12) -> str:
     for i, line in enumerate(lines):
         if _ERROR.match(line):
             start = i
-            while start > 0 and lines[start - 1].endswith(("In function", ":")) and \
-                    "In function" in lines[start - 1]:
+            if start > 0 and ": In function " in lines[start - 1]:
                 start -= 1
             return "\n".join(lines[start:start + limit])
     failures = [line for line in lines if line.startswith("make") and "***" in line]

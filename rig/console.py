@@ -270,11 +270,6 @@ class Console:
         with self._cond:
             return self._cond.wait_for(seen, wait) if wait > 0 else seen()
 
-    def history(self) -> list[ConsoleReport]:
-        """Every splat and panic seen so far."""
-        with self._cond:
-            return [r for r in self._reports if r.event is not ConsoleEvent.QEMU_EXITED]
-
     def tail(self) -> str:
         with self._cond:
             return self._scanner.tail()

@@ -63,9 +63,6 @@ class WorkTree:
         tmp.write_text(json.dumps({"applied": applied, "touched": sorted(set(touched))}))
         os.replace(tmp, self._journal)
 
-    def applied(self) -> list[str]:
-        return self._load()[0]
-
     def checkout(self, series: tuple[Patch, ...]) -> patchlib.ApplyResult:
         """Make the tree pristine + SERIES.  On failure the tree holds the patches before it."""
         applied, touched = self._load()

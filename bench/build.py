@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rig import config, patches, sources
-from rig.build import Builder, BuildSettings
+from rig.build import Builder
 from rig.cache import Cache
 from rig.kconfig import merge
 from rig.progress import Progress
@@ -64,8 +64,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rig-bench-") as tmp:
         cache = Cache(Path(tmp)) if args.cold else Cache()
         progress = Progress(live=False)
-        builder = Builder(BuildSettings(cfg.project / "guest_tests" / "driver",
-                                        cfg.base_config, cfg.jobs), cache, progress)
+        builder = Builder(cfg.build_settings, cache, progress)
         rows = []
         b = builder.build(base)
         rows.append(("base build" + (" (cold)" if args.cold else ""), b.seconds,

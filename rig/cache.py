@@ -4,6 +4,10 @@ An entry is a directory named by the hash of everything that went into it.  It i
 temporary sibling and renamed into place only when complete, so an interrupted build never
 leaves a half entry that later reads as good.  A per-entry lock file (flock) keeps two rig
 processes from building the same entry at once; the second waits and then finds a hit.
+
+Scratch space lives under the cache too (tmp/), never in /tmp: each scratch directory and
+half-built entry carries its process id, so what a killed rig left behind is swept by the
+next one.
 """
 
 from __future__ import annotations
@@ -15,8 +19,48 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from .status import RigError
+
+# What `rig cache --clear KIND` may remove: the cache's own directories, nothing else.
+KINDS = {
+    "source": "unpacked kernel sources",
+    "config": "merged and checked configs",
+    "kernel": "build artefacts",
+    "image": "guest images",
+    "work": "writable kernel trees and their build directories",
+    "ccache": "the compiler cache",
+    "logs": "build and boot logs",
+    "suite": "guest suites built per kernel source",
+    "tmp": "scratch space",
+    "keys": "the rig's SSH client key (a new one means a new guest image)",
+}
+
+
+class CacheError(RigError):
+    pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _owner(name: str) -> int | None:
+    """The pid a scratch or partial name carries ("<pid>.what-..." or ".key.<pid>.x.partial")."""
+    parts = name.lstrip(".").split(".")
+    for part in (parts[0], parts[1] if len(parts) > 2 else ""):
+        if part.isdigit():
+            return int(part)
+    return None
 
 
 def default_root() -> Path:
@@ -80,7 +124,8 @@ class Cache:
         """
         final = self.path(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".partial", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.{os.getpid()}.", suffix=".partial",
+                                    dir=final.parent))
         try:
             yield tmp
             if final.exists():
@@ -90,6 +135,51 @@ class Cache:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def clear(self, kind: str | None = None) -> None:
-        target = self.root / kind if kind else self.root
-        shutil.rmtree(target, ignore_errors=True)
+    @contextlib.contextmanager
+    def scratch(self, what: str) -> Iterator[Path]:
+        """A private temporary directory under the cache, removed on exit."""
+        base = self.root / "tmp"
+        base.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}.{what}-", dir=base))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def rotated_log(self, kind: str, name: str, keep: int = 20) -> Path:
+        """A new log file logs/KIND/<time>-NAME, keeping only the KEEP newest of that kind."""
+        folder = self.root / "logs" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in sorted(folder.iterdir())[:-keep + 1 or None]:
+            old.unlink(missing_ok=True)
+        return folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{name}"
+
+    def sweep(self) -> list[Path]:
+        """Remove the scratch directories and half-built entries of rig processes that are
+        gone (killed outright); return what was removed."""
+        gone = []
+        candidates = list((self.root / "tmp").glob("*")) + list(self.root.glob("*/.*.partial"))
+        for path in candidates:
+            pid = _owner(path.name)
+            if pid is not None and pid != os.getpid() and not _alive(pid):
+                shutil.rmtree(path, ignore_errors=True)
+                gone.append(path)
+        return gone
+
+    def clear(self, kind: str | None = None) -> list[Path]:
+        """Remove one of KINDS, or every kind; nothing else under the root (and the root only
+        when nothing else is left in it), so a mistyped --cache never removes a user's
+        files.  An unknown KIND is refused before anything is removed."""
+        if kind is not None and kind not in KINDS:
+            raise CacheError(f"{kind!r} is not a kind of cache entry; the kinds are "
+                             f"{', '.join(sorted(KINDS))}")
+        removed = [self.root / k for k in ([kind] if kind else sorted(KINDS))
+                   if (self.root / k).is_dir()]
+        for path in removed:
+            shutil.rmtree(path, ignore_errors=True)
+        if kind is None and self.root.is_dir():
+            for lock in self.root.glob(".*.lock"):
+                lock.unlink()
+            with contextlib.suppress(OSError):
+                self.root.rmdir()
+        return removed

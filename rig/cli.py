@@ -1,175 +1,60 @@
-"""The `rig` command: one subcommand per way the rig is used."""
+"""The `rig` command: the parser, built from shared option groups, and the one place that
+turns what a command raised into an exit status.
+
+Each subcommand lives in rig/commands/: it parses, builds a request, calls a library function
+and maps the result to an ExitStatus.  Bad input (any RigError) ends in one line on stderr and
+status 2; an error the rig did not expect is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
-from . import bisect, history, hostdeps, vet
-from . import config as configlib
-from .cache import Cache
-from .progress import Progress
+from .commands import bisect, boot, build, cache, history, image, report, run, vet
+from .status import ExitStatus, RigError
 
-EXIT_OK, EXIT_REGRESSION, EXIT_NO_VERDICT = 0, 1, 2
+COMMANDS = (run, build, image, boot, report, vet, bisect, history, cache)
+DESCRIPTION = ("umem-rig: what ibv_reg_mr() does to a process's memory on a kernel, and what a "
+               "patch changes about it.  Exit status: 0 no regression, 1 a candidate "
+               "regressed, 2 some variant has no verdict or the input was refused, "
+               "130 interrupted.")
 
 
-def _common(p: argparse.ArgumentParser, run: bool = False) -> None:
-    """Options every command shares; RUN adds those of the commands that run the matrix."""
+def add_config_opts(p: argparse.ArgumentParser) -> None:
+    """Where the settings and the cache are."""
     p.add_argument("--config", type=Path, help="TOML file merged over the embedded defaults")
     p.add_argument("--cache", type=Path, help="cache directory (default ~/.cache/umem-rig)")
-    if run:
-        p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
-        p.add_argument("--out", type=Path, help="output directory")
-        p.add_argument("--debug", action="store_true", default=None,
-                       help="add kconfigs/debug.config (DEBUG_VM, lockdep, KASAN)")
 
 
-def _select(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--select", action="append", metavar="TEST",
-                   help="run only these guest tests: test_x or test_x[cell] (repeatable)")
+def add_build_opts(p: argparse.ArgumentParser) -> None:
+    """How kernels are built."""
+    p.add_argument("--debug", action="store_true", default=None,
+                   help="add kconfigs/debug.config (DEBUG_VM, lockdep, KASAN, debug info)")
 
 
-def _load(args, **kw) -> tuple[configlib.RunConfig, Cache]:
-    cfg = configlib.load(args.config, **kw)
-    return cfg, Cache(args.cache) if args.cache else Cache()
+def add_exec_opts(p: argparse.ArgumentParser) -> None:
+    """How kernels are booted and tested, and where the results go."""
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
+    p.add_argument("--out", type=Path, help="output directory")
+    p.add_argument("--select", metavar="EXPR",
+                   help="run only the guest tests that match EXPR, as pytest -k does "
+                   "(e.g. 'zero-page', 'registration and not drv')")
 
 
-def cmd_build(args) -> int:
-    from .build import Builder, BuildSettings
-    cfg, cache = _load(args, variants=args.variant or None, debug=args.debug)
-    hostdeps.ensure(["source", "build"], cfg.install_packages)
-    progress = Progress()
-    builder = Builder(BuildSettings(cfg.project / "guest_tests" / "driver", cfg.base_config,
-                                    cfg.jobs), cache, progress)
-    worst = EXIT_OK
-    try:
-        for variant in cfg.variants:
-            if variant.name in cfg.unloadable:
-                progress.log(f"{variant.name}: patch-failed: {cfg.unloadable[variant.name]}")
-                worst = EXIT_NO_VERDICT
-                continue
-            with progress.stage(variant.name, "build"):
-                result = builder.build(variant)
-            if result.error:
-                worst = EXIT_NO_VERDICT
-                progress.log(f"{variant.name}: {result.outcome.value}: {result.error.message}")
-                if result.error.excerpt:
-                    progress.log(result.error.excerpt)
-            else:
-                hit = "cache hit" if result.cache_hit else "built"
-                progress.log(f"{variant.name}: {hit} in {result.seconds:.1f}s -> "
-                             f"{result.artefacts}")
-    finally:
-        progress.close()
-    return worst
-
-
-def _exit_line(out) -> str:
-    return {EXIT_OK: "no regression", EXIT_REGRESSION: "REGRESSION found",
-            EXIT_NO_VERDICT: "some variant has no verdict"}[out.exit_status]
-
-
-def cmd_run(args) -> int:
-    from .run import Runner
-    cfg, cache = _load(args, variants=args.variant or None, extra_patches=args.patch,
-                       accel=args.accel, out=args.out, debug=args.debug)
-    progress = Progress()
-    try:
-        out = Runner(cfg, cache, progress, tuple(args.select or ())).run()
-    finally:
-        progress.close()
-    print("\n".join(out.comparison.headline()))
-    print(f"report: {(out.out / 'report.html').resolve()}")
-    print(f"exit {out.exit_status}: {_exit_line(out)}")
-    return out.exit_status
-
-
-def cmd_report(args) -> int:
-    from . import results as resultslib
-    from .run import write_outputs
-    res = resultslib.load(args.results)
-    out = write_outputs(res, args.out or args.results.parent)
-    print("\n".join(out.comparison.headline()))
-    print(f"report: {(out.out / 'report.html').resolve()}")
-    return out.exit_status
-
-
-def cmd_image(args) -> int:
-    from .image import ensure_image
-    cache = Cache(args.cache) if args.cache else Cache()
-    hostdeps.ensure(["image"], configlib.load(args.config).install_packages)
-    img = ensure_image(cache)
-    print(f"image {img.key[:16]}: {img.path} ({img.path.stat().st_size >> 20} MiB)")
-    print(f"host key (pinned): {img.host_key_pub}")
-    return EXIT_OK
-
-
-def cmd_boot(args) -> int:
-    from .boot_shell import boot_variant
-    cfg, cache = _load(args, variants=[args.variant], accel=args.accel, debug=args.debug)
-    hostdeps.ensure(["source", "build", "image", "boot"], cfg.install_packages)
-    return boot_variant(cfg, cache, cfg.variant(args.variant), args.cmd)
-
-
-def cmd_cache(args) -> int:
-    cache = Cache(args.cache) if args.cache else Cache()
-    if args.clear is not None:
-        cache.clear(args.clear or None)
-        print(f"cleared {cache.root / args.clear if args.clear else cache.root}")
-        return EXIT_OK
-    print(cache.root)
-    if cache.root.is_dir():
-        for kind in sorted(p for p in cache.root.iterdir() if p.is_dir()):
-            entries = [e for e in kind.iterdir() if not e.name.startswith(".")]
-            print(f"  {kind.name:<8} {len(entries)} entries")
-    return EXIT_OK
+OPTION_GROUPS = {"config": add_config_opts, "build": add_build_opts, "exec": add_exec_opts}
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="rig", description=__doc__)
+    top = argparse.ArgumentParser(prog="rig", description=DESCRIPTION)
     sub = top.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("build", help="build the variants' kernels and the test driver module")
-    _common(p)
-    p.add_argument("--variant", action="append", help="build only this variant (repeatable)")
-    p.add_argument("--debug", action="store_true", default=None,
-                   help="add kconfigs/debug.config (DEBUG_VM, lockdep, KASAN)")
-    p.set_defaults(func=cmd_build)
-
-    p = sub.add_parser("run", help="the whole matrix: build, boot, test, compare, report")
-    _common(p, run=True)
-    _select(p)
-    p.add_argument("--variant", action="append", help="run only this variant and the base")
-    p.add_argument("--patch", action="append", type=Path, metavar="FILE|DIR",
-                   help="add a candidate variant: the base plus this patch, series or mbox")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("report", help="re-render the reports from a results.json")
-    p.add_argument("results", type=Path)
-    p.add_argument("--out", type=Path, help="where to write (default: beside results.json)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("image", help="build the guest image, or show the cached one")
-    _common(p)
-    p.set_defaults(func=cmd_image)
-
-    p = sub.add_parser("boot", help="boot one variant; a shell, or run CMD and return its status")
-    _common(p)
-    p.add_argument("variant")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
-    p.add_argument("--debug", action="store_true", default=None)
-    p.set_defaults(func=cmd_boot)
-
-    bisect.add_parser(sub, lambda p: _common(p, run=True))
-    vet.add_parser(sub, lambda p: (_common(p, run=True), _select(p)))
-    history.add_parser(sub)
-
-    p = sub.add_parser("cache", help="show the cache, or clear it")
-    p.add_argument("--cache", type=Path)
-    p.add_argument("--clear", nargs="?", const="", metavar="KIND",
-                   help="remove everything, or one kind (source, config, kernel, image, work)")
-    p.set_defaults(func=cmd_cache)
+    for command in COMMANDS:
+        p = command.add_parser(sub)
+        for group in command.OPTIONS:
+            OPTION_GROUPS[group](p)
+        p.set_defaults(func=command.run)
     return top
 
 
@@ -187,13 +72,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
-        return args.func(args)
-    except (configlib.ConfigFileError, hostdeps.MissingPackages) as exc:
+        return int(args.func(args))
+    except RigError as exc:
         print(f"rig: {exc}", file=sys.stderr)
-        return EXIT_NO_VERDICT
+        return ExitStatus.NO_VERDICT
     except KeyboardInterrupt:
         print("rig: interrupted", file=sys.stderr)
-        return 130
+        return ExitStatus.INTERRUPTED
+    except Exception:  # noqa: BLE001 - the one place a bug is reported as one
+        traceback.print_exc()
+        print("rig: internal error: this is a bug in umem-rig, not in your input; please "
+              "report it with the traceback above", file=sys.stderr)
+        return ExitStatus.NO_VERDICT
 
 
 if __name__ == "__main__":

@@ -16,16 +16,15 @@ from typing import Any
 
 from rig.model import Outcome
 from rig.results import Results, TestResult, VariantResult, Verdict
+from rig.status import ExitStatus, RigError
+from rig.text import few
 
 PASSING = frozenset({Verdict.PASSED, Verdict.XFAILED})
 FAILING = frozenset({Verdict.FAILED, Verdict.ERROR, Verdict.CRASHED, Verdict.XPASSED})
 
-EXIT_OK = 0              # no candidate regressed and every variant has a verdict
-EXIT_REGRESSION = 1      # some candidate regressed against the base
-EXIT_NO_VERDICT = 2      # some variant (or the base) never got to its tests, or lost some
 
 
-class CompareError(Exception):
+class CompareError(RigError):
     """Results that cannot be compared (no base); the message says why."""
 
 
@@ -110,7 +109,7 @@ class VariantComparison:
         line = f"{v.name} vs {b.name}: {', '.join(counts)}"
         crashed = [t.id for t in v.tests if t.verdict is Verdict.CRASHED]
         if crashed:
-            return f"{line}; the guest crashed in {_few(crashed)}"
+            return f"{line}; the guest crashed in {few(crashed, 2)}"
         return f"{line}; {no_verdict_reason(v)}" if v.outcome is not Outcome.OK else line
 
 
@@ -123,16 +122,26 @@ class Comparison:
         """One sentence per variant, the base first."""
         return [base_summary(self.base)] + [v.headline() for v in self.variants]
 
-    def exit_status(self) -> int:
-        """EXIT_REGRESSION if any candidate regressed; else EXIT_NO_VERDICT if any variant
-        (or the base) has no verdict or lost tests to a crash; else EXIT_OK.  A regression
-        found is reported even when another variant failed to build: it stands on its own."""
+    def explained_headline(self) -> list[str]:
+        """The headline, each variant without a verdict followed by its first error lines
+        (the compiler's error, the hunk that does not apply, the console before a panic)."""
+        lines = []
+        for line, v in zip(self.headline(), [self.base] + [vc.variant for vc in self.variants],
+                           strict=True):
+            lines.append(line)
+            lines += [f"    {x}" for x in failure_lines(v)]
+        return lines
+
+    def exit_status(self) -> ExitStatus:
+        """REGRESSION if any candidate regressed; else NO_VERDICT if any variant (or the
+        base) has no verdict or lost tests to a crash; else OK.  A regression found is
+        reported even when another variant failed to build: it stands on its own."""
         if any(v.count(Change.REGRESSED) for v in self.variants):
-            return EXIT_REGRESSION
+            return ExitStatus.REGRESSION
         if not self.base.has_verdict or any(not v.comparable or v.count(Change.NOT_COMPARABLE)
                                             for v in self.variants):
-            return EXIT_NO_VERDICT
-        return EXIT_OK
+            return ExitStatus.NO_VERDICT
+        return ExitStatus.OK
 
 
 def compare(results: Results) -> Comparison:
@@ -186,6 +195,14 @@ def no_verdict_reason(variant: VariantResult) -> str:
     return f"{variant.outcome.value}: {first}"
 
 
+def failure_lines(variant: VariantResult, limit: int = 8) -> list[str]:
+    """The first error's excerpt of a variant that has no verdict; [] for one that has."""
+    if variant.has_verdict or not variant.errors:
+        return []
+    return [line for line in variant.errors[0].excerpt.strip().splitlines()[:limit]
+            if line.strip()]
+
+
 def base_summary(base: VariantResult) -> str:
     if not base.has_verdict:
         return f"{base.name}: {no_verdict_reason(base)}"
@@ -219,6 +236,3 @@ def _cell(b: TestResult, o: TestResult | None) -> CellChange:
         change = Change.CHANGED if diffs else Change.UNCHANGED
     return CellChange(b.id, change, b, o, diffs)
 
-
-def _few(ids: list[str]) -> str:
-    return ", ".join(ids[:2]) + (f" and {len(ids) - 2} more" if len(ids) > 2 else "")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
+from . import datafiles
 from . import patches as patchlib
-from .model import SourceSpec, Variant
+from .model import GUEST_MEMORY_MB, BuildSettings, SourceSpec, Variant
+from .status import RigError
+
+_HOST_RESERVE_MB = 2048              # left to the builds and the rig itself
 
 
-class ConfigFileError(Exception):
+class ConfigFileError(RigError):
     pass
 
 
@@ -40,6 +43,12 @@ class RunConfig:
     # variants whose patch set could not even be read: name -> the error, reported as
     # patch-failed while the others go on
     unloadable: dict[str, str] = field(default_factory=dict)
+    select: str = ""                 # pytest -k expression choosing guest tests; "" = all
+
+    @property
+    def build_settings(self) -> BuildSettings:
+        return BuildSettings(self.project / "guest_tests" / "driver", self.base_config,
+                             self.jobs)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -68,16 +77,47 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def read(path: Path | None) -> dict:
-    data = tomllib.loads(resources.files("rig").joinpath("data/default.toml").read_text())
+    data = datafiles.toml("default.toml")
     if path is not None:
         try:
             user = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigFileError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigFileError(f"config file {path}: cannot read it: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigFileError(f"config file {path}: {exc}") from None
         data = _merge(data, user)
     return data
+
+
+def auto_parallel(variants: int) -> int:
+    """Variants booted side by side: a core and a guest's memory each, as the host has them.
+
+    Under TCG a guest keeps one core busy; builds are serialised per source anyway.
+    """
+    by_memory = (_available_mb() - _HOST_RESERVE_MB) // GUEST_MEMORY_MB
+    return max(1, min(os.cpu_count() or 1, by_memory, variants))
+
+
+def _available_mb() -> int:
+    """MemAvailable: free memory plus the page cache the kernel can drop."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) >> 10
+    except OSError:
+        pass
+    return GUEST_MEMORY_MB + _HOST_RESERVE_MB
+
+
+def _parallel(value: object, variants: int) -> int:
+    if value == "auto":
+        return auto_parallel(variants)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigFileError(f"run.parallel must be \"auto\" or a number from 1, not {value!r}")
 
 
 def source_spec(name: str, table: dict, root: Path) -> SourceSpec:
@@ -89,8 +129,8 @@ def source_spec(name: str, table: dict, root: Path) -> SourceSpec:
 
 def load(path: Path | None = None, *, variants: list[str] | None = None,
          extra_patches: list[Path] | None = None, accel: str | None = None,
-         out: Path | None = None, debug: bool | None = None, onto: str | None = None
-         ) -> RunConfig:
+         out: Path | None = None, debug: bool | None = None, onto: str | None = None,
+         select: str | None = None) -> RunConfig:
     root = project_root()
     data = read(path)
     run = data["run"]
@@ -120,11 +160,11 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         raise ConfigFileError("no variant is marked base = true")
     cfg = RunConfig(
         project=root, out=Path(out or run["out"]), accel=accel or run["accel"],
-        parallel=max(1, int(run["parallel"])), jobs=int(run["jobs"]) or os.cpu_count() or 1,
+        parallel=1, jobs=int(run["jobs"]) or os.cpu_count() or 1,
         base_config=run["base_config"], fragments=tuple(frags),
         install_packages=bool(run["install_packages"]),
         timeouts=Timeouts(**data.get("timeouts", {})), variants=chosen, base=base_name,
-        unloadable=unloadable)
+        unloadable=unloadable, select=select or "")
     if onto:
         cfg.base = cfg.variant(onto).name
     for extra in extra_patches or []:
@@ -141,4 +181,5 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         cfg.variants = [v for v in cfg.variants if v.name in keep]
     if cfg.accel not in ("auto", "kvm", "tcg"):
         raise ConfigFileError(f"accel must be auto, kvm or tcg, not {cfg.accel!r}")
+    cfg.parallel = _parallel(run["parallel"], len(cfg.variants))
     return cfg

@@ -16,12 +16,12 @@ import threading
 import time
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
 
 import pexpect
 
+from rig import datafiles
 from rig.model import ConsoleEvent, ConsoleReport
 
 TAIL_LINES = 40                     # console lines in the excerpt of a boot that went wrong
@@ -48,7 +48,7 @@ class Patterns:
     @classmethod
     def load(cls, text: str | None = None) -> Patterns:
         if text is None:
-            text = resources.files("rig").joinpath("data/console-patterns.toml").read_text()
+            text = datafiles.text("console-patterns.toml")
         data = tomllib.loads(text)
 
         def compile_all(items: list[str]) -> tuple[re.Pattern[str], ...]:

@@ -112,15 +112,16 @@ def launch(req: BootRequest, say: Callable[[str], None] = print, *, init: str | 
     ready_re = patterns.ready_line(nonce) if ready is None else \
         Patterns.compile_ready(ready, nonce)
     init_args = tuple(a.replace("{nonce}", nonce) for a in init_args)
+    workdir = req.workdir or Path(tempfile.gettempdir())
     console_log = req.console_log or Path(tempfile.mkstemp(prefix="rig-console-",
-                                                           suffix=".log")[1])
+                                                           suffix=".log", dir=workdir)[1])
     vm: qemu.Qemu | None = None
     with _sigterm_raises():
         try:
             version = qemu.version(settings.binary)
             for _ in range(settings.port_attempts):
                 port = qemu.free_port()
-                with tempfile.TemporaryDirectory(prefix="rig-boot-") as tmp:
+                with tempfile.TemporaryDirectory(prefix="rig-boot-", dir=workdir) as tmp:
                     overlay = qemu.create_overlay(settings, req.image.path,
                                                   Path(tmp) / "overlay.qcow2")
 

@@ -10,21 +10,19 @@ one bad night must not hide the others.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 
 from .compare import CompareError, compare, no_verdict_reason
-from .report import EXIT_MEANING, LABELS
+from .report import LABELS
 from .results import Results, ResultsError, TestResult, Verdict, load
+from .status import ExitStatus, RigError
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-EXIT_OK, EXIT_NO_HISTORY = 0, 2
 
 
 @dataclass
@@ -184,43 +182,21 @@ def render(history: History) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("rig", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
-    return env.get_template("history.html.j2").render(history=history,
-                                                      exit_meaning=EXIT_MEANING)
+    meanings = {int(s): s.meaning for s in ExitStatus}
+    return env.get_template("history.html.j2").render(history=history, exit_meaning=meanings)
 
 
-# ---------------------------------------------------------------------------------------------
-# The command
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("history", help="render the verdict history of nightly results",
-                       description="One HTML page of every night's verdicts from a directory "
-                       "of results.json files (results-YYYY-MM-DD.json, or <night>/"
-                       "results.json).")
-    p.add_argument("directory", type=Path)
-    p.add_argument("--out", type=Path, help="the page to write (default DIRECTORY/history.html)")
-    p.add_argument("--last", type=int, default=0, metavar="N", help="only the last N nights")
-    p.set_defaults(func=cmd_history)
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    if not args.directory.is_dir():
-        print(f"rig: {args.directory}: not a directory", file=sys.stderr)
-        return EXIT_NO_HISTORY
-    nights, problems = load_nights(args.directory, args.last)
-    for problem in problems:
-        print(f"rig: skipped {problem}", file=sys.stderr)
+def write(directory: Path, out: Path | None = None, last: int = 0) -> tuple[History, Path]:
+    """Render the history of the nights in DIRECTORY into OUT (DIRECTORY/history.html)."""
+    if not directory.is_dir():
+        raise RigError(f"{directory}: not a directory")
+    nights, problems = load_nights(directory, last)
     if not nights:
-        print(f"rig: {args.directory}: no readable results*.json or */results.json in it",
-              file=sys.stderr)
-        return EXIT_NO_HISTORY
+        raise RigError(f"{directory}: no readable results*.json or */results.json in it"
+                       + "".join(f"\n  skipped {p}" for p in problems))
     history = build(nights, problems)
-    out = args.out or args.directory / "history.html"
+    out = out or directory / "history.html"
     out.write_text(render(history))
-    events = history.events
-    print(f"{len(nights)} nights, {nights[0].label} .. {nights[-1].label}; "
-          f"{len(events)} change(s)")
-    for e in events[:10]:
-        print(f"  {e.night} {e.variant} {e.what}: {e.was.label} -> {e.now.label}")
-    print(f"history: {out.resolve()}")
-    return EXIT_OK
+    return history, out
+
+

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tomllib
-from importlib import resources
+
+from . import datafiles
+from .status import RigError
 
 
-class MissingPackages(Exception):
+class MissingPackages(RigError):
     def __init__(self, packages: list[str], why: str):
         self.packages = packages
         cmd = "apt-get install -y --no-install-recommends " + " ".join(packages)
@@ -17,7 +18,7 @@ class MissingPackages(Exception):
 
 
 def required(stages: list[str]) -> list[str]:
-    data = tomllib.loads(resources.files("rig").joinpath("data/host-packages.toml").read_text())
+    data = datafiles.toml("host-packages.toml")
     unknown = [s for s in stages if s not in data]
     if unknown:
         raise ValueError(f"unknown stage(s) in host-packages.toml: {', '.join(unknown)}")

@@ -12,9 +12,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
 import tarfile
-import tempfile
 import time
 import tomllib
 from collections.abc import Callable
@@ -24,8 +22,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from rig import proc
 from rig.cache import Cache, digest, locked
 from rig.model import ImageResult
+from rig.status import RigError
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "images" / "bookworm.toml"
 
@@ -35,7 +35,7 @@ PACKAGES = "packages.txt"           # "name version" of every package in the ima
 BUILD_LOG = "build.log"
 
 
-class ImageError(Exception):
+class ImageError(RigError):
     """The image could not be built; the message names the input and what went wrong."""
 
 
@@ -112,8 +112,10 @@ def image_key(recipe: Recipe, client_pub: str) -> str:
 
 
 def ensure_image(cache: Cache, recipe: Path = DEFAULT_RECIPE,
-                 log: Callable[[str], None] = print) -> ImageResult:
-    """The cached image for RECIPE, built first if the cache has none."""
+                 log: Callable[[str], None] = print,
+                 detail: Callable[[str], None] | None = None) -> ImageResult:
+    """The cached image for RECIPE, built first if the cache has none; DETAIL hears each
+    line the build tools print."""
     rec = Recipe.load(recipe)
     key_path = client_key(cache)
     client_pub = key_path.with_suffix(".pub").read_text().strip()
@@ -123,8 +125,8 @@ def ensure_image(cache: Cache, recipe: Path = DEFAULT_RECIPE,
         if entry is None:
             log(f"building guest image {key[:12]} from {recipe} (takes about a minute)")
             start = time.monotonic()
-            with cache.publish("image", key) as scratch:
-                _build(rec, client_pub, scratch)
+            with cache.publish("image", key) as entry_dir, cache.scratch("image") as work:
+                _build(rec, client_pub, entry_dir, work, detail)
             entry = cache.path("image", key)
             log(f"guest image built in {time.monotonic() - start:.0f} s: {entry / DISK}")
     return ImageResult(path=entry / DISK, key=key,
@@ -160,53 +162,51 @@ def _overlay_tar(rec: Recipe, client_pub: str, host_private: bytes, host_public:
             0o644)
 
 
-def _run(cmd: list[str], logfile: Path, what: str, ok: tuple[int, ...] = (0,)) -> None:
-    with open(logfile, "a") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
-        try:
-            proc = subprocess.run(cmd, check=False, stdout=fh, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
-        except FileNotFoundError:
-            raise ImageError(f"{what}: {cmd[0]} is not installed") from None
-    if proc.returncode not in ok:
-        tail = "\n".join(logfile.read_text(errors="replace").splitlines()[-15:])
-        # The log goes with the unpublished entry; its tail is the useful part.
-        raise ImageError(f"{what} failed (exit {proc.returncode}); last lines of its log:\n{tail}")
+def _run(cmd: list[str], logfile: Path, what: str, ok: tuple[int, ...] = (0,),
+         on_line: Callable[[str], None] | None = None,
+         env: dict[str, str] | None = None) -> None:
+    try:
+        proc.run(cmd, what, log=logfile, ok=ok, on_line=on_line, env=env)
+    except proc.CommandFailed as e:
+        # The log goes with the unpublished entry: the message carries its excerpt.
+        raise ImageError(f"{what}: `{cmd[0]}` " + (
+            "is not installed" if e.status is None else
+            f"failed (exit {e.status}):\n{e.excerpt}")) from None
 
 
-def _build(rec: Recipe, client_pub: str, out: Path) -> None:
+def _build(rec: Recipe, client_pub: str, out: Path, work: Path,
+           detail: Callable[[str], None] | None) -> None:
     host_private, host_public = _keypair()
     logfile = out / BUILD_LOG
-    with tempfile.TemporaryDirectory(prefix="rig-image-") as tmp:
-        work = Path(tmp)
-        overlay = work / "rig-files.tar"
-        _overlay_tar(rec, client_pub, host_private, host_public, overlay)
-        rootfs_tar = work / "rootfs.tar"
-        cmd = ["mmdebstrap", "--mode=auto", f"--variant={rec.variant}", "--format=tar",
-               "--aptopt=APT::Install-Recommends \"false\"",
-               "--include=" + ",".join(rec.packages)]
-        cmd += [f"--dpkgopt={opt}" for opt in rec.dpkg_options]
-        cmd += [
-            # Debian's postinst made host keys of every type; the guest offers only ours.
-            '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
-            f"--customize-hook=tar-in {overlay} /",
-            f"--customize-hook=download /var/lib/dpkg/status {work / 'dpkg-status'}",
-            rec.suite, str(rootfs_tar), rec.mirror,
-        ]
-        _run(cmd, logfile, f"mmdebstrap for {rec.path}")
-        # The tree plus metadata overhead plus the recipe's free space, in 4 KiB blocks.
-        blocks = (int(rootfs_tar.stat().st_size * 1.2) + rec.free_mb * 2**20) // 4096
-        disk = out / DISK
-        # genext2fs takes owners and modes from the tarball, so no root is needed (mke2fs -d
-        # reads tarballs only from e2fsprogs 1.47.1 on); tune2fs then makes the ext2 an ext4.
-        _run(["genext2fs", "-B", "4096", "-b", str(blocks), "-i", "8192", "-L", "rig-root",
-              "-a", str(rootfs_tar), str(disk)], logfile, f"genext2fs for {rec.path}")
-        _run(["tune2fs", "-O", "extents,uninit_bg,dir_index,has_journal", str(disk)], logfile,
-             f"tune2fs for {rec.path}")
-        # Exit status 1: e2fsck finished what tune2fs asked of it (uninit_bg, dir_index).
-        _run(["e2fsck", "-f", "-y", str(disk)], logfile, f"e2fsck for {rec.path}", ok=(0, 1))
-        (out / PACKAGES).write_text(_package_versions(work / "dpkg-status"))
+    overlay = work / "rig-files.tar"
+    _overlay_tar(rec, client_pub, host_private, host_public, overlay)
+    rootfs_tar = work / "rootfs.tar"
+    cmd = ["mmdebstrap", "--mode=auto", f"--variant={rec.variant}", "--format=tar",
+           "--aptopt=APT::Install-Recommends \"false\"",
+           "--include=" + ",".join(rec.packages)]
+    cmd += [f"--dpkgopt={opt}" for opt in rec.dpkg_options]
+    cmd += [
+        # Debian's postinst made host keys of every type; the guest offers only ours.
+        '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
+        f"--customize-hook=tar-in {overlay} /",
+        f"--customize-hook=download /var/lib/dpkg/status {work / 'dpkg-status'}",
+        rec.suite, str(rootfs_tar), rec.mirror,
+    ]
+    # TMPDIR: mmdebstrap's own scratch stays in the rig's, swept if the rig is killed
+    _run(cmd, logfile, f"mmdebstrap for {rec.path}", on_line=detail,
+         env={"TMPDIR": str(work)})
+    # The tree plus metadata overhead plus the recipe's free space, in 4 KiB blocks.
+    blocks = (int(rootfs_tar.stat().st_size * 1.2) + rec.free_mb * 2**20) // 4096
+    disk = out / DISK
+    # genext2fs takes owners and modes from the tarball, so no root is needed (mke2fs -d
+    # reads tarballs only from e2fsprogs 1.47.1 on); tune2fs then makes the ext2 an ext4.
+    _run(["genext2fs", "-B", "4096", "-b", str(blocks), "-i", "8192", "-L", "rig-root",
+          "-a", str(rootfs_tar), str(disk)], logfile, f"genext2fs for {rec.path}")
+    _run(["tune2fs", "-O", "extents,uninit_bg,dir_index,has_journal", str(disk)], logfile,
+         f"tune2fs for {rec.path}")
+    # Exit status 1: e2fsck finished what tune2fs asked of it (uninit_bg, dir_index).
+    _run(["e2fsck", "-f", "-y", str(disk)], logfile, f"e2fsck for {rec.path}", ok=(0, 1))
+    (out / PACKAGES).write_text(_package_versions(work / "dpkg-status"))
     (out / HOST_KEY_PUB).write_text(host_public + "\n")
     shutil.copy(rec.path, out / "recipe.toml")
     # A boot only ever reads the image through an overlay; make an accident loud.

@@ -8,19 +8,19 @@ the build stops with an error naming the option and the fragment (never a silent
 from __future__ import annotations
 
 import re
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import proc
 from .cache import Cache, digest
 from .model import PreparedSource
+from .status import RigError
 
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
 
-class ConfigError(Exception):
+class ConfigError(RigError):
     pass
 
 
@@ -101,11 +101,11 @@ def check(final: str, wanted: list[Request], tree: Path) -> None:
         raise ConfigError("config options did not survive olddefconfig:\n" + "\n".join(dropped))
 
 
-def _make(tree: Path, objdir: Path, *targets: str) -> None:
-    proc = subprocess.run(["make", "-s", "-C", str(tree), f"O={objdir}", *targets],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise ConfigError(f"make {' '.join(targets)} failed:\n{proc.stderr.strip()[-2000:]}")
+def _run(argv: list[str], what: str, cwd: Path | None = None) -> None:
+    try:
+        proc.run(argv, what, cwd=cwd)
+    except proc.CommandFailed as e:
+        raise ConfigError(e.detailed()) from None
 
 
 def merge(source: PreparedSource, base: str, fragments: tuple[Path, ...],
@@ -117,16 +117,13 @@ def merge(source: PreparedSource, base: str, fragments: tuple[Path, ...],
     with cache.lock("config", key):
         entry = cache.lookup("config", key)
         if entry is None:
-            with tempfile.TemporaryDirectory(prefix="rig-kconfig-") as tmp:
-                objdir = Path(tmp)
-                _make(source.tree, objdir, base)
-                proc = subprocess.run(
-                    [str(source.tree / "scripts/kconfig/merge_config.sh"), "-m", "-O",
-                     str(objdir), str(objdir / ".config"), *(str(f.resolve()) for f in fragments)],
-                    capture_output=True, text=True, cwd=source.tree, check=False)
-                if proc.returncode != 0:
-                    raise ConfigError(f"merge_config.sh failed:\n{proc.stdout[-2000:]}")
-                _make(source.tree, objdir, "olddefconfig")
+            with cache.scratch("kconfig") as objdir:
+                make = ["make", "-s", "-C", str(source.tree), f"O={objdir}"]
+                _run([*make, base], f"make {base}")
+                _run([str(source.tree / "scripts/kconfig/merge_config.sh"), "-m", "-O",
+                      str(objdir), str(objdir / ".config"), *(str(f.resolve()) for f in fragments)],
+                     "merge_config.sh", cwd=source.tree)
+                _run([*make, "olddefconfig"], "make olddefconfig")
                 final = (objdir / ".config").read_text()
             check(final, wanted, source.tree)
             with cache.publish("config", key) as out:

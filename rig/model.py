@@ -7,8 +7,11 @@ so a shard (one variant on one machine) can run any stage on its own.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from pathlib import Path
+
+GUEST_MEMORY_MB = 1024               # a guest's memory unless its request says otherwise
 
 
 class Outcome(str, enum.Enum):
@@ -47,10 +50,6 @@ class Patch:
     diff: str                        # the text handed to git apply
     sha256: str                      # of the diff alone, so mail headers don't change keys
     prefix: str = ""                 # the subject's "[PATCH v2 3/7]" tags, stripped from subject
-
-    @property
-    def label(self) -> str:
-        return f"{self.index:04d} {self.subject}"
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,35 @@ class StageError:
     excerpt: str = ""
 
 
+@dataclass(frozen=True)
+class BuildSettings:
+    """How every variant is built: RunConfig.build_settings makes it."""
+
+    driver: Path                     # the test driver module's source directory
+    base_config: str = "tinyconfig"
+    jobs: int = os.cpu_count() or 1
+    ccache: bool = True
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    gcc: str
+    ld: str
+    make: str
+
+
+@dataclass(frozen=True)
+class BuildEnvironment:
+    """What a build depends on, as the results record it."""
+
+    source: str                      # the source's name, e.g. "debian-6-1"
+    source_version: str              # package version, commit id or tarball hash
+    config_hash: str
+    base_config: str
+    toolchain: Toolchain
+    kernel_release: str = ""         # include/config/kernel.release of the build
+
+
 @dataclass
 class BuildResult:
     variant: str
@@ -107,7 +135,7 @@ class BuildResult:
     cache_hit: bool = False
     seconds: float = 0.0
     error: StageError | None = None
-    environment: dict = field(default_factory=dict)
+    environment: BuildEnvironment | None = None   # None when the source or config failed
 
     @property
     def bzimage(self) -> Path:
@@ -136,8 +164,9 @@ class BootRequest:
     console_log: Path | None = None
     boot_timeout: float = 120.0      # ready line must come within this
     silence_timeout: float = 45.0    # no console output this long means hung
-    memory_mb: int = 1024
+    memory_mb: int = GUEST_MEMORY_MB
     cpus: int = 1
+    workdir: Path | None = None      # per-boot files (the overlay); None: the system's /tmp
 
 
 @dataclass

@@ -18,17 +18,17 @@ import hashlib
 import mailbox
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
+from . import proc
 from .model import Patch
+from .status import RigError
 
 
-class PatchError(Exception):
+class PatchError(RigError):
     """A patch set that cannot be used; the message names the file and the problem."""
 
     def __init__(self, path: Path, problem: str):
@@ -66,205 +66,125 @@ class ApplyResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# The diff part of a patch
+# The diff part of a patch: git says what it touches
 
-_HUNK = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
-_GIT_HEADERS = ("old mode ", "new mode ", "deleted file mode ", "new file mode ", "index ",
-                "similarity index ", "dissimilarity index ", "copy from ", "copy to ",
-                "rename from ", "rename to ", "Binary files ")
-# Lines that diff -ruN or quilt write between files; git apply skips them, so may we.
+_SIGNATURE = re.compile(r"^-- $", re.MULTILINE)
+# Lines that diff -ruN or quilt write before a file's diff: not a subject.
 _BETWEEN_FILES = re.compile(r"(diff |Index: |Only in |=+$)")
-_RENAME = re.compile(r"(?:rename|copy) (from|to) (.+)")
-_C_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
+_HUNK = re.compile(r"^@@ -(\d+)")
+_MOVE = re.compile(r"^(?:rename|copy) (from|to) (.+)$")
+_NO_PATCH = "No valid patches in input"
 
 
-@dataclass
-class _FileDiff:
-    written: list[str] = field(default_factory=list)   # paths as the patch spells them
-    old: str | None = None           # the path git apply -p1 patches; None: a new file
-    new: str | None = None           # the path it writes; None: a deleted file
-    hunks: list[int] = field(default_factory=list)     # each hunk's old start line
-    has_names: bool = False          # saw ---/+++ lines, so hunks may follow
-    changes: bool = False            # hunks, or a git header that changes something
+def _git(args: list[str], what: str, *, cwd: Path | None = None,
+         input: bytes | None = None) -> proc.Ran:
+    # GIT_DIR pointing nowhere: a tree is patched as a plain directory whether or not it (or a
+    # directory above it) is a git repository; no user or system config changes semantics.
+    env = {"GIT_DIR": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+           "LC_ALL": "C"}
+    try:
+        return proc.run(["git", *args], what, cwd=cwd, env=env, input=input, check=False)
+    except proc.CommandFailed:
+        raise PatchError(cwd or Path("."), "git is not installed: patches are read and "
+                                           "applied with git apply") from None
 
 
-@dataclass(frozen=True)
-class _Diff:
-    text: str
-    files: tuple[_FileDiff, ...]
-
-
-def _unquote(path: str) -> str:
-    """A path as git writes one with special characters: "C-style quoted"."""
-    if len(path) < 2 or path[0] != '"' or path[-1] != '"':
-        return path
-    out, i, s = bytearray(), 1, path
-    while i < len(s) - 1:
-        if s[i] == "\\" and s[i + 1] in "01234567":
-            out.append(int(s[i + 1:i + 4], 8) & 0xFF)
-            i += 4
-        elif s[i] == "\\":
-            out.append(_C_ESCAPES.get(s[i + 1], ord(s[i + 1])))
-            i += 2
-        else:
-            out += s[i].encode("utf-8", "surrogateescape")
-            i += 1
-    return out.decode("utf-8", "surrogateescape")
-
-
-def _name(written: str) -> str:
-    """A ---/+++ path without the timestamp diff -u appends."""
-    if written.startswith('"'):
-        return _unquote(written[:written.rindex('"') + 1])
-    return written.split("\t")[0]
-
-
-def _strip1(path: str) -> str | None:
-    """What git apply -p1 makes of a ---/+++ or diff --git path; None for /dev/null."""
-    if path == "/dev/null":
-        return None
-    return path.split("/", 1)[1] if "/" in path else path
-
-
-def _git_line_names(rest: str) -> list[str]:
-    """The two paths of "diff --git a/P b/P"; they may contain spaces, so split in the middle."""
-    half = (len(rest) - 1) // 2
-    if len(rest) % 2 == 1 and rest[half] == " " and rest[2:half] == rest[half + 3:]:
-        return [rest[:half], rest[half + 1:]]
-    m = re.fullmatch(r'("(?:[^"\\]|\\.)*"|\S+) ("(?:[^"\\]|\\.)*"|\S+)', rest)
-    return [_unquote(m[1]), _unquote(m[2])] if m else []
-
-
-def _hunk_end(lines: list[str], i: int, m: re.Match, origin: Path, file: str) -> int:
-    """The index of the line after the hunk whose header is lines[i]."""
-    old = int(m[2]) if m[2] is not None else 1
-    new = int(m[4]) if m[4] is not None else 1
-    j = i + 1
-    while old > 0 or new > 0:
-        if j >= len(lines):
-            raise PatchError(origin, f"hunk {lines[i]!r} of {file} is cut short: the text ends "
-                                     "before the lines its header counts")
-        tag = lines[j][:1]
-        if tag in (" ", ""):         # "": a context line whose blank a mailer trimmed
-            old, new = old - 1, new - 1
-        elif tag == "-":
-            old -= 1
-        elif tag == "+":
-            new -= 1
-        elif tag != "\\":            # "\ No newline at end of file"
-            raise PatchError(origin, f"hunk {lines[i]!r} of {file} is corrupt: line "
-                                     f"{lines[j][:60]!r} is not part of a hunk")
-        j += 1
-    if old < 0 or new < 0:
-        raise PatchError(origin, f"hunk {lines[i]!r} of {file} is corrupt: it has more lines "
-                                 "than its header counts")
-    return j + 1 if j < len(lines) and lines[j].startswith("\\") else j
-
-
-def _diff_start(lines: list[str], at: int = 0) -> int | None:
-    for i in range(at, len(lines)):
-        if lines[i].startswith("diff --git ") or (
-                lines[i].startswith("--- ") and i + 1 < len(lines)
+def _diff_start(lines: list[str]) -> int | None:
+    for i, line in enumerate(lines):
+        if line.startswith("diff --git ") or (
+                line.startswith("--- ") and i + 1 < len(lines)
                 and lines[i + 1].startswith("+++ ")):
             return i
     return None
 
 
-def _parse_diff(text: str, origin: Path) -> _Diff | None:
-    """The diff in TEXT, which may start with a message and end with a signature; None if
-    there is none.  Only what git apply would act on is kept."""
+def _diff_text(text: str) -> str | None:
+    """TEXT from its first diff line on, without the format-patch signature ("-- " and what
+    follows), so that mail headers and signatures never change a patch's hash; None when
+    there is no diff line at all.  Whether it is a usable diff is git's to say (_touched)."""
     lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
     start = _diff_start(lines)
     if start is None:
         return None
-    files: list[_FileDiff] = []
-    cur: _FileDiff | None = None
-    i = end = start
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("diff --git "):
-            cur = _FileDiff()
-            files.append(cur)
-            names = _git_line_names(line[len("diff --git "):])
-            cur.written += names
-            if names:
-                cur.old, cur.new = _strip1(names[0]), _strip1(names[1])
-            i += 1
-        elif line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
-            if cur is None or cur.has_names:
-                cur = _FileDiff()
-                files.append(cur)
-            old, new = _name(line[4:]), _name(lines[i + 1][4:])
-            cur.written += [old, new]
-            cur.old, cur.new, cur.has_names = _strip1(old), _strip1(new), True
-            i += 2
-        elif cur is not None and cur.has_names and (m := _HUNK.match(line)):
-            cur.hunks.append(int(m[1]))
-            cur.changes = True
-            i = _hunk_end(lines, i, m, origin, cur.new or cur.old or "?")
-        elif cur is not None and not cur.hunks and line.startswith(_GIT_HEADERS):
-            if r := _RENAME.match(line):
-                cur.written.append(_unquote(r[2]))
-                if r[1] == "from":
-                    cur.old = _unquote(r[2])
-                else:
-                    cur.new = _unquote(r[2])
-            elif line.startswith("new file mode "):
-                cur.old = None
-            elif line.startswith("deleted file mode "):
-                cur.new = None
-            cur.changes = cur.changes or not line.startswith("index ")
-            i += 1
-        elif cur is not None and line == "GIT binary patch":
-            cur.changes = True
-            i += 1
-            while i < len(lines) and not lines[i].startswith("diff --git ") and lines[i] != "-- ":
-                i += 1
-        elif _BETWEEN_FILES.match(line):
-            i += 1
-            continue
-        else:
-            # Text after a diff: a signature, or words before another diff git would apply too.
-            nxt = _diff_start(lines, i + 1)
-            if nxt is None:
-                break
-            cur, i = None, nxt
-            continue
-        end = i
-    if not any(f.changes for f in files):
-        return None
-    return _Diff("\n".join(lines[start:end]) + "\n", tuple(files))
+    diff = "\n".join(lines[start:])
+    signatures = list(_SIGNATURE.finditer(diff))
+    if signatures:
+        diff = diff[:signatures[-1].start()]
+    return diff.rstrip("\n") + "\n" if not diff.endswith("\n\n") else diff
 
 
-def _check_paths(origin: Path, diff: _Diff) -> list[str]:
-    """The paths DIFF touches, relative to the tree; refuses any that reach outside it."""
-    touched: list[str] = []
-    for f in diff.files:
-        for path in f.written:
-            if path != "/dev/null" and path.startswith("/"):
-                raise PatchError(origin, f"refusing a patch that touches an absolute path: {path}")
-            if ".." in path.split("/"):
-                raise PatchError(origin, f"refusing a patch that reaches outside the tree with "
-                                         f"'..': {path}")
-        for path in (f.old, f.new):
-            if path is None:
-                continue
-            if not path or path.startswith("/"):
-                raise PatchError(origin, f"refusing a patch whose path {path!r} is absolute or "
-                                         "empty once git apply -p1 strips its first component")
-            if path not in touched:
-                touched.append(path)
-    return touched
+def _touched(origin: Path, diff: str) -> list[str]:
+    """The paths git apply -p1 patches, as git apply --numstat names them (new names)."""
+    ran = _git(["apply", "--numstat", "-z", "-"], f"reading {origin}",
+               input=diff.encode("utf-8", "surrogateescape"))
+    if ran.status != 0:
+        why = ran.stderr.strip().splitlines()
+        if any(_NO_PATCH in line for line in why):
+            raise PatchError(origin, "not a patch: it has no diff (git apply: "
+                                     f"{_NO_PATCH.lower()})")
+        raise PatchError(origin, f"git apply cannot read it: {why[0] if why else 'no reason'}")
+    # "added<TAB>deleted<TAB>path<NUL>" per file
+    return [entry.split("\t", 2)[2] for entry in ran.stdout.split("\0") if entry]
+
+
+def _written(diff: str) -> tuple[list[str], dict[str, str]]:
+    """What git apply's output does not tell: every name as the diff writes it (both sides
+    of each ---/+++ pair and of git's rename and copy headers), and each renamed or copied
+    file's new name -> old name."""
+    names: list[str] = []
+    moved: dict[str, str] = {}
+    lines = diff.split("\n")
+    source = ""
+    for i, line in enumerate(lines):
+        if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+            names += [line[4:].split("\t")[0], lines[i + 1][4:].split("\t")[0]]
+        elif m := _MOVE.match(line):
+            names.append(m[2])
+            if m[1] == "from":
+                source = m[2]
+            else:
+                moved[m[2]] = source
+    return [n for n in names if n != "/dev/null"], moved
+
+
+def _check_paths(origin: Path, diff: str) -> list[str]:
+    """The paths DIFF touches, relative to the tree (a renamed file's old name before its
+    new one); refuses any that reach outside the tree, before git apply ever runs."""
+    touched = _touched(origin, diff)
+    written, moved = _written(diff)
+    for path in written + touched:
+        if path.startswith("/"):
+            raise PatchError(origin, f"refusing a patch that touches an absolute path: {path}")
+        if ".." in path.split("/"):
+            raise PatchError(origin, f"refusing a patch that reaches outside the tree with "
+                                     f"'..': {path}")
+    return list(dict.fromkeys(p for new in touched for p in (moved.get(new), new) if p))
 
 
 def patch_files(patch: Patch) -> list[str]:
     """The paths, relative to the tree, that PATCH creates, changes, renames or deletes."""
-    diff = _parse_diff(patch.diff, patch.origin)
-    if diff is None:
-        raise PatchError(patch.origin, f"patch {patch.index} ({patch.subject}) has no diff")
-    return _check_paths(patch.origin, diff)
+    return _check_paths(patch.origin, patch.diff)
+
+
+def _hunk_starts(diff: str, path: str) -> list[int]:
+    """The old start lines of PATH's hunks.  git apply names a failed hunk only by the line
+    where it looked; its number among the file's hunks, as a maintainer reads the patch, is
+    counted here."""
+    def names(name: str) -> bool:
+        name = name.split("\t")[0]
+        return name == path or name.endswith(f"/{path}")
+
+    starts: list[int] = []
+    inside = False
+    lines = diff.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("diff --git "):
+            inside = names(line)
+        elif line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+            inside = names(line[4:]) or names(lines[i + 1][4:])
+        elif inside and (m := _HUNK.match(line)):
+            starts.append(int(m[1]))
+    return starts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +196,7 @@ class _Mail:
     prefix: str
     author: str
     message_id: str
-    diff: _Diff | None
+    diff: str | None
     reply: bool = False
 
     @property
@@ -351,11 +271,11 @@ def _from_message(path: Path, msg: EmailMessage) -> _Mail:
     name, address = email.utils.parseaddr(author)
     author = f"{name} <{address}>" if name and address else author.strip()
     return _Mail(subject, prefix, author, str(msg.get("Message-ID", "")).strip().strip("<>"),
-                 _parse_diff(body, path), reply)
+                 _diff_text(body), reply)
 
 
 def _from_plain(path: Path, text: str) -> _Mail:
-    diff = _parse_diff(text, path)
+    diff = _diff_text(text)
     lines = text.split("\n")
     top = lines[:_diff_start(lines) or 0]
     first = next((line.strip() for line in top if line.strip()
@@ -440,7 +360,7 @@ def _series_entries(series: Path) -> list[Path]:
 def _patch(origin: Path, index: int, mail: _Mail) -> Patch:
     assert mail.diff is not None
     _check_paths(origin, mail.diff)
-    text = mail.diff.text
+    text = mail.diff
     return Patch(origin, index, mail.subject, mail.author, mail.message_id, text,
                  hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest(), mail.prefix)
 
@@ -479,27 +399,15 @@ _PATCH_FAILED = re.compile(r"^error: patch failed: (.+):(\d+)$", re.MULTILINE)
 _FILE_ERROR = re.compile(r"^error: (.+?): (.+)$", re.MULTILINE)
 
 
-def _git_apply(git: str, tree: Path, patch: Patch, check: bool) -> subprocess.CompletedProcess:
-    # GIT_DIR pointing nowhere: the tree is patched as a plain directory whether or not it (or
-    # a directory above it) is a git repository; no user or system config changes semantics.
-    env = dict(os.environ, GIT_DIR=os.devnull, GIT_CONFIG_NOSYSTEM="1",
-               GIT_CONFIG_GLOBAL=os.devnull, LC_ALL="C")
-    cmd = [git, "apply", *(["--check"] if check else []), "-"]
-    return subprocess.run(cmd, cwd=tree, env=env, capture_output=True, check=False,
-                          input=patch.diff.encode("utf-8", "surrogateescape"))
-
-
 def _failure(applied: int, patch: Patch, stderr: str) -> ApplyResult:
-    diff = _parse_diff(patch.diff, patch.origin)
-    files = diff.files if diff else ()
     detail = stderr.strip()
     m = _PATCH_FAILED.search(stderr)
     if m:
         name, line = m[1], int(m[2])
-        hunks = next((f.hunks for f in files if name in (f.old, f.new)), [])
+        hunks = _hunk_starts(patch.diff, name)
         hunk = hunks.index(line) + 1 if line in hunks else None
         return ApplyResult(applied, patch, name, hunk, line, "patch does not apply", detail)
-    names = {n for f in files for n in (f.old, f.new) if n}
+    names = set(patch_files(patch))
     for m in _FILE_ERROR.finditer(stderr):
         if m[1] in names:
             return ApplyResult(applied, patch, m[1], reason=m[2], detail=detail)
@@ -517,14 +425,12 @@ def apply(tree: Path, patches: Sequence[Patch]) -> ApplyResult:
     """
     if not tree.is_dir():
         raise PatchError(tree, "not a directory: cannot apply patches to it")
-    git = shutil.which("git")
-    if git is None:
-        raise PatchError(tree, "git is not installed: patches are applied with git apply")
     for patch in patches:
         patch_files(patch)
     for done, patch in enumerate(patches):
-        for check in (True, False):
-            proc = _git_apply(git, tree, patch, check)
-            if proc.returncode != 0:
-                return _failure(done, patch, proc.stderr.decode("utf-8", "replace"))
+        for check in (["--check"], []):
+            ran = _git(["apply", *check, "-"], f"applying {patch.origin}", cwd=tree,
+                       input=patch.diff.encode("utf-8", "surrogateescape"))
+            if ran.status != 0:
+                return _failure(done, patch, ran.stderr)
     return ApplyResult(len(patches))

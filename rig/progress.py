@@ -1,4 +1,8 @@
-"""Progress: one live line per variant on a terminal, timestamped plain lines otherwise."""
+"""Progress: one live line per variant on a terminal, timestamped plain lines otherwise.
+
+In plain mode (a CI log, a pipe) a stage that runs long says so every HEARTBEAT seconds, with
+what it is doing (the make step, mmdebstrap's line, the test), so a log never looks hung.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Self, TextIO
+
+HEARTBEAT = 30.0                    # seconds between plain-mode lines of a running stage
 
 
 @dataclass
@@ -16,20 +22,22 @@ class _Row:
     stage: str = ""
     started: float = field(default_factory=time.monotonic)
     detail: str = ""
+    said: float = field(default_factory=time.monotonic)   # plain mode: last line printed
 
 
 class Progress:
-    def __init__(self, stream: TextIO | None = None, live: bool | None = None):
+    def __init__(self, stream: TextIO | None = None, live: bool | None = None,
+                 heartbeat: float = HEARTBEAT):
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
+        self.heartbeat = heartbeat
         self._rows: dict[str, _Row] = {}
         self._drawn = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._ticker: threading.Thread | None = None
-        if self.live:
-            self._ticker = threading.Thread(target=self._tick, daemon=True)
-            self._ticker.start()
+        self._ticker = threading.Thread(target=self._tick if self.live else self._beat,
+                                        daemon=True)
+        self._ticker.start()
 
     def log(self, message: str) -> None:
         with self._lock:
@@ -64,13 +72,33 @@ class Progress:
             if who in self._rows:
                 self._rows[who].detail = text.strip()[:80]
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._stop.set()
-        if self._ticker:
+        if self._ticker.is_alive():
             self._ticker.join()
+        with self._lock:
+            self._erase()
+            self.stream.flush()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(1.0, self.heartbeat)):
+            now = time.monotonic()
             with self._lock:
-                self._erase()
-                self.stream.flush()
+                due = [(who, row) for who, row in self._rows.items()
+                       if now - row.said >= self.heartbeat]
+                for who, row in due:
+                    row.said = now
+                    what = f": {row.detail}" if row.detail else ""
+                    self.stream.write(f"{time.strftime('%H:%M:%S ')}{who}: {row.stage} "
+                                      f"{now - row.started:.0f}s{what}\n")
+                if due:
+                    self.stream.flush()
 
     def _tick(self) -> None:
         while not self._stop.wait(0.5):

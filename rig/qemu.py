@@ -16,14 +16,13 @@ import signal
 import socket
 import subprocess
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import pexpect
 
+from rig import datafiles
 from rig.console import Console, Patterns
 
 ACCELS = ("auto", "kvm", "tcg")
@@ -47,7 +46,7 @@ class Settings:
 
     @classmethod
     def load(cls) -> Settings:
-        data = tomllib.loads(resources.files("rig").joinpath("data/qemu.toml").read_text())
+        data = datafiles.toml("qemu.toml")
         return cls(data["binary"], data["image_tool"], tuple(data["args"]), data["cmdline"],
                    data["init"], {k: tuple(v["args"]) for k, v in data["accel"].items()},
                    float(data["auto"]["kvm_first_output_seconds"]), data["port"]["in_use"],

@@ -18,9 +18,6 @@ import jinja2
 
 from rig.compare import (
     ABSENT,
-    EXIT_NO_VERDICT,
-    EXIT_OK,
-    EXIT_REGRESSION,
     FAILING,
     CellChange,
     Change,
@@ -40,11 +37,6 @@ LABELS = {
 MARKERS = {
     Change.FIXED: "▲ FIXED", Change.REGRESSED: "▼ REGRESSED", Change.CHANGED: "Δ CHANGED",
     Change.NEW: "+ NEW", Change.MISSING: "− MISSING",
-}
-EXIT_MEANING = {
-    EXIT_OK: "no regression, every variant ran",
-    EXIT_REGRESSION: "a candidate regressed",
-    EXIT_NO_VERDICT: "a variant has no verdict, or lost tests to a crash",
 }
 # how many cells of one kind the text lists before it refers to the HTML report
 TEXT_LIMIT = 8
@@ -149,8 +141,8 @@ def _view(results: Results) -> dict[str, Any]:
     return {
         "results": results, "comparison": comparison, "variants": variants,
         "groups": groups, "rows": rows, "stages": stages,
-        "exit_status": comparison.exit_status(),
-        "exit_meaning": EXIT_MEANING[comparison.exit_status()],
+        "exit_status": int(comparison.exit_status()),
+        "exit_meaning": comparison.exit_status().meaning,
         "command": next((shlex.join(r.command) for r in results.runs if r.command), "rig run"),
         "labels": LABELS, "markers": MARKERS, "limit": TEXT_LIMIT,
         "row_of": {r.id: r for r in rows},
@@ -198,6 +190,11 @@ def show(value: Any, absent: str = "—") -> str:
     if value is ABSENT:
         return absent
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def show_observed(value: Any) -> str:
+    """An observation as JSON, or "(not recorded)" where one side has none: for plain text."""
+    return show(value, "(not recorded)")
 
 
 # What a mail, a terminal or a page must not receive from a console: escapes, bells, NULs.

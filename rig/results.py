@@ -67,12 +67,13 @@ from pathlib import Path
 from typing import Any
 
 from rig.model import Outcome, StageError
+from rig.status import RigError
 
 SCHEMA = "umem-rig/results"
 VERSION = 1
 
 
-class ResultsError(Exception):
+class ResultsError(RigError):
     """A results document that cannot be read or merged; the message names where and why."""
 
 

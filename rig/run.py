@@ -16,13 +16,14 @@ from importlib import metadata
 from pathlib import Path
 
 from . import compare, hostdeps, junit, report
-from .build import Builder, BuildSettings
+from .build import Builder
 from .cache import Cache
 from .config import RunConfig
 from .image import ensure_image
 from .model import BootRequest, ImageResult, Outcome, StageError, Variant
 from .progress import Progress
 from .results import Environment, PatchInfo, Results, RunInfo, VariantResult
+from .status import ExitStatus
 from .testrun import SuiteRequest, run_suite
 
 
@@ -33,7 +34,7 @@ class RunOutput:
     out: Path
 
     @property
-    def exit_status(self) -> int:
+    def exit_status(self) -> ExitStatus:
         return self.comparison.exit_status()
 
 
@@ -49,14 +50,11 @@ def rig_version() -> str:
 
 
 class Runner:
-    def __init__(self, cfg: RunConfig, cache: Cache, progress: Progress,
-                 select: tuple[str, ...] = ()):
+    def __init__(self, cfg: RunConfig, cache: Cache, progress: Progress):
         self.cfg = cfg
         self.cache = cache
         self.progress = progress
-        self.select = select
-        self.builder = Builder(BuildSettings(cfg.project / "guest_tests" / "driver",
-                                             cfg.base_config, cfg.jobs), cache, progress)
+        self.builder = Builder(cfg.build_settings, cache, progress)
         self.accel = cfg.accel           # "auto" until a boot has found out what works
         self.image: ImageResult | None = None
         self.image_error: StageError | None = None
@@ -65,7 +63,8 @@ class Runner:
     def prepare_image(self) -> None:
         try:
             with self.progress.stage("image", "image") as t:
-                self.image = ensure_image(self.cache, log=self.progress.log)
+                self.image = ensure_image(self.cache, log=self.progress.log,
+                                          detail=lambda line: self.progress.detail("image", line))
             self.image_seconds = t["seconds"]
         except Exception as exc:  # noqa: BLE001 - any image failure is every variant's
             self.image_error = StageError("image", f"guest image: {exc}")
@@ -84,8 +83,10 @@ class Runner:
             built = self.builder.build(variant)
         vr.timings["build"] = round(built.seconds, 3)
         env = built.environment
-        vr.environment.source_version = env.get("source", "").split(" ")[-1]
-        vr.environment.config_hash = env.get("config_hash", "")
+        if env is not None:
+            vr.environment.source_version = env.source_version
+            vr.environment.config_hash = env.config_hash
+            vr.environment.kernel_release = env.kernel_release
         if built.error:
             vr.outcome = built.outcome
             vr.errors.append(built.error)
@@ -96,13 +97,14 @@ class Runner:
         vr.environment.image_hash = self.image.key
         console_dir = cfg.out / "console"
         console_dir.mkdir(parents=True, exist_ok=True)
-        boot_req = BootRequest(built.bzimage, self.image, self.accel,
-                               boot_timeout=cfg.timeouts.boot,
-                               silence_timeout=cfg.timeouts.silence)
         suite = SuiteRequest(cfg.project / "guest_tests",
                              built.module if built.module.exists() else None,
-                             cfg.timeouts.test, cfg.timeouts.suite, self.select)
-        ran = run_suite(boot_req, suite, self.progress, variant.name, console_dir)
+                             cfg.timeouts.test, cfg.timeouts.suite, cfg.select)
+        with self.cache.scratch("suite") as scratch:
+            boot_req = BootRequest(built.bzimage, self.image, self.accel,
+                                   boot_timeout=cfg.timeouts.boot,
+                                   silence_timeout=cfg.timeouts.silence, workdir=scratch)
+            ran = run_suite(boot_req, suite, self.progress, variant.name, console_dir, scratch)
         vr.outcome = ran.outcome
         vr.tests = ran.tests
         vr.errors += ran.errors
@@ -112,7 +114,7 @@ class Runner:
         self.accel = vr.environment.accelerator or self.accel
         vr.environment.qemu_version = ran.environment.get("qemu", "")
         vr.environment.kernel_release = ran.environment.get("kernel_release",
-                                                            env.get("kernel_release", ""))
+                                                            vr.environment.kernel_release)
         return vr
 
     def run(self) -> RunOutput:
@@ -121,6 +123,8 @@ class Runner:
         hostdeps.ensure(["source", "build", "image", "boot"], cfg.install_packages,
                         log=self.progress.log)
         cfg.out.mkdir(parents=True, exist_ok=True)
+        for gone in self.cache.sweep():
+            self.progress.log(f"removed {gone}, left behind by a rig that was killed")
         self.prepare_image()
         with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
             variants = list(pool.map(self.variant, cfg.variants))

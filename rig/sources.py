@@ -11,24 +11,25 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
+from . import patches as patchlib
+from . import proc
 from .cache import Cache
-from .model import PreparedSource, SourceSpec
+from .model import Patch, PreparedSource, SourceSpec
+from .status import RigError
+from .text import few, variant_name
 
 
-class SourceError(Exception):
+class SourceError(RigError):
     pass
 
 
-def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw, check=False)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-        raise SourceError(f"{what}: `{' '.join(cmd)}` failed:\n{tail}")
-    return proc
+def _run(cmd: list[str], what: str, **kw) -> proc.Ran:
+    try:
+        return proc.run(cmd, what, **kw)
+    except proc.CommandFailed as e:
+        raise SourceError(e.detailed()) from None
 
 
 APT_LISTS = Path("/var/lib/apt/lists")
@@ -64,15 +65,21 @@ def debian_candidate(package: str, memo: Path | None = None) -> str:
 
 def _apt_candidate(package: str) -> str:
     for attempt in (1, 2):
-        out = subprocess.run(["apt-cache", "policy", package], capture_output=True,
-                             text=True, check=False).stdout
+        out = _run(["apt-cache", "policy", package], f"looking up {package}").stdout
         m = re.search(r"Candidate:\s*(\S+)", out)
         if m and m.group(1) != "(none)":
             return m.group(1)
         if attempt == 1:
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True, check=False)
+            proc.run(["apt-get", "update", "-q"], "apt-get update", check=False)
     raise SourceError(f"Debian package {package!r} is unknown to apt (apt-cache policy has no "
                       "candidate; is it in this host's apt sources?)")
+
+
+def _pipe(producer: list[str], consumer: list[str], what: str) -> None:
+    try:
+        proc.pipe(producer, consumer, what)
+    except proc.CommandFailed as e:
+        raise SourceError(e.detailed()) from None
 
 
 def _single_top_dir(root: Path) -> Path:
@@ -95,18 +102,18 @@ def _unpack_tarball(archive: Path, dest: Path) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _fetch_debian(package: str, version: str, dest: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix="rig-deb-") as tmp:
+def _fetch_debian(package: str, version: str, dest: Path, cache: Cache) -> None:
+    with cache.scratch("deb") as tmpdir:
+        tmp = str(tmpdir)
         # apt's sandbox user can't write to a root-owned temp dir; the download is verified
         # against the signed lists either way.
         _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
               f"{package}={version}"], f"downloading {package} {version}", cwd=tmp)
         deb = next(Path(tmp).glob("*.deb"))
         # dpkg-deb | tar -x, keeping only the source tarball
-        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)],
-                              stdout=subprocess.PIPE) as feeder:
-            _run(["tar", "-x", "-C", tmp, "--wildcards", "./usr/src/linux-source-*.tar.*"],
-                 f"extracting {deb.name}", stdin=feeder.stdout)
+        _pipe(["dpkg-deb", "--fsys-tarfile", str(deb)],
+              ["tar", "-x", "-C", tmp, "--wildcards", "./usr/src/linux-source-*.tar.*"],
+              f"extracting {deb.name}")
         tarballs = list(Path(tmp, "usr/src").glob("linux-source-*.tar.*"))
         if not tarballs:
             raise SourceError(f"{deb.name} holds no usr/src/linux-source-*.tar.*")
@@ -151,14 +158,41 @@ def prepare(spec: SourceSpec, cache: Cache) -> PreparedSource:
             with cache.publish("source", key) as tmp:
                 tree = tmp / "linux"
                 if spec.kind == "debian":
-                    _fetch_debian(spec.package, version, tree)
+                    _fetch_debian(spec.package, version, tree, cache)
                 elif spec.kind == "tarball":
                     _unpack_tarball(spec.path, tree)
                 else:
                     tree.mkdir()
-                    with subprocess.Popen(["git", "-C", str(spec.path), "archive", version],
-                                          stdout=subprocess.PIPE) as feeder:
-                        _run(["tar", "-x", "-C", str(tree)], f"exporting {version}",
-                             stdin=feeder.stdout)
+                    _pipe(["git", "-C", str(spec.path), "archive", version],
+                          ["tar", "-x", "-C", str(tree)], f"exporting {version}")
             entry = cache.lookup("source", key)
     return PreparedSource(spec=spec, tree=entry / "linux", version=version)
+
+
+def _git(tree: Path, *args: str) -> str:
+    return _run(["git", "-C", str(tree), *args], f"{tree}: git {' '.join(args)}").stdout.strip()
+
+
+def git_series(tree: Path, span: str, into: Path) -> tuple[SourceSpec, list[Patch]]:
+    """A range A..B of a local git tree as a source (the tree at A) and a patch series
+    (`git format-patch A..B`, written to INTO)."""
+    if ".." not in span or span.count("..") != 1 or "..." in span:
+        raise SourceError(f"{span!r} is not a commit range: give it as A..B")
+    if not (tree / ".git").exists() and not (tree / "HEAD").is_file():
+        raise SourceError(f"{tree} is not a git repository")
+    a, b = span.split("..")
+    start = _git(tree, "rev-parse", "--verify", "--end-of-options", f"{a or 'HEAD'}^{{commit}}")
+    end = _git(tree, "rev-parse", "--verify", "--end-of-options", f"{b or 'HEAD'}^{{commit}}")
+    if not _git(tree, "rev-list", f"{start}..{end}"):
+        raise SourceError(f"{tree}: {span} holds no commits")
+    merges = _git(tree, "rev-list", "--merges", f"{start}..{end}").split()
+    if merges:
+        raise SourceError(f"{tree}: {span} has merge commits ({few([m[:12] for m in merges])})"
+                          ": a series applies patch by patch, so bisect a range without merges")
+    shutil.rmtree(into, ignore_errors=True)
+    into.mkdir(parents=True)
+    _git(tree, "format-patch", "--quiet", "--no-signature", "--zero-commit", "-o", str(into),
+         f"{start}..{end}")
+    name = variant_name(tree.resolve().name) or "git"
+    return SourceSpec(name=name, kind="git", path=tree.resolve(), ref=start), \
+        patchlib.load(into)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +20,12 @@ from .guest import BootError, GuestCrashed, boot
 from .model import BootRequest, Outcome, StageError
 from .progress import Progress
 from .results import TestResult, Verdict
+from .status import RigError
 
 GUEST_DIR = "/root/guest_tests"
-GUEST_KO = "/root/umem_test.ko"
+GUEST_KO = f"{GUEST_DIR}/driver/umem_test.ko"   # where the suite looks for it by default
 GUEST_XML = "/tmp/rig-results.xml"
-SELECT_FILE = "rig-select.txt"
+PYTEST_NO_TESTS = 5                  # pytest's exit status when nothing was collected
 HANG_MARGIN = 30.0                   # seconds of console silence beyond a test's own limit
 PLUGIN = Path(__file__).parent / "guest_plugin" / "rig_markers.py"
 _MARK = re.compile(r"umem-rig: test (start|end) (\S+)")
@@ -39,7 +39,7 @@ class SuiteRequest:
     module: Path | None              # the variant's umem_test.ko
     test_timeout: float = 60
     suite_timeout: float = 1200
-    select: tuple[str, ...] = ()     # test names (test_x or test_x[cell]); empty: everything
+    select: str = ""                 # a pytest -k expression; "": every test
     max_crashes: int = 4
 
 
@@ -53,6 +53,10 @@ class SuiteResult:
     console: str = ""                # excerpts of what went wrong on the console
 
 
+class SelectError(RigError):
+    """A test selection that matches nothing: the user's input, not the kernel's fault."""
+
+
 def running_test(console_text: str) -> str | None:
     """The node id of the test that started and never ended, per the console markers."""
     open_test = None
@@ -61,12 +65,10 @@ def running_test(console_text: str) -> str | None:
     return open_test
 
 
-def stage_suite(suite: Path, into: Path, select: tuple[str, ...] = ()) -> Path:
+def stage_suite(suite: Path, into: Path) -> Path:
     staged = into / "guest_tests"
     shutil.copytree(suite, staged, ignore=_SKIP_UPLOAD)
     shutil.copy2(PLUGIN, staged / PLUGIN.name)
-    if select:
-        (staged / SELECT_FILE).write_text("".join(f"{name}\n" for name in select))
     return staged
 
 
@@ -74,9 +76,8 @@ def pytest_command(req: SuiteRequest, deselect: list[str]) -> str:
     args = ["python3", "-m", "pytest", "-p", "no:cacheprovider", "-p", "rig_markers",
             f"--junitxml={GUEST_XML}", "-o", "junit_family=xunit1", "-q", "-rN"]
     args += [a for node in deselect for a in ("--deselect", node)]
+    args += ["-k", req.select] if req.select else []
     env = f"PYTHONPATH={GUEST_DIR} UMEM_TEST_KO={GUEST_KO} UMEM_TEST_TIMEOUT={req.test_timeout:g}"
-    if req.select:
-        env += f" RIG_SELECT={GUEST_DIR}/{SELECT_FILE}"
     # The outer `timeout` ends a suite stuck in userspace; a stuck kernel is caught by the
     # host's own deadline on the command.
     return (f"cd {GUEST_DIR} && {env} timeout -s KILL {req.suite_timeout:g} "
@@ -84,24 +85,24 @@ def pytest_command(req: SuiteRequest, deselect: list[str]) -> str:
 
 
 def run_suite(boot_req: BootRequest, req: SuiteRequest, progress: Progress, who: str,
-              console_dir: Path) -> SuiteResult:
-    """Boot, run the suite, and reboot past crashing tests; never raises for guest trouble."""
+              console_dir: Path, scratch: Path) -> SuiteResult:
+    """Boot, run the suite, and reboot past crashing tests; never raises for guest trouble.
+    SCRATCH is a private directory for the files staged for upload."""
     result = SuiteResult(Outcome.OK)
     crashed: dict[str, tuple[str, str]] = {}     # node id -> (message, console excerpt)
-    with tempfile.TemporaryDirectory(prefix="rig-suite-") as tmp:
-        staged = stage_suite(req.suite, Path(tmp), req.select)
-        for attempt in range(req.max_crashes + 1):
-            log = console_dir / (f"{who}.console.log" if attempt == 0
-                                 else f"{who}.console.{attempt}.log")
-            boot_req.console_log = log
-            outcome = _one_boot(boot_req, req, staged, sorted(crashed), result, crashed,
-                                progress, who, Path(tmp), first=attempt == 0)
-            if outcome is not None:
-                result.outcome = outcome
-                break
-        else:
-            result.errors.append(StageError("tests", f"gave up after {req.max_crashes} crashes"))
-            result.outcome = Outcome.TESTS_RAN
+    staged = stage_suite(req.suite, scratch)
+    for attempt in range(req.max_crashes + 1):
+        log = console_dir / (f"{who}.console.log" if attempt == 0
+                             else f"{who}.console.{attempt}.log")
+        boot_req.console_log = log
+        outcome = _one_boot(boot_req, req, staged, sorted(crashed), result, crashed,
+                            progress, who, scratch, first=attempt == 0)
+        if outcome is not None:
+            result.outcome = outcome
+            break
+    else:
+        result.errors.append(StageError("tests", f"gave up after {req.max_crashes} crashes"))
+        result.outcome = Outcome.TESTS_RAN
     result.tests += [junit.host_result(node.split("::")[-1], Verdict.CRASHED, message, excerpt,
                                        known=result.tests)
                      for node, (message, excerpt) in crashed.items()]
@@ -143,6 +144,8 @@ def _one_boot(boot_req, req, staged, deselect, result, crashed, progress, who, t
                         (run.stdout + run.stderr)[-3000:]))
                     return Outcome.TESTS_RAN
             _add(result.timings, "tests", timing.get("seconds", 0.0))
+            if run.status == PYTEST_NO_TESTS and req.select and first:
+                raise SelectError(f"--select {req.select!r} matches no test of the guest suite")
             result.tests = junit.parse(local)
             for splat in guest.console.splats():
                 result.console += splat.excerpt + "\n"

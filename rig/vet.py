@@ -1,28 +1,30 @@
-"""`rig vet`: test a patch or series from the list against the base, and say what it changes.
+"""Vetting: test a patch or series from the list against the base, and say what it changes.
 
 The series (an mbox, a .patch, a series folder) goes on top of the base variant or of the one
-named with --onto; both kernels run the whole guest suite, the report is written as by
-`rig run`, and a short plain-text summary for a reply on the list: the series, what it fixed
-and regressed with the observations that changed, the kernel it ran on, how to reproduce.
-A patch set that cannot be read is refused before anything is built or written.
+named with --onto; both kernels run the guest suite, the report is written as by a run, and
+a short plain-text summary for a reply on the list: the series, what it fixed and regressed
+with the observations that changed, the kernel it ran on, how to reproduce.  A patch set that
+cannot be read is refused before anything is built or written.
 """
 
 from __future__ import annotations
 
-import argparse
-import re
-import shlex
-import sys
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import patches as patchlib
-from . import report
+from .cache import Cache
 from .compare import Change, Comparison, VariantComparison, base_summary
+from .config import RunConfig
 from .model import Outcome, Patch, Variant
 from .progress import Progress
+from .report import show_observed
 from .results import VariantResult, Verdict
-from .run import Runner
+from .run import Runner, RunOutput
+from .status import RigError
+from .text import variant_name
 
 SUMMARY = "vet-summary.txt"
 LIMIT = 10                       # cells of one kind listed before pointing to the report
@@ -34,11 +36,6 @@ _NOT_RUN = {
     Outcome.HUNG: "The kernel with the series hung while booting",
     Outcome.INFRA_ERROR: "The rig could not test the series",
 }
-
-
-def variant_name(text: str) -> str:
-    """TEXT made fit to name a variant: the name becomes part of file names."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
 def candidate(onto: Variant, series: Sequence[Patch], path: Path) -> Variant:
@@ -59,16 +56,11 @@ def _cell(vc: VariantComparison, change: Change) -> list[str]:
         if c.other and (not c.base or c.other.verdict is not c.base.verdict):
             verdicts += f" -> {c.other.verdict.value}"
         lines.append(f"  {t.check} [{where}]: {verdicts}")
-        lines += [f"      {d.key}: {show(d.base)} -> {show(d.other)}"
+        lines += [f"      {d.key}: {show_observed(d.base)} -> {show_observed(d.other)}"
                   for d in c.differences if d.key != "verdict"][:3]
     if len(cells) > LIMIT:
         lines.append(f"  ... and {len(cells) - LIMIT} more in report.html")
     return lines
-
-
-def show(value: object) -> str:
-    """An observation as JSON, or "(not recorded)" where one side has none."""
-    return report.show(value, "(not recorded)")
 
 
 def _release(v: VariantResult) -> str:
@@ -128,53 +120,23 @@ def summary(comparison: Comparison, name: str, series: Sequence[Patch], command:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------
-# The command
+@dataclass(frozen=True)
+class VetOutput:
+    run: RunOutput
+    candidate: str                   # the candidate variant's name
+    summary: Path                    # vet-summary.txt
 
 
-def add_parser(sub, common) -> None:
-    p = sub.add_parser("vet", help="test a patch or series from the list against the base",
-                       description="Apply a patch, series folder or mbox on top of the base "
-                       "(or --onto VARIANT), run both, and write the report and a summary "
-                       "for a reply on the list.")
-    common(p)
-    p.add_argument("patches", type=Path, metavar="FILE.mbox|FILE.patch|DIR")
-    p.add_argument("--onto", metavar="VARIANT", help="apply on top of this variant, not the base")
-    p.set_defaults(func=cmd_vet)
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The `rig vet` that reproduces this one, for the summary."""
-    words = ["rig", "vet", str(args.patches)]
-    words += ["--onto", args.onto] if args.onto else []
-    words += ["--debug"] if args.debug else []
-    words += [w for s in args.select or () for w in ("--select", s)]
-    return shlex.join(words)
-
-
-def cmd_vet(args: argparse.Namespace) -> int:
-    from .cli import EXIT_NO_VERDICT, _load  # here: cli imports this module
-    try:                         # first, so that bad input is refused before anything is written
-        series = patchlib.load(args.patches)
-    except patchlib.PatchError as exc:
-        print(f"rig: {exc}", file=sys.stderr)
-        return EXIT_NO_VERDICT
-    cfg, cache = _load(args, onto=args.onto, accel=args.accel, out=args.out, debug=args.debug)
+def vet(cfg: RunConfig, cache: Cache, progress: Progress, series_path: Path,
+        command: str) -> VetOutput:
+    """Run CFG's base (already the --onto variant, if any) and it plus the series at
+    SERIES_PATH; write the reports and the summary.  Bad input raises before any work."""
+    series = patchlib.load(series_path)
     onto = cfg.variant(cfg.base)
     if onto.name in cfg.unloadable:
-        print(f"rig: cannot vet on top of {onto.name}: {cfg.unloadable[onto.name]}",
-              file=sys.stderr)
-        return EXIT_NO_VERDICT
-    cand = candidate(onto, series, args.patches)
-    cfg.variants = [onto, cand]
-    progress = Progress()
-    try:
-        out = Runner(cfg, cache, progress, tuple(args.select or ())).run()
-    finally:
-        progress.close()
-    text = summary(out.comparison, cand.name, series, command_line(args))
-    (out.out / SUMMARY).write_text(text)
-    print(text, end="")
-    print(f"report: {(out.out / 'report.html').resolve()}")
-    print(f"summary: {(out.out / SUMMARY).resolve()}")
-    return out.exit_status
+        raise RigError(f"cannot vet on top of {onto.name}: {cfg.unloadable[onto.name]}")
+    cand = candidate(onto, series, series_path)
+    out = Runner(dataclasses.replace(cfg, variants=[onto, cand]), cache, progress).run()
+    path = out.out / SUMMARY
+    path.write_text(summary(out.comparison, cand.name, series, command))
+    return VetOutput(out, cand.name, path)

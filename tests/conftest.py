@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rig import config
-from rig.build import Builder, BuildSettings
+from rig.build import Builder
 from rig.cache import Cache
 from rig.progress import Progress
 
@@ -19,8 +19,7 @@ def base_kernel() -> Path:
     if os.environ.get("RIG_KERNEL"):
         return Path(os.environ["RIG_KERNEL"])
     cfg = config.load()
-    built = Builder(BuildSettings(cfg.project / "guest_tests" / "driver", cfg.base_config,
-                                  cfg.jobs), Cache(), Progress(live=False)).build(
+    built = Builder(cfg.build_settings, Cache(), Progress(live=False)).build(
         cfg.variant(cfg.base))
     assert built.error is None, built.error
     return built.bzimage

@@ -13,13 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from rig import bisect, cli, config, results
+from rig import bisect, bisect_report, cli, config, results, sources
 from rig import patches as patchlib
-from rig.bisect import BisectError, Bisection, Found, Plan, State
+from rig.bisect import Plan
+from rig.bisection import BisectError, Bisection, Found, State
 from rig.cache import Cache
+from rig.commands import bisect as bisect_command
 from rig.model import SourceSpec, Variant
 from rig.progress import Progress
 from rig.run import Runner
+from rig.sources import SourceError
+from rig.status import ExitStatus
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bisect"
 STEPS = results.load(FIXTURES / "steps.json")
@@ -220,7 +224,7 @@ def test_misuse():
 
 def test_summary_names_the_patch_with_the_evidence():
     b = drive(6, flip_at(5, {3: "build-failed"}))
-    text = bisect.summary(b, SERIES6, "series-6", "rig bisect tests/fixtures/bisect/series-6")
+    text = bisect_report.summary(b, SERIES6, "series-6", "rig bisect tests/fixtures/bisect/series-6")
     assert "First patch that changes the verdicts: 5/6\n" \
            "  [PATCH 5/6] IB/umem: Don't force write access for read-only MRs\n" \
            "  From: umem-rig maintainers <maintainers@umem-rig.invalid>\n" in text
@@ -239,7 +243,7 @@ def test_summary_names_the_patch_with_the_evidence():
 
 def test_summary_of_a_range_lists_the_suspects():
     b = drive(6, flip_at(4, {3: "build-failed"}))
-    text = bisect.summary(b, SERIES6, "series-6", "rig bisect x")
+    text = bisect_report.summary(b, SERIES6, "series-6", "rig bisect x")
     assert "one of 3..4 of 6 (skipped steps hide which):\n" \
            "  3/6 IB/umem: Take the GUP flags from umem_gup_flags()  [skipped: build-failed: " \
            in text
@@ -249,7 +253,7 @@ def test_summary_of_a_range_lists_the_suspects():
 
 def test_summary_when_nothing_could_be_bisected():
     b = drive(6, flip_at(3, {0: "panicked"}))
-    text = bisect.summary(b, SERIES6, "series-6", "rig bisect x")
+    text = bisect_report.summary(b, SERIES6, "series-6", "rig bisect x")
     assert "\nCannot bisect: the base (s@0.1) has no verdicts: panicked" in text
     assert "Evidence" not in text
 
@@ -258,7 +262,7 @@ def test_the_result_document():
     b = drive(6, flip_at(5, {3: "build-failed"}))
     plan = Plan(Variant("series-6", SourceSpec("debian-6-1", "debian", "linux-source-6.1"),
                         (), tuple(SERIES6), "tests/fixtures/bisect/series-6"))
-    doc = json.loads(json.dumps(bisect.document(b, SERIES6, plan.variant, 0, "6.1.192-2")))
+    doc = json.loads(json.dumps(bisect_report.document(b, SERIES6, plan.variant, 0, "6.1.192-2")))
     assert doc["schema"] == "umem-rig/bisect" and doc["version"] == 1
     assert doc["result"] == {"found": "exact", "first": 5, "last": 5,
                              "message": "patch 5 of 6 is the first that changes the chosen "
@@ -304,7 +308,7 @@ def repo(tmp_path):
 
 
 def test_a_git_range_becomes_a_source_and_a_series(repo, tmp_path):
-    source, series = bisect.git_series(repo, "t0..t3", tmp_path / "out" / "series")
+    source, series = sources.git_series(repo, "t0..t3", tmp_path / "out" / "series")
     assert source == SourceSpec("linux", "git", path=repo.resolve(), ref=git(repo, "rev-parse",
                                                                                "t0"))
     assert [p.subject for p in series] == ["mm/gup: step 1", "mm/gup: step 2", "mm/gup: step 3"]
@@ -325,8 +329,8 @@ def test_a_git_range_becomes_a_source_and_a_series(repo, tmp_path):
     ("nonesuch..t3", "git rev-parse"),
 ])
 def test_bad_git_ranges(repo, tmp_path, span, error):
-    with pytest.raises(BisectError, match=error.replace(".", r"\.")):
-        bisect.git_series(repo, span, tmp_path / "series")
+    with pytest.raises(SourceError, match=error.replace(".", r"\.")):
+        sources.git_series(repo, span, tmp_path / "series")
 
 
 def test_a_range_with_merges_is_refused(repo, tmp_path):
@@ -336,13 +340,13 @@ def test_a_range_with_merges_is_refused(repo, tmp_path):
     git(repo, "commit", "-q", "-m", "side")
     git(repo, "checkout", "-q", "main")
     git(repo, "merge", "-q", "--no-edit", "side")
-    with pytest.raises(BisectError, match="has merge commits"):
-        bisect.git_series(repo, "t0..main", tmp_path / "series")
+    with pytest.raises(SourceError, match="has merge commits"):
+        sources.git_series(repo, "t0..main", tmp_path / "series")
 
 
 def test_not_a_repository(tmp_path):
-    with pytest.raises(BisectError, match="is not a git repository"):
-        bisect.git_series(tmp_path, "a..b", tmp_path / "series")
+    with pytest.raises(SourceError, match="is not a git repository"):
+        sources.git_series(tmp_path, "a..b", tmp_path / "series")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,13 +385,13 @@ def test_what_to_bisect_must_be_said_once(argv, error, tmp_path):
     args = parse(["bisect", *argv, "--out", str(tmp_path / "out")])
     cfg = config.load(out=args.out)
     with pytest.raises(BisectError, match=re.escape(error)):
-        bisect._plan(args, cfg)
+        bisect.plan(bisect_command.request(args), cfg)
 
 
 def test_a_series_goes_on_top_of_the_onto_variant(tmp_path):
     args = parse(["bisect", str(FIXTURES / "series-6"), "--onto", "umem-rfc"])
     cfg = config.load(onto="umem-rfc")
-    plan = bisect._plan(args, cfg)
+    plan = bisect.plan(bisect_command.request(args), cfg)
     rfc = cfg.variant("umem-rfc")
     assert plan.offset == len(rfc.patches) and plan.series == tuple(SERIES6)
     assert plan.at(0).patches == rfc.patches and plan.variant.name == "series-6"
@@ -399,13 +403,13 @@ def test_a_bisection_whose_base_cannot_build_writes_what_it_found(repo, tmp_path
     out = tmp_path / "out"
     args = parse(["bisect", "--git", str(repo), "t0..t3", "--out", str(out)])
     cfg = config.load(out=out)
-    plan = bisect._plan(args, cfg)
+    plan = bisect.plan(bisect_command.request(args), cfg)
     assert (plan.variant.name, plan.variant.source.ref) == ("linux-t0-t3",
                                                             git(repo, "rev-parse", "t0"))
     progress = Progress(io.StringIO(), live=False)
     runner = Runner(cfg, Cache(tmp_path / "cache"), progress)
     done = bisect.execute(runner, plan, Bisection(3), out, "rig bisect --git linux t0..t3")
-    assert done.exit_status == bisect.EXIT_NOT_FOUND
+    assert done.exit_status == ExitStatus.NO_VERDICT
     assert [r.name for r in done.runs] == ["linux-t0-t3@0"]
     log = (out / "bisect.log").read_text().splitlines()
     assert log[0] == "# rig bisect --git linux t0..t3"
@@ -425,8 +429,8 @@ def test_a_bisection_whose_base_cannot_build_writes_what_it_found(repo, tmp_path
 
 def test_a_series_that_cannot_be_read_is_refused_before_anything_runs(tmp_path, capsys):
     bad = Path(__file__).parent / "fixtures" / "vet" / "garbage.bin"
-    args = parse(["bisect", str(bad), "--out", str(tmp_path / "out"),
-                  "--cache", str(tmp_path / "cache")])
-    assert args.func(args) == bisect.EXIT_NOT_FOUND
+    status = cli.main(["bisect", str(bad), "--out", str(tmp_path / "out"),
+                       "--cache", str(tmp_path / "cache")])
+    assert status == ExitStatus.NO_VERDICT
     assert capsys.readouterr().err.startswith(f"rig: {bad}: binary data, not a patch")
     assert list(tmp_path.iterdir()) == []

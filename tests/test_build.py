@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from rig import build, patches
-from rig.build import Builder, BuildSettings
+from rig import patches, proc
+from rig.build import Builder
 from rig.cache import Cache
 from rig.config import load, project_root
 from rig.kconfig import MergedConfig
+from rig.model import BuildSettings
 from rig.progress import Progress
 
 ROOT = project_root()
@@ -44,7 +45,7 @@ def test_key_changes_exactly_when_an_input_changes(builder):
     driver_c = builder.settings.driver / "umem_test.c"
     driver_c.write_text(driver_c.read_text() + "\n/* changed */\n")
     changed["driver source"] = builder.key(base, "6.1.192-2", _config())
-    builder._toolchain = {**builder._toolchain, "gcc": "gcc (Debian 13.2.0-1) 13.2.0"}
+    builder._toolchain = dataclasses.replace(builder._toolchain, gcc="gcc (Debian 13.2.0-1) 13.2.0")
     changed["toolchain"] = builder.key(base, "6.1.192-2", _config("CONFIG_A=y\n"))
     assert len(set(changed.values()) | {key}) == len(changed) + 1, changed
 
@@ -57,7 +58,7 @@ def test_patch_identity_is_its_diff_not_its_mail_headers():
 
 def test_first_compiler_error_is_shown_from_a_real_build_log():
     log = (FIXTURES / "needs-missing-flag.build.log").read_text()
-    excerpt = build.first_errors(log)
+    excerpt = proc.excerpt(log)
     first = excerpt.splitlines()
     assert any("umem.c" in line and "error:" in line and "FOLL_WRITE_IF_ABLE" in line
                for line in first[:3]), excerpt

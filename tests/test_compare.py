@@ -14,6 +14,7 @@ from rig import compare, junit, results
 from rig.compare import ABSENT, Change, CompareError, Difference
 from rig.model import Outcome, StageError
 from rig.results import Results, VariantResult, Verdict
+from rig.status import ExitStatus
 
 JUNIT = Path(__file__).parent / "fixtures" / "junit"
 
@@ -43,7 +44,7 @@ def test_rfc_against_base():
     assert "test_driver_write_visible[drv-private-ro-ro-mr]" in changed
     assert vc.count(Change.UNCHANGED) + len(changed) + len(stale) + 2 == 64
     assert c.headline()[1] == "umem-rfc vs base: 2 fixed, 3 regressed, 7 changed"
-    assert c.exit_status() == compare.EXIT_REGRESSION
+    assert c.exit_status() == ExitStatus.REGRESSION
 
 
 def test_differences_name_the_keys_and_both_values():
@@ -82,7 +83,7 @@ def test_the_base_against_itself():
     c = run(variant("again", "base.xml"))
     assert {cell.change for cell in c.variants[0].cells} == {Change.UNCHANGED}
     assert c.headline()[1] == "again vs base: 0 fixed, 0 regressed, 0 changed"
-    assert c.exit_status() == compare.EXIT_OK
+    assert c.exit_status() == ExitStatus.OK
 
 
 def test_a_crash_regresses_and_lost_tests_are_not_comparable():
@@ -100,7 +101,7 @@ def test_a_crash_regresses_and_lost_tests_are_not_comparable():
     assert ids(vc, Change.NOT_COMPARABLE) == {lost_id}
     assert c.headline()[1] == (f"umem-rfc vs base: 2 fixed, 4 regressed, 7 changed, "
                                f"1 not-comparable; the guest crashed in {crash_id}")
-    assert c.exit_status() == compare.EXIT_REGRESSION
+    assert c.exit_status() == ExitStatus.REGRESSION
 
 
 def test_lost_tests_leave_the_run_without_a_full_verdict():
@@ -111,7 +112,7 @@ def test_lost_tests_leave_the_run_without_a_full_verdict():
     c = run(again)
     assert c.headline()[1] == ("again vs base: 0 fixed, 0 regressed, 0 changed, "
                                "1 not-comparable; tests-ran: gave up after 4 crashes")
-    assert c.exit_status() == compare.EXIT_NO_VERDICT
+    assert c.exit_status() == ExitStatus.NO_VERDICT
 
 
 def test_new_and_missing_tests():
@@ -146,10 +147,10 @@ def test_a_variant_without_verdict():
     assert c.headline()[1] == \
         "write-if-able: build-failed: umem.c:231:49: error: 'FOLL_WRITE_IF_ABLE' undeclared"
     assert c.variants[0].cells == []
-    assert c.exit_status() == compare.EXIT_NO_VERDICT
+    assert c.exit_status() == ExitStatus.NO_VERDICT
     # a regression found elsewhere is still the exit status
     c = run(wia, variant("umem-rfc", "rfc.xml"))
-    assert c.exit_status() == compare.EXIT_REGRESSION
+    assert c.exit_status() == ExitStatus.REGRESSION
 
 
 def test_a_base_without_verdict():
@@ -158,7 +159,7 @@ def test_a_base_without_verdict():
     c = compare.compare(Results([], [base, variant("umem-rfc", "rfc.xml")]))
     assert c.headline() == ["base: panicked: Kernel panic - not syncing: VFS",
                             "umem-rfc vs base: not comparable, base has no verdict"]
-    assert c.exit_status() == compare.EXIT_NO_VERDICT
+    assert c.exit_status() == ExitStatus.NO_VERDICT
 
 
 def test_the_base_headline_counts_its_verdicts():
@@ -181,7 +182,7 @@ def test_a_real_run_of_the_four_default_variants():
         "write-if-able vs base: 2 fixed, 2 regressed, 7 changed",
         "upstream vs base: 1 fixed, 0 regressed, 3 changed",
     ]
-    assert cmp.exit_status() == compare.EXIT_REGRESSION
+    assert cmp.exit_status() == ExitStatus.REGRESSION
     wia = next(v for v in cmp.variants if v.name == "write-if-able")
     # VM_WRITE at registration time decides: the PROT_READ buffer still pins the zero page
     assert {c.id for c in wia.cells if c.change is compare.Change.REGRESSED} == {

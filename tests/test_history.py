@@ -1,11 +1,10 @@
 """The nightly history page, from nights made of the committed real results document."""
 
-import argparse
 import copy
 from html.parser import HTMLParser
 from pathlib import Path
 
-from rig import history, results
+from rig import cli, history, results
 from rig.model import Outcome, StageError
 
 V1 = results.load(Path(__file__).parent / "fixtures" / "results" / "results-v1.json")
@@ -141,11 +140,7 @@ def test_the_page_marks_changes_in_colour_and_words(tmp_path):
 
 
 def run_command(argv) -> int:
-    top = argparse.ArgumentParser(prog="rig")
-    sub = top.add_subparsers(dest="command", required=True)
-    history.add_parser(sub)
-    args = top.parse_args(argv)
-    return args.func(args)
+    return cli.main(argv)
 
 
 def test_the_command_writes_the_page_and_lists_the_changes(tmp_path, capsys):

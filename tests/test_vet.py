@@ -9,8 +9,10 @@ import pytest
 
 from rig import cli, compare, junit, results, vet
 from rig import patches as patchlib
+from rig.commands import vet as vet_command
 from rig.model import Outcome, SourceSpec, StageError, Variant
 from rig.results import Environment, PatchInfo, Results, VariantResult, Verdict
+from rig.text import variant_name
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VET = FIXTURES / "vet"
@@ -106,7 +108,7 @@ def test_the_candidate_goes_on_top_of_the_onto_variant():
     assert cand.patches == tuple(RFC) and cand.series == str(VET / "umem-rfc.mbox")
     assert vet.candidate(onto, RFC, Path("/x/base.patch")).name == "base-candidate"
     assert vet.candidate(onto, RFC, VET).name == "vet"
-    assert vet.variant_name("v2 [PATCH] a/b") == "v2__PATCH__a_b"
+    assert variant_name("v2 [PATCH] a/b") == "v2__PATCH__a_b"
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -115,7 +117,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def test_the_reproduce_line():
     args = parse(["vet", "my series.mbox", "--onto", "upstream", "--select", "zero-page"])
-    assert vet.command_line(args) == \
+    assert vet_command.command_line(args) == \
         "rig vet 'my series.mbox' --onto upstream --select zero-page"
 
 
@@ -130,8 +132,7 @@ def test_bad_input_is_refused_before_anything_is_written(name, problem, tmp_path
                                                          monkeypatch):
     monkeypatch.chdir(tmp_path)
     out, cache = tmp_path / "out", tmp_path / "cache"
-    args = parse(["vet", str(VET / name), "--out", str(out), "--cache", str(cache)])
-    assert args.func(args) == 2
+    assert cli.main(["vet", str(VET / name), "--out", str(out), "--cache", str(cache)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"rig: {VET / name}: {problem}"), err
     assert list(tmp_path.iterdir()) == []

@@ -24,17 +24,3 @@ def pytest_runtest_logstart(nodeid, location):
 
 def pytest_runtest_logfinish(nodeid, location):
     _kmsg(f"test end {nodeid}")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Keep only the tests named in $RIG_SELECT (one name a line: test_x or test_x[cell])."""
-    path = os.environ.get("RIG_SELECT")
-    if not path:
-        return
-    with open(path) as fh:
-        wanted = {line.strip() for line in fh if line.strip()}
-    keep = [i for i in items if i.name in wanted or getattr(i, "originalname", "") in wanted]
-    dropped = [i for i in items if i not in keep]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = keep

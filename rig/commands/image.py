@@ -1,0 +1,23 @@
+"""`rig image`: build the guest image, or show the cached one."""
+
+from __future__ import annotations
+
+from .. import hostdeps
+from ..config import load as load_config
+from ..image import ensure_image
+from ..status import ExitStatus
+from . import cache_of
+
+OPTIONS = ("config",)
+
+
+def add_parser(sub):
+    return sub.add_parser("image", help="build the guest image, or show the cached one")
+
+
+def run(args) -> ExitStatus:
+    hostdeps.ensure(["image"], load_config(args.config).install_packages)
+    img = ensure_image(cache_of(args))
+    print(f"image {img.key[:16]}: {img.path} ({img.path.stat().st_size >> 20} MiB)")
+    print(f"host key (pinned): {img.host_key_pub}")
+    return ExitStatus.OK

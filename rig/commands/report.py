@@ -1,0 +1,25 @@
+"""`rig report`: re-render the reports from a results.json alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import results as resultslib
+from ..run import write_outputs
+from ..status import ExitStatus
+from . import print_outcome
+
+OPTIONS = ()
+
+
+def add_parser(sub):
+    p = sub.add_parser("report", help="re-render the reports from a results.json")
+    p.add_argument("results", type=Path)
+    p.add_argument("--out", type=Path, help="where to write (default: beside results.json)")
+    return p
+
+
+def run(args) -> ExitStatus:
+    out = write_outputs(resultslib.load(args.results), args.out or args.results.parent)
+    print_outcome(out.comparison.explained_headline(), out.out, out.exit_status)
+    return out.exit_status

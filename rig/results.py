@@ -11,7 +11,7 @@ Document (``"schema": "umem-rig/results"``, ``"version": 1``)::
                         "qemu_version", "accelerator", "image_hash", "kernel_release"},
         "timings": {stage: seconds},
         "errors": [{"stage", "message", "excerpt"}],
-        "console", "kernel_log",                 # excerpts, not whole logs
+        "console",                               # an excerpt, not the whole log
         "tests": [{"id", "check", "region", "access", "verdict", "message", "details",
                    "doc", "observations", "kmsg", "duration"}]}]}
 
@@ -142,7 +142,6 @@ class VariantResult:
     timings: dict[str, float] = field(default_factory=dict)
     errors: list[StageError] = field(default_factory=list)
     console: str = ""              # console excerpt: the splat, or the tail before a failure
-    kernel_log: str = ""           # the guest's kernel log excerpt
     tests: list[TestResult] = field(default_factory=list)
 
     @property

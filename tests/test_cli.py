@@ -98,3 +98,17 @@ def test_cache_clear_of_everything_leaves_what_is_not_the_rigs(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["my-notes.txt"]
     one = rig(tmp_path, "cache", "--cache", str(tmp_path / "c2"), "--clear", "kernel")
     assert one.returncode == 0 and "cleared nothing" in one.stdout
+
+
+def test_boot_refuses_a_variant_whose_patches_cannot_be_read(tmp_path):
+    """Not the unpatched kernel under the variant's name: the same verdict `rig run` gives."""
+    garbage = FIXTURES / "vet" / "garbage.bin"
+    config = tmp_path / "rig.toml"
+    config.write_text('[[variants]]\nname = "base"\nsource = "debian-6-1"\nbase = true\n\n'
+                      f'[[variants]]\nname = "broken"\nsource = "debian-6-1"\n'
+                      f'patches = "{garbage}"\n')
+    done = rig(tmp_path, "boot", "broken", "--config", str(config), "--", "true")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"rig: broken: patch-failed: {garbage}: binary data, not a "
+                                  "patch"), done.stderr
+    assert len(done.stderr.splitlines()) == 1

@@ -22,6 +22,7 @@ def run(args) -> ExitStatus | int:
     cfg, cache = settings(args, variants=[args.variant])
     variant = cfg.variant(args.variant)
     if variant.name in cfg.unloadable:
-        raise RigError(f"variant {variant.name}: {cfg.unloadable[variant.name]}")
+        # as `rig run` reports it, rather than booting the kernel without its patches
+        raise RigError(f"{variant.name}: patch-failed: {cfg.unloadable[variant.name]}")
     hostdeps.ensure(["source", "build", "image", "boot"], cfg.install_packages)
     return boot_variant(cfg, cache, variant, args.cmd)

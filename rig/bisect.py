@@ -28,9 +28,9 @@ from pathlib import Path
 from . import patches as patchlib
 from . import sources
 from .bisect_report import document, step_line, summary
-from .bisection import BisectError, Bisection, Found
+from .bisection import Answer, BisectError, Bisection, BuildBisection, Found
 from .config import RunConfig
-from .model import Patch, Variant
+from .model import Outcome, Patch, Variant
 from .results import Results, RunInfo, VariantResult
 from .run import Runner, now, rig_version, write_outputs
 from .status import ExitStatus
@@ -72,6 +72,8 @@ class BisectOutput:
     bisection: Bisection
     out: Path
     runs: list[VariantResult] = field(default_factory=list)
+    # when the whole series does not build: the search for the patch that breaks it
+    build: BuildBisection | None = None
 
     @property
     def exit_status(self) -> ExitStatus:
@@ -96,22 +98,65 @@ def execute(runner: Runner, plan: Plan, bisection: Bisection, out: Path,
                   f"{plan.variant.source.name}{onto}; tests: "
                   f"{', '.join(bisection.tests) or 'those the ends differ in'}; "
                   f"retries: {bisection.retries}\n")
+        def say(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+            runner.progress.log(line)
+
         try:
-            while (k := bisection.current) is not None:
-                start = time.monotonic()
-                run = runner.variant(plan.at(k, bisection.attempt))
-                step = bisection.feed(run, time.monotonic() - start)
-                result.runs.append(run)
-                line = step_line(step, series)
-                log.write(line + "\n")
-                log.flush()
-                runner.progress.log(line)
+            _steps(runner, plan, result, say)
+            if _unbuildable_end(result.bisection):
+                _find_build_break(runner, plan, result, say)
         finally:
-            bisection.finish()
-            answer = bisection.answer
-            log.write(f"# {answer.found.value}: {one_line(answer.message)}\n")
+            result.bisection.finish()
+            answer = result.bisection.answer
+            say(f"# {answer.found.value}: {one_line(answer.message)}")
             _write(result, plan, command, started)
     return result
+
+
+def _steps(runner: Runner, plan: Plan, result: BisectOutput, say) -> None:
+    bisection, series = result.bisection, list(plan.series)
+    while (k := bisection.current) is not None:
+        start = time.monotonic()
+        if k == 0 and result.runs and result.runs[0].name == plan.at(0).name:
+            run = result.runs[0]              # the base already ran: its verdicts count again
+        else:
+            run = runner.variant(plan.at(k, bisection.attempt))
+            result.runs.append(run)
+        say(step_line(bisection.feed(run, time.monotonic() - start), series))
+
+
+def _unbuildable_end(bisection: Bisection) -> bool:
+    """The whole series did not build or apply, while the base did: search for the patch
+    that breaks it, then bisect behaviour over the prefix that builds."""
+    end = next((s for s in reversed(bisection.steps) if s.k == bisection.n), None)
+    return (bisection.answer is not None and bisection.answer.found is Found.FAILED
+            and 0 in bisection.decided and bisection.n > 1 and end is not None
+            and end.outcome in (Outcome.BUILD_FAILED, Outcome.PATCH_FAILED))
+
+
+def _find_build_break(runner: Runner, plan: Plan, result: BisectOutput, say) -> None:
+    series = list(plan.series)
+    end = result.runs[-1]
+    search = BuildBisection(len(series), end.errors[0].excerpt or end.errors[0].message
+                            if end.errors else "")
+    result.build = search
+    while (k := search.current) is not None:
+        built = runner.builder.build(plan.at(k))
+        error = built.error.excerpt or built.error.message if built.error else ""
+        step = search.feed(k, built.outcome, built.seconds, error)
+        say(f"build k={k} (up to {k}/{len(series)} {series[k - 1].subject}): "
+            f"{step.outcome.value} [{step.seconds:.1f} s]")
+    first = search.first_broken
+    say(f"# patch {first}/{len(series)} breaks the build: {series[first - 1].subject}")
+    old = result.bisection
+    if first == 1:
+        old.answer = Answer(Found.FAILED, message="patch 1 breaks the build: no prefix of the "
+                            "series builds, so there is no behaviour to bisect")
+        return
+    result.bisection = Bisection(first - 1, old.tests, old.retries)
+    _steps(runner, plan, result, say)
 
 
 def _write(result: BisectOutput, plan: Plan, command: str, started: str) -> None:
@@ -119,8 +164,10 @@ def _write(result: BisectOutput, plan: Plan, command: str, started: str) -> None
     version = next((r.environment.source_version for r in result.runs
                     if r.environment.source_version), "")
     (out / "bisect.json").write_text(json.dumps(
-        document(bisection, series, plan.variant, plan.offset, version), indent=1) + "\n")
-    (out / "summary.txt").write_text(summary(bisection, series, plan.variant.name, command))
+        document(bisection, series, plan.variant, plan.offset, version, result.build),
+        indent=1) + "\n")
+    (out / "summary.txt").write_text(summary(bisection, series, plan.variant.name, command,
+                                             result.build))
     if result.runs:
         base = bisection.decided.get(0, result.runs[0])
         for run in result.runs:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from .bisection import Bisection, Found, Step
+from .bisection import Bisection, BuildBisection, Found, Step
 from .compare import differences
-from .model import Patch, Variant
+from .model import Outcome, Patch, Variant
 from .report import show_observed
 from .text import few, one_line
 
@@ -61,12 +61,32 @@ def _applied(k: int) -> str:
     return "no patches" if k == 0 else "patch 1" if k == 1 else f"patches 1..{k}"
 
 
-def summary(bisection: Bisection, patches: Sequence[Patch], series: str, command: str) -> str:
-    """The plain-text summary: the patch that flips, the evidence, the steps."""
+def build_break(build: BuildBisection, patches: Sequence[Patch]) -> list[str]:
+    """The patch that breaks the build, with its first error, and the build-only steps."""
+    n, first = len(patches), build.first_broken
+    p = patches[first - 1]
+    lines = [f"The series does not build from patch {first}/{n} on:",
+             f"  {p.prefix + ' ' if p.prefix else ''}{p.subject}"]
+    if error := build.errors.get(first, ""):
+        lines += [f"    {line}" for line in error.strip().splitlines()]
+    lines.append(f"  found in {len(build.steps)} build(s): " + ", ".join(
+        f"k={s.k} {'builds' if s.outcome is Outcome.OK else s.outcome.value}"
+        for s in build.steps))
+    if first > 1:
+        lines += ["", f"Bisected within patches 1..{first - 1}, the longest prefix that builds:"]
+    return lines
+
+
+def summary(bisection: Bisection, patches: Sequence[Patch], series: str, command: str,
+            build: BuildBisection | None = None) -> str:
+    """The plain-text summary: the patch that breaks the build, if any; the patch that flips,
+    the evidence, the steps."""
     answer = bisection.answer
     assert answer is not None
-    n = bisection.n
+    n = len(patches)
     lines = [f"umem-rig bisect: {series}, {n} patch{'es' * (n > 1)}", ""]
+    if build is not None:
+        lines += build_break(build, patches)
     if answer.found is Found.EXACT:
         p = patches[answer.first - 1]
         lines += [f"First patch that changes the verdicts: {answer.first}/{n}",
@@ -96,11 +116,12 @@ def summary(bisection: Bisection, patches: Sequence[Patch], series: str, command
 
 
 def document(bisection: Bisection, patches: Sequence[Patch], variant: Variant, offset: int,
-             version: str) -> dict:
-    """The result JSON (schema umem-rig/bisect, version 1)."""
+             version: str, build: BuildBisection | None = None) -> dict:
+    """The result JSON (schema umem-rig/bisect, version 1; "build_break" only when the whole
+    series did not build)."""
     answer = bisection.answer
     assert answer is not None
-    return {
+    doc = {
         "schema": SCHEMA, "version": VERSION,
         "series": {"name": variant.name, "origin": variant.series,
                    "source": variant.source.name, "source_version": version,
@@ -113,3 +134,8 @@ def document(bisection: Bisection, patches: Sequence[Patch], variant: Variant, o
         "runs_beyond_ends": bisection.runs_beyond_ends, "bound": bisection.bound,
         "steps": [asdict(s) for s in bisection.steps],
     }
+    if build is not None:
+        doc["build_break"] = {"first": build.first_broken,
+                              "error": build.errors.get(build.first_broken, ""),
+                              "steps": [asdict(s) for s in build.steps]}
+    return doc

@@ -243,3 +243,48 @@ def _span(ks: list[int]) -> str:
     if not ks:
         return "no step"
     return ("step " if len(ks) == 1 else "steps ") + ", ".join(f"k={k}" for k in ks)
+
+
+@dataclass
+class BuildStep:
+    """One build-only step of the search for the patch that breaks the build."""
+
+    k: int
+    outcome: Outcome                 # OK, or PATCH_FAILED / BUILD_FAILED
+    seconds: float
+    error: str = ""                  # the build's first error lines
+
+
+class BuildBisection:
+    """The first prefix of a series that does not build (or apply), when its whole does not:
+    k=0 built, k=N did not; binary search between, each step a build only.  Assumes a series
+    stays broken once a patch broke it, as ktest's build bisection does."""
+
+    def __init__(self, n: int, end_error: str = ""):
+        self.n = n
+        self.lo, self.hi = 0, n
+        self.steps: list[BuildStep] = []
+        self.errors: dict[int, str] = {n: end_error}     # k -> the first error lines
+        self.current: int | None = None
+        self._next()
+
+    def feed(self, k: int, outcome: Outcome, seconds: float, error: str = "") -> BuildStep:
+        if k != self.current:
+            raise BisectError(f"build step k={k} was not asked for (next: {self.current})")
+        step = BuildStep(k, outcome, round(seconds, 3), error)
+        self.steps.append(step)
+        if outcome is Outcome.OK:
+            self.lo = k
+        else:
+            self.hi = k
+            self.errors[k] = error
+        self._next()
+        return step
+
+    def _next(self) -> None:
+        self.current = (self.lo + self.hi) // 2 if self.hi - self.lo > 1 else None
+
+    @property
+    def first_broken(self) -> int:
+        """Patch first_broken is the first whose prefix does not build (when current is None)."""
+        return self.hi

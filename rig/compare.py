@@ -1,11 +1,15 @@
 """Every variant against the base, test by test, and the headline and exit status from it.
 
-Per test id: fixed (fail -> pass), regressed (pass -> fail), changed (the same verdict with
-different stable observations, or another verdict on the same side of pass/fail, such as
-passed -> xfailed or skipped -> passed), unchanged, new (only in the variant), missing (only
-in the base), not-comparable (lost on either side).  Pass is passed or xfailed; fail is
-failed, error, crashed or a strict xpass.  A variant (or a base) whose suite never ran has
-no verdict at all, and is reported with the reason instead.
+Per test id: fixed (fail -> pass), regressed (pass -> fail), lost (the base ran it, the
+candidate did not: skipped, errored, never ran after a crash, or absent), changed (the same
+verdict with different stable observations, or another verdict on the same side of pass/fail,
+such as passed -> xfailed or skipped -> passed), unchanged, new (only in the variant),
+not-comparable (the base itself lost it, or neither ran it and for different reasons, such
+as skipped -> error).  Pass is passed or xfailed; fail is failed, error,
+crashed or a strict xpass.  A crash on a candidate is a failure it caused, so against a
+passing base it regresses; the tests the crash kept from running are lost.  Lost coverage is
+never news that can pass: it keeps the exit status at NO_VERDICT.  A variant (or a base)
+whose suite never ran has no verdict at all, and is reported with the reason instead.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from rig.text import few
 
 PASSING = frozenset({Verdict.PASSED, Verdict.XFAILED})
 FAILING = frozenset({Verdict.FAILED, Verdict.ERROR, Verdict.CRASHED, Verdict.XPASSED})
+# verdicts that say what the kernel did; the others say the test did not get to look
+RAN = frozenset({Verdict.PASSED, Verdict.XFAILED, Verdict.FAILED, Verdict.CRASHED,
+                 Verdict.XPASSED})
 
 
 
@@ -31,10 +38,10 @@ class CompareError(RigError):
 class Change(str, enum.Enum):
     FIXED = "fixed"
     REGRESSED = "regressed"
+    LOST = "lost"
     CHANGED = "changed"
     UNCHANGED = "unchanged"
     NEW = "new"
-    MISSING = "missing"
     NOT_COMPARABLE = "not-comparable"
 
 
@@ -91,8 +98,8 @@ class VariantComparison:
         return sum(1 for c in self.cells if c.change is change)
 
     def notable(self) -> list[CellChange]:
-        """Regressed, then fixed, then changed cells: what a maintainer reads first."""
-        order = (Change.REGRESSED, Change.FIXED, Change.CHANGED)
+        """Regressed, lost, fixed, then changed cells: what a maintainer reads first."""
+        order = (Change.REGRESSED, Change.LOST, Change.FIXED, Change.CHANGED)
         return sorted((c for c in self.cells if c.change in order),
                       key=lambda c: order.index(c.change))
 
@@ -104,7 +111,7 @@ class VariantComparison:
             return f"{v.name} vs {b.name}: not comparable, {b.name} has no verdict"
         counts = [f"{self.count(c)} {c.value}" for c in
                   (Change.FIXED, Change.REGRESSED, Change.CHANGED)]
-        counts += [f"{n} {c.value}" for c in (Change.NEW, Change.MISSING, Change.NOT_COMPARABLE)
+        counts += [f"{n} {c.value}" for c in (Change.LOST, Change.NEW, Change.NOT_COMPARABLE)
                    if (n := self.count(c))]
         line = f"{v.name} vs {b.name}: {', '.join(counts)}"
         crashed = [t.id for t in v.tests if t.verdict is Verdict.CRASHED]
@@ -134,12 +141,13 @@ class Comparison:
 
     def exit_status(self) -> ExitStatus:
         """REGRESSION if any candidate regressed; else NO_VERDICT if any variant (or the
-        base) has no verdict or lost tests to a crash; else OK.  A regression found is
+        base) has no verdict or lost coverage; else OK.  A regression found is
         reported even when another variant failed to build: it stands on its own."""
         if any(v.count(Change.REGRESSED) for v in self.variants):
             return ExitStatus.REGRESSION
-        if not self.base.has_verdict or any(not v.comparable or v.count(Change.NOT_COMPARABLE)
-                                            for v in self.variants):
+        if not self.base.has_verdict or any(
+                not v.comparable or v.count(Change.LOST) or v.count(Change.NOT_COMPARABLE)
+                for v in self.variants):
             return ExitStatus.NO_VERDICT
         return ExitStatus.OK
 
@@ -224,10 +232,13 @@ def _cells(base: VariantResult, variant: VariantResult) -> list[CellChange]:
 
 def _cell(b: TestResult, o: TestResult | None) -> CellChange:
     if o is None:
-        return CellChange(b.id, Change.MISSING, b, None)
+        return CellChange(b.id, Change.LOST if b.verdict in RAN else Change.UNCHANGED, b, None)
     diffs = differences(b, o)
-    if Verdict.LOST in (b.verdict, o.verdict):
-        change = Change.NOT_COMPARABLE
+    if b.verdict is Verdict.LOST or (
+            b.verdict not in RAN and o.verdict not in RAN and b.verdict is not o.verdict):
+        change = Change.NOT_COMPARABLE           # neither says what its kernel did
+    elif b.verdict in RAN and o.verdict not in RAN:
+        change = Change.LOST
     elif b.verdict in FAILING and o.verdict in PASSING:
         change = Change.FIXED
     elif b.verdict in PASSING and o.verdict in FAILING:

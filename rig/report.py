@@ -36,7 +36,7 @@ LABELS = {
 # symbol + word, so a change reads without colour
 MARKERS = {
     Change.FIXED: "▲ FIXED", Change.REGRESSED: "▼ REGRESSED", Change.CHANGED: "Δ CHANGED",
-    Change.NEW: "+ NEW", Change.MISSING: "− MISSING",
+    Change.NEW: "+ NEW", Change.LOST: "⊘ LOST",
 }
 # how many cells of one kind the text lists before it refers to the HTML report
 TEXT_LIMIT = 8
@@ -100,7 +100,7 @@ class Row:
     @property
     def notable(self) -> bool:
         """Worth opening: a change against the base, or a failure anywhere."""
-        return any(c.mark in ("fixed", "regressed", "changed") or
+        return any(c.mark in ("fixed", "regressed", "lost", "changed") or
                    (c.test and c.test.verdict in FAILING) for c in self.cells)
 
     @property

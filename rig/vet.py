@@ -95,13 +95,15 @@ def summary(comparison: Comparison, name: str, series: Sequence[Patch], command:
         lines.append(f"Not comparable: {base_summary(base)}")
     else:
         regressed = vc.count(Change.REGRESSED)
-        others = "".join(f", {n} {c.value}" for c in (Change.NEW, Change.MISSING,
+        others = "".join(f", {n} {c.value}" for c in (Change.LOST, Change.NEW,
                                                       Change.NOT_COMPARABLE)
                          if (n := vc.count(c)))
         lines.append(f"Result: {'REGRESSION' if regressed else 'no regression'}: "
                      f"{vc.count(Change.FIXED)} fixed, {regressed} regressed, "
                      f"{vc.count(Change.CHANGED)} changed{others}, of {len(base.tests)} tests")
-        for change, title in ((Change.REGRESSED, "Regressed"), (Change.FIXED, "Fixed"),
+        for change, title in ((Change.REGRESSED, "Regressed"),
+                              (Change.LOST, "Lost (ran on the base, not with the series)"),
+                              (Change.FIXED, "Fixed"),
                               (Change.CHANGED, "Changed (same pass/fail, different behaviour)")):
             if cells := _cell(vc, change):
                 lines += ["", f"{title}:", *cells]

@@ -16,10 +16,10 @@ import pytest
 from rig import bisect, bisect_report, cli, config, results, sources
 from rig import patches as patchlib
 from rig.bisect import Plan
-from rig.bisection import BisectError, Bisection, Found, State
+from rig.bisection import BisectError, Bisection, BuildBisection, Found, State
 from rig.cache import Cache
 from rig.commands import bisect as bisect_command
-from rig.model import SourceSpec, Variant
+from rig.model import Outcome, SourceSpec, Variant
 from rig.progress import Progress
 from rig.run import Runner
 from rig.sources import SourceError
@@ -434,3 +434,45 @@ def test_a_series_that_cannot_be_read_is_refused_before_anything_runs(tmp_path, 
     assert status == ExitStatus.NO_VERDICT
     assert capsys.readouterr().err.startswith(f"rig: {bad}: binary data, not a patch")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# a series whose end does not build
+
+
+@pytest.mark.parametrize("n, broken_from, builds", [
+    (6, 5, [3, 4, 5]), (6, 1, [3, 1]), (6, 6, [3, 4, 5]), (2, 2, [1]), (9, 2, [4, 2, 1])])
+def test_build_bisection_finds_the_first_prefix_that_does_not_build(n, broken_from, builds):
+    search = BuildBisection(n, f"umem.c:{n}: error: x")
+    asked = []
+    while (k := search.current) is not None:
+        asked.append(k)
+        ok = k < broken_from
+        search.feed(k, Outcome.OK if ok else Outcome.BUILD_FAILED, 1.0,
+                    "" if ok else f"umem.c:{k}: error: x")
+    assert search.first_broken == broken_from and asked == builds
+    assert len(asked) <= math.ceil(math.log2(n))
+    assert search.errors[broken_from] == f"umem.c:{broken_from}: error: x"
+
+
+@pytest.mark.e2e
+def test_bisect_a_series_whose_fifth_patch_breaks_the_build_and_fourth_changes_behaviour(
+        tmp_path):
+    """series-6-breaks-at-5: the whole series does not build.  The rig names patch 5 as the
+    one that breaks the build, with gcc's error, then bisects behaviour over 1..4: patch 4."""
+    out = tmp_path / "bisect"
+    status = cli.main(["bisect", str(FIXTURES / "series-6-breaks-at-5"), "--out", str(out),
+                       "--select", "coherent_after_cpu_write and (zero-page or anon-untouched)"])
+    doc = json.loads((out / "bisect.json").read_text())
+    text = (out / "summary.txt").read_text()
+    assert status == 0, text
+    assert doc["build_break"]["first"] == 5
+    assert "umem_pin_flags" in doc["build_break"]["error"] and "error:" in \
+        doc["build_break"]["error"]
+    assert doc["result"]["found"] == "exact" and doc["result"]["first"] == 4, text
+    assert text.startswith("umem-rig bisect: series-6-breaks-at-5, 6 patches\n\n"
+                           "The series does not build from patch 5/6 on:\n"
+                           "  [PATCH 5/6] IB/umem: Take the pin flags from umem_pin_flags()\n")
+    assert "First patch that changes the verdicts: 4/6\n" \
+           "  [PATCH 4/6] IB/umem: Don't force write access for read-only MRs\n" in text
+    assert "* test_coherent_after_cpu_write[zero-page-ro-mr]: passed -> failed" in text

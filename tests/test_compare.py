@@ -86,7 +86,7 @@ def test_the_base_against_itself():
     assert c.exit_status() == ExitStatus.OK
 
 
-def test_a_crash_regresses_and_lost_tests_are_not_comparable():
+def test_a_crash_regresses_and_the_tests_it_kept_from_running_are_lost():
     rfc = variant("umem-rfc", "rfc.xml", Outcome.TESTS_RAN)
     by_id = {t.id: i for i, t in enumerate(rfc.tests)}
     crash_id = "test_coherent_after_rdma_write[zero-page-rw-mr]"
@@ -98,31 +98,51 @@ def test_a_crash_regresses_and_lost_tests_are_not_comparable():
     c = run(rfc)
     [vc] = c.variants
     assert crash_id in ids(vc, Change.REGRESSED)
-    assert ids(vc, Change.NOT_COMPARABLE) == {lost_id}
+    assert ids(vc, Change.LOST) == {lost_id}
     assert c.headline()[1] == (f"umem-rfc vs base: 2 fixed, 4 regressed, 7 changed, "
-                               f"1 not-comparable; the guest crashed in {crash_id}")
+                               f"1 lost; the guest crashed in {crash_id}")
     assert c.exit_status() == ExitStatus.REGRESSION
 
 
 def test_lost_tests_leave_the_run_without_a_full_verdict():
     again = variant("again", "base.xml", Outcome.TESTS_RAN)
-    again.tests[-1] = junit.host_result(again.tests[-1].id, Verdict.LOST, "never ran", "",
+    at = max(i for i, t in enumerate(again.tests) if t.verdict is Verdict.PASSED)
+    again.tests[at] = junit.host_result(again.tests[at].id, Verdict.LOST, "never ran", "",
                                         again.tests)
     again.errors = [StageError("tests", "gave up after 4 crashes")]
     c = run(again)
     assert c.headline()[1] == ("again vs base: 0 fixed, 0 regressed, 0 changed, "
-                               "1 not-comparable; tests-ran: gave up after 4 crashes")
+                               "1 lost; tests-ran: gave up after 4 crashes")
     assert c.exit_status() == ExitStatus.NO_VERDICT
 
 
-def test_new_and_missing_tests():
+def test_a_candidate_whose_driver_tests_all_error_loses_coverage_and_exits_2():
+    """The driver failed to load with the series: every driver cell errors.  That is lost
+    coverage, never a pass: exit 2, "N lost" in the headline."""
+    cand = variant("no-driver", "base.xml")
+    for i, t in enumerate(cand.tests):
+        if t.region.startswith("drv-"):
+            cand.tests[i] = dataclasses.replace(
+                t, verdict=Verdict.ERROR, message="/dev/umem_test: the driver did not load")
+    driver = [t for t in variant("base", "base.xml").tests if t.region.startswith("drv-")]
+    ran = sum(1 for t in driver if t.verdict in compare.RAN)
+    c = run(cand)
+    [vc] = c.variants
+    assert vc.count(Change.LOST) == ran > 0
+    # the cells the base skipped (nothing to check) now error: not comparable, not a loss
+    assert c.headline()[1] == f"no-driver vs base: 0 fixed, 0 regressed, 0 changed, " \
+                              f"{ran} lost, {len(driver) - ran} not-comparable"
+    assert c.exit_status() == ExitStatus.NO_VERDICT
+
+
+def test_new_tests_and_tests_gone_missing():
     rfc = variant("umem-rfc", "rfc.xml")
     dropped = rfc.tests.pop(0)
     rfc.tests.append(dataclasses.replace(rfc.tests[0], id="test_new_check[zero-page-ro-mr]"))
     [vc] = run(rfc).variants
-    assert ids(vc, Change.MISSING) == {dropped.id}
+    assert ids(vc, Change.LOST) == {dropped.id}
     assert ids(vc, Change.NEW) == {"test_new_check[zero-page-ro-mr]"}
-    assert vc.headline().endswith(", 1 new, 1 missing")
+    assert vc.headline().endswith(", 1 lost, 1 new")
 
 
 def test_a_verdict_on_the_same_side_is_a_change():

@@ -162,5 +162,5 @@ def test_summary_when_the_guest_crashed_with_the_series():
     rfc.outcome = Outcome.TESTS_RAN
     text = vet.summary(compare.compare(res), "umem-rfc", RFC, "rig vet x")
     assert f"\nThe guest crashed in: {CRASHED}\n" in text
-    assert "2 fixed, 1 regressed, 4 changed, 29 not-comparable, of 64 tests\n" in text
+    assert "2 fixed, 1 regressed, 4 changed, 14 lost, 15 not-comparable, of 64 tests\n" in text
     assert "  coherent_after_cpu_write [anon-untouched ro-mr]: passed -> crashed\n" in text

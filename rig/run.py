@@ -15,16 +15,17 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from . import compare, hostdeps, junit, report
+from . import compare, decode, hostdeps, junit, report, sources
 from .build import Builder
 from .cache import Cache
 from .config import RunConfig
 from .image import ensure_image
 from .model import BootRequest, ImageResult, Outcome, StageError, Variant
 from .progress import Progress
-from .results import Environment, PatchInfo, Results, RunInfo, VariantResult
+from .results import Environment, PatchInfo, Results, RunInfo, VariantResult, Verdict
 from .status import ExitStatus
 from .testrun import SuiteRequest, run_suite
+from .worktree import WorkTree
 
 
 @dataclass
@@ -110,12 +111,23 @@ class Runner:
         vr.errors += ran.errors
         vr.timings.update(ran.timings)
         vr.console = ran.console.strip()
+        self._decode(vr, built.artefacts / "vmlinux", variant)
         vr.environment.accelerator = ran.environment.get("accel", "")
         self.accel = vr.environment.accelerator or self.accel
         vr.environment.qemu_version = ran.environment.get("qemu", "")
         vr.environment.kernel_release = ran.environment.get("kernel_release",
                                                             vr.environment.kernel_release)
         return vr
+
+    def _decode(self, vr: VariantResult, vmlinux: Path, variant: Variant) -> None:
+        """Crash evidence decoded to file:line where the build has debug information."""
+        crashed = [t for t in vr.tests if t.verdict is Verdict.CRASHED]
+        if not (crashed or vr.console) or not decode.has_debug_info(vmlinux):
+            return
+        tree = WorkTree(sources.prepare(variant.source, self.cache), self.cache).tree
+        for t in crashed:
+            t.details = decode.decode(t.details, vmlinux, tree)
+        vr.console = decode.decode(vr.console, vmlinux, tree)
 
     def run(self) -> RunOutput:
         cfg = self.cfg

@@ -1,0 +1,31 @@
+"""Call traces decoded to file:line, where the variant's vmlinux has debug information (the
+debug configuration): the kernel's own scripts/decode_stacktrace.sh does it, from the tree
+the variant was built from, on the vmlinux the build kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import proc
+
+
+def has_debug_info(vmlinux: Path) -> bool:
+    try:
+        sections = proc.run(["readelf", "-S", "-W", str(vmlinux)], "readelf", check=False)
+    except proc.CommandFailed:
+        return False
+    return sections.status == 0 and ".debug_info" in sections.stdout
+
+
+def decode(text: str, vmlinux: Path, tree: Path) -> str:
+    """TEXT with each trace frame followed by its file:line (paths relative to TREE); TEXT
+    itself when there is nothing to decode it with."""
+    script = tree / "scripts" / "decode_stacktrace.sh"
+    if not text.strip() or not script.is_file() or not has_debug_info(vmlinux):
+        return text
+    try:
+        done = proc.run(["bash", str(script), str(vmlinux), str(tree)],
+                        "decode_stacktrace.sh", input=text, check=False)
+    except proc.CommandFailed:
+        return text
+    return done.stdout if done.status == 0 and done.stdout.strip() else text

@@ -31,7 +31,8 @@ def test_argv_has_the_boot_essentials():
     assert argv[argv.index("-kernel") + 1] == "/k/bzImage"
     netdev = argv[argv.index("-netdev") + 1]
     assert "restrict=on" in netdev and "hostfwd=tcp:127.0.0.1:40022-:22" in netdev
-    assert argv[argv.index("-serial") + 1] == "stdio"
+    # the mux lets the rig send a break (SysRq) down the serial line
+    assert argv[argv.index("-serial") + 1] == "mon:stdio"
     assert "file=/t/overlay.qcow2,format=qcow2" in argv[argv.index("-drive") + 1]
     assert argv[-4:] == ["-accel", "tcg", "-cpu", "max"]
 

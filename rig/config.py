@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from . import lab as lablib
 from . import patches as patchlib
 from .model import SourceSpec, Variant
 
@@ -40,6 +41,7 @@ class RunConfig:
     # variants whose patch set could not even be read: name -> the error, reported as
     # patch-failed while the others go on
     unloadable: dict[str, str] = field(default_factory=dict)
+    lab: lablib.LabSettings | None = None   # --lab: boot on this lab, not in a local QEMU
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -89,8 +91,8 @@ def source_spec(name: str, table: dict, root: Path) -> SourceSpec:
 
 def load(path: Path | None = None, *, variants: list[str] | None = None,
          extra_patches: list[Path] | None = None, accel: str | None = None,
-         out: Path | None = None, debug: bool | None = None, onto: str | None = None
-         ) -> RunConfig:
+         out: Path | None = None, debug: bool | None = None, onto: str | None = None,
+         lab: str | None = None) -> RunConfig:
     root = project_root()
     data = read(path)
     run = data["run"]
@@ -139,6 +141,11 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         for name in variants:
             cfg.variant(name)
         cfg.variants = [v for v in cfg.variants if v.name in keep]
+    if lab:
+        try:
+            cfg.lab = lablib.settings(lab, data.get("labs", {}), root)
+        except lablib.LabError as exc:
+            raise ConfigFileError(str(exc)) from None
     if cfg.accel not in ("auto", "kvm", "tcg"):
         raise ConfigFileError(f"accel must be auto, kvm or tcg, not {cfg.accel!r}")
     return cfg

@@ -23,6 +23,8 @@ def _common(p: argparse.ArgumentParser, run: bool = False) -> None:
         p.add_argument("--out", type=Path, help="output directory")
         p.add_argument("--debug", action="store_true", default=None,
                        help="add kconfigs/debug.config (DEBUG_VM, lockdep, KASAN)")
+        p.add_argument("--lab", metavar="NAME",
+                       help="boot the variants on this lab ([labs.NAME] in the config)")
 
 
 def _select(p: argparse.ArgumentParser) -> None:
@@ -31,7 +33,7 @@ def _select(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args, **kw) -> tuple[configlib.RunConfig, Cache]:
-    cfg = configlib.load(args.config, **kw)
+    cfg = configlib.load(args.config, lab=getattr(args, "lab", None), **kw)
     return cfg, Cache(args.cache) if args.cache else Cache()
 
 

@@ -7,6 +7,7 @@ alone; the report stage works from the results document only.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import platform
 import sys
@@ -20,6 +21,7 @@ from .build import Builder, BuildSettings
 from .cache import Cache
 from .config import RunConfig
 from .image import ensure_image
+from .lab import Lab, LabError
 from .model import BootRequest, ImageResult, Outcome, StageError, Variant
 from .progress import Progress
 from .results import Environment, PatchInfo, Results, RunInfo, VariantResult
@@ -61,6 +63,9 @@ class Runner:
         self.image: ImageResult | None = None
         self.image_error: StageError | None = None
         self.image_seconds = 0.0
+        # With a lab the boots are the lab's jobs, and run_suite() submits one and waits.
+        self.lab = Lab(cfg.lab) if cfg.lab else None
+        self.run_suite = self.lab.run_suite if self.lab else run_suite
 
     def prepare_image(self) -> None:
         try:
@@ -102,7 +107,7 @@ class Runner:
         suite = SuiteRequest(cfg.project / "guest_tests",
                              built.module if built.module.exists() else None,
                              cfg.timeouts.test, cfg.timeouts.suite, self.select)
-        ran = run_suite(boot_req, suite, self.progress, variant.name, console_dir)
+        ran = self.run_suite(boot_req, suite, self.progress, variant.name, console_dir)
         vr.outcome = ran.outcome
         vr.tests = ran.tests
         vr.errors += ran.errors
@@ -113,6 +118,8 @@ class Runner:
         vr.environment.qemu_version = ran.environment.get("qemu", "")
         vr.environment.kernel_release = ran.environment.get("kernel_release",
                                                             env.get("kernel_release", ""))
+        vr.environment.lab = ran.environment.get("lab", "")
+        vr.environment.lab_jobs = ran.environment.get("lab_jobs", [])
         return vr
 
     def run(self) -> RunOutput:
@@ -121,8 +128,13 @@ class Runner:
         hostdeps.ensure(["source", "build", "image", "boot"], cfg.install_packages,
                         log=self.progress.log)
         cfg.out.mkdir(parents=True, exist_ok=True)
+        if self.lab:    # a lab that is down or refuses the token is said at once
+            with contextlib.suppress(LabError):
+                self.lab.check(self.progress)
         self.prepare_image()
-        with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
+        # A lab runs as many jobs at once as it has devices: submit every variant's at once.
+        width = max(len(cfg.variants), 1) if self.lab else cfg.parallel
+        with ThreadPoolExecutor(max_workers=width) as pool:
             variants = list(pool.map(self.variant, cfg.variants))
         results = Results([RunInfo(started, now(), rig_version(), platform.node(),
                                    sys.argv)], variants)

@@ -299,7 +299,9 @@ class Lab:
             time.sleep(self.settings.poll)
             job = self._poll(job_id)
         _fill(record, job)
-        if job.health == CANCELED and not job.started:
+        # Canceled in the queue (LAVA's queue timeout): no device, though LAVA then sets the
+        # start time to the end time (go_state_finished in lava_scheduler_app/models.py).
+        if job.health == CANCELED and not job.device:
             raise _Abandoned(record, self._never_started(job_id))
         return read_log(record, job, server.log(job_id), req.nonce)
 
@@ -505,7 +507,7 @@ def read_log(record: LabJob, job: Job, log: list[LogLine], nonce: str) -> JobOut
             elif "qemu-system" in line.msg and " -kernel " in line.msg:
                 out.accel = "kvm" if "-enable-kvm" in line.msg else "tcg"
     out.lab_error = job.failure or (errors[-1] if errors else "")
-    start, end = _seconds(job.started), _seconds(job.finished)
+    start = _seconds(job.started)
     if start and "console" in times:
         out.timings["deploy"] = round(times["console"] - start, 3)
     if "ready" in times and "console" in times:
@@ -514,8 +516,6 @@ def read_log(record: LabJob, job: Job, log: list[LogLine], nonce: str) -> JobOut
         out.timings["tests"] = round(times["results"] - times["ready"], 3)
     if start and _seconds(job.submitted):
         out.timings["queue"] = round(start - _seconds(job.submitted), 3)
-    if start and end:
-        out.timings["lab job"] = round(end - start, 3)
     return out
 
 

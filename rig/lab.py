@@ -39,7 +39,7 @@ from .console import Patterns, scan
 from .lava import CANCELED, Devices, Job, LabError, LavaServer, LogLine
 from .model import BootRequest, ConsoleEvent, Outcome, StageError
 from .progress import Progress
-from .results import LabJob
+from .results import LabJob, Verdict
 from .testrun import (
     GUEST_DIR,
     GUEST_KO,
@@ -376,7 +376,12 @@ class Lab:
             progress.log(f"{who}: {e}")
             result.errors.append(StageError("lab", str(e)))
             result.outcome = Outcome.INFRA_ERROR if not result.tests else Outcome.TESTS_RAN
-        result.tests += [junit.host_result(node.split("::")[-1], junit.Verdict.CRASHED,
+        except OSError as e:        # the artefact directory: full, read-only, not mounted
+            message = f"lab {self.settings.name}: cannot write {self.settings.artefacts}: {e}"
+            progress.log(f"{who}: {message}")
+            result.errors.append(StageError("lab", message))
+            result.outcome = Outcome.INFRA_ERROR if not result.tests else Outcome.TESTS_RAN
+        result.tests += [junit.host_result(node.split("::")[-1], Verdict.CRASHED,
                                            message, excerpt, known=result.tests)
                          for node, (message, excerpt) in crashed.items()]
         if crashed and result.outcome is Outcome.OK:
@@ -433,7 +438,11 @@ class Lab:
                 return Outcome.TESTS_RAN
             crashed[node] = (message, excerpt)
             return None
-        result.tests = junit.parse_string(out.results_xml, f"job {out.job.id}")
+        try:
+            result.tests = junit.parse_string(out.results_xml, f"job {out.job.id}")
+        except junit.JUnitError as e:
+            result.errors.append(StageError("tests", f"{where}: {e}"))
+            return Outcome.TESTS_RAN
         for r in reports:
             result.console += r.excerpt + "\n"
         if out.pytest_status not in (0, 1):

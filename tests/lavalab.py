@@ -18,6 +18,7 @@ any process still running inside the root, and unmounts what it mounted in rever
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -125,9 +126,11 @@ class _Processes:
     def start(self, name: str, cmd: list[str], user: str | None = None) -> subprocess.Popen:
         chroot = ["chroot", f"--userspec={user}:{user}"] if user else ["chroot"]
         with open(self.logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen([*chroot, str(self.root), *cmd], stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, env=ENV,
-                                    start_new_session=True)
+            # preexec_fn: the test process runs no threads while a lab starts.
+            proc = subprocess.Popen(
+                [*chroot, str(self.root), *cmd], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=ENV, start_new_session=True,
+                preexec_fn=_die_with_parent)  # noqa: PLW1509
         self.started.append(proc)
         return proc
 
@@ -140,6 +143,13 @@ class _Processes:
         for pid in _pids_in(self.root):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: if the test is killed outright (SIGKILL), so is the daemon
+    (chroot execs it, so the daemon is this very process)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _end_group(proc: subprocess.Popen) -> None:

@@ -422,7 +422,10 @@ class Lab:
         if out.results_xml is None:
             node = running_test(text)
             if panic:
-                message, excerpt = f"the guest died: {panic.event.value}", panic.excerpt
+                # What killed the guest is often an Oops or BUG just before the panic.
+                upto = reports[:reports.index(panic) + 1]
+                message = f"the guest died: {panic.event.value}"
+                excerpt = "\n\n".join(r.excerpt for r in upto)
             else:
                 message = (f"hung: the console went quiet and the job ended "
                            f"{out.job.health} without the suite's results"

@@ -2,7 +2,8 @@
 
 tests/fixtures/lab/ holds what a real LAVA lab (tests/lavalab.py) answered: job3 ran the base
 kernel's whole suite (Complete); job2 never ran the kernel (its QEMU refused an option:
-Incomplete); README.md there says how each was made.
+Incomplete); job4 panicked in a test and job5 ran the rest; README.md there says how each
+was made.
 """
 
 from __future__ import annotations
@@ -83,6 +84,23 @@ def test_a_job_whose_qemu_never_started_the_kernel_is_an_infra_error_with_qemus_
     assert "the kernel never started; the job ended Incomplete" in error.message
     assert "http://lab/scheduler/job/2" in error.message
     assert "Invalid parameter 'romfile'" in error.excerpt
+
+
+def test_a_test_that_panics_the_guest_is_crashed_and_the_next_job_runs_the_rest(tmp_path):
+    """Job 4 panicked in an RDMA WRITE test (a kernel with BUG_ON in rxe); job 5 ran the
+    suite again without that test, as the stage does."""
+    the_lab = lab.Lab(_settings(tmp_path))
+    result, crashed = SuiteResult(Outcome.OK), {}
+    assert the_lab._judge(_read(4), result, crashed, first=True) is None
+    node = "test_umem.py::test_coherent_after_rdma_write[anon-written-rw-mr]"
+    assert list(crashed) == [node]
+    message, excerpt = crashed[node]
+    assert message == "the guest died: panic"
+    assert "kernel BUG at drivers/infiniband/sw/rxe/rxe_resp.c:569!" in excerpt
+    assert "Kernel panic - not syncing: Fatal exception" in excerpt
+    assert the_lab._judge(_read(5), result, crashed, first=False) is Outcome.TESTS_RAN
+    assert [(t.id, t.verdict) for t in result.tests] == [
+        ("test_registration[anon-written-rw-mr]", Verdict.PASSED)]
 
 
 def test_a_results_block_garbled_on_the_console_is_refused_not_misread():

@@ -106,6 +106,7 @@ def _system_mounts(mounts: _Mounts, root: Path) -> None:
     mounts.mount("-t", "tmpfs", "-o", "mode=755", "rig-lab-dev", at=dev)
     for name, major, minor in _DEVICES:
         os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(dev / name, 0o666)               # mknod's mode went through the umask
     mounts.mount("-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620", "devpts",
                  at=dev / "pts")
     mounts.mount("-t", "tmpfs", "-o", "mode=1777", "shm", at=dev / "shm")

@@ -22,6 +22,7 @@ import ctypes
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import stat
@@ -245,13 +246,17 @@ def _start_postgres(procs: _Processes, recipe: Recipe, root: Path) -> None:
         time.sleep(0.5)
 
 
-def _unmount_all(root: Path) -> None:
-    """Detach anything still mounted under ROOT, so nothing there reaches the host's /dev."""
-    target = str(root.resolve())
+def _mounted_under(path: Path) -> list[str]:
+    target = str(path.resolve())
     with open("/proc/self/mountinfo") as fh:
         points = [line.split()[4] for line in fh]
-    for point in sorted((p for p in points if p == target or p.startswith(target + "/")),
-                        reverse=True):
+    return sorted((p for p in points if p == target or p.startswith(target + "/")),
+                  reverse=True)
+
+
+def _unmount_all(root: Path) -> None:
+    """Detach anything still mounted under ROOT (a lazy unmount never fails)."""
+    for point in _mounted_under(root):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
@@ -289,6 +294,11 @@ class LocalLava:
         self._procs.stop()
         self._mounts.undo()
         _unmount_all(self.root)
+        # What the lab wrote (job downloads of 800 MB each) goes with it, once nothing is
+        # mounted there any more.
+        if not _mounted_under(self.workdir):
+            for scratch in (self.workdir / "upper", self.workdir / "work"):
+                shutil.rmtree(scratch, ignore_errors=True)
 
     def _start(self) -> None:
         recipe = Recipe.load()

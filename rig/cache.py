@@ -37,6 +37,7 @@ KINDS = {
     "suite": "guest suites built per kernel source",
     "tmp": "scratch space",
     "keys": "the rig's SSH client key (a new one means a new guest image)",
+    "lava-root": "the local LAVA lab the end-to-end tests bring up",
 }
 
 

@@ -42,6 +42,8 @@ def add_exec_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select", metavar="EXPR",
                    help="run only the guest tests that match EXPR, as pytest -k does "
                    "(e.g. 'zero-page', 'registration and not drv')")
+    p.add_argument("--lab", metavar="NAME",
+                   help="boot the variants on this lab ([labs.NAME] in the config; docs/lab.md)")
 
 
 OPTION_GROUPS = {"config": add_config_opts, "build": add_build_opts, "exec": add_exec_opts}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import datafiles
+from . import lab as lablib
 from . import patches as patchlib
 from .model import GUEST_MEMORY_MB, BuildSettings, SourceSpec, Variant
 from .status import RigError
@@ -44,6 +45,7 @@ class RunConfig:
     # patch-failed while the others go on
     unloadable: dict[str, str] = field(default_factory=dict)
     select: str = ""                 # pytest -k expression choosing guest tests; "" = all
+    lab: lablib.LabSettings | None = None   # --lab: boot on this lab, not in a local QEMU
 
     @property
     def build_settings(self) -> BuildSettings:
@@ -130,7 +132,7 @@ def source_spec(name: str, table: dict, root: Path) -> SourceSpec:
 def load(path: Path | None = None, *, variants: list[str] | None = None,
          extra_patches: list[Path] | None = None, accel: str | None = None,
          out: Path | None = None, debug: bool | None = None, onto: str | None = None,
-         select: str | None = None) -> RunConfig:
+         select: str | None = None, lab: str | None = None) -> RunConfig:
     root = project_root()
     data = read(path)
     run = data["run"]
@@ -179,6 +181,11 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         for name in variants:
             cfg.variant(name)
         cfg.variants = [v for v in cfg.variants if v.name in keep]
+    if lab:
+        try:
+            cfg.lab = lablib.settings(lab, data.get("labs", {}), root)
+        except lablib.LabError as exc:
+            raise ConfigFileError(str(exc)) from None
     if cfg.accel not in ("auto", "kvm", "tcg"):
         raise ConfigFileError(f"accel must be auto, kvm or tcg, not {cfg.accel!r}")
     cfg.parallel = _parallel(run["parallel"], len(cfg.variants))

@@ -131,6 +131,21 @@ class _Scanner:
         return "\n".join(self.recent)
 
 
+def scan(lines: list[tuple[float, str]], patterns: Patterns | None = None
+         ) -> list[ConsoleReport]:
+    """The splats and panics in a console captured elsewhere (a lab job's log), in order.
+
+    LINES are (seconds, text) pairs: the times end a trace where the console went quiet,
+    as they do for the live watcher.
+    """
+    scanner = _Scanner(patterns or Patterns.load(), None, lines[0][0] if lines else 0.0)
+    reports: list[ConsoleReport] = []
+    for now, line in lines:
+        reports += scanner.quiet(now)
+        reports += scanner.line(line, now)
+    return reports + scanner.finish()
+
+
 class Console:
     """Watches CHILD's output from now until it ends; see the module docstring."""
 

@@ -8,7 +8,9 @@ Document (``"schema": "umem-rig/results"``, ``"version": 1``)::
         "name", "is_base", "outcome",            # outcome: a rig.model.Outcome value
         "environment": {"source", "source_version", "series", "config_hash",
                         "patches": [{"subject", "sha256", "origin"}],
-                        "qemu_version", "accelerator", "image_hash", "kernel_release"},
+                        "qemu_version", "accelerator", "image_hash", "kernel_release",
+                        "lab", "lab_jobs": [{"lab", "id", "url", "device", "state",
+                                             "health", "submitted", "started", "finished"}]},
         "timings": {stage: seconds},
         "errors": [{"stage", "message", "excerpt"}],
         "console",                               # an excerpt, not the whole log
@@ -41,7 +43,8 @@ variant boot           test path "umem.boot"       PASS when tests ran; FAIL for
                                                    panicked, hung; MISS for infra-error;
                                                    log_excerpt = console
 TestResult             test path "umem.<check>.    environment.misc = qemu_version,
-                       <region>.<access>"          accelerator, image_hash, kernel_release;
+                       <region>.<access>"          accelerator, image_hash, kernel_release,
+                                                   lab and its jobs' urls and devices;
                                                    duration; misc = observations, doc, kmsg;
                                                    log_excerpt = message + details
  passed                 PASS
@@ -119,6 +122,21 @@ class PatchInfo:
 
 
 @dataclass
+class LabJob:
+    """One job a lab ran for a variant (a test that crashes the kernel means one more)."""
+
+    lab: str
+    id: str
+    url: str
+    device: str = ""
+    state: str = ""                # the lab's words: Finished, Canceled, ...
+    health: str = ""               # Complete, Incomplete, Canceled
+    submitted: str = ""            # ISO 8601, as the lab reports them
+    started: str = ""
+    finished: str = ""
+
+
+@dataclass
 class Environment:
     """What a variant's verdicts depend on, so that a result can be reproduced."""
 
@@ -131,6 +149,8 @@ class Environment:
     accelerator: str = ""          # "kvm" | "tcg": what the boot really used
     image_hash: str = ""
     kernel_release: str = ""       # uname -r of the booted guest
+    lab: str = ""                  # the lab that booted it ("" for a local boot)
+    lab_jobs: list[LabJob] = field(default_factory=list)
 
 
 @dataclass
@@ -333,7 +353,8 @@ def _variant(o: _Obj) -> VariantResult:
         is_base=lambda o, k: o.get(k, bool),
         outcome=lambda o, k: o.enum(k, Outcome),
         environment=lambda o, k: _fields(
-            Environment, o.obj(k), patches=lambda e, k: [_fields(PatchInfo, p) for p in e.objs(k)]),
+            Environment, o.obj(k), patches=lambda e, k: [_fields(PatchInfo, p) for p in e.objs(k)],
+            lab_jobs=lambda e, k: [_fields(LabJob, j) for j in e.objs(k)]),
         timings=_Obj.numbers,
         errors=lambda o, k: [_fields(StageError, e) for e in o.objs(k)],
         tests=lambda o, k: [_test(t) for t in o.objs(k)],

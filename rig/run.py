@@ -7,6 +7,7 @@ alone; the report stage works from the results document only.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import platform
 import sys
@@ -20,6 +21,7 @@ from .build import Builder
 from .cache import Cache
 from .config import RunConfig
 from .image import ensure_image
+from .lab import Lab, LabError
 from .model import BootRequest, ImageResult, Outcome, StageError, Variant
 from .progress import Progress
 from .results import Environment, PatchInfo, Results, RunInfo, VariantResult, Verdict
@@ -60,6 +62,9 @@ class Runner:
         self.image: ImageResult | None = None
         self.image_error: StageError | None = None
         self.image_seconds = 0.0
+        # With a lab the boots are the lab's jobs, and run_suite() submits one and waits.
+        self.lab = Lab(cfg.lab) if cfg.lab else None
+        self.run_suite = self.lab.run_suite if self.lab else run_suite
 
     def prepare_image(self) -> None:
         try:
@@ -105,7 +110,8 @@ class Runner:
             boot_req = BootRequest(built.bzimage, self.image, self.accel,
                                    boot_timeout=cfg.timeouts.boot,
                                    silence_timeout=cfg.timeouts.silence, workdir=scratch)
-            ran = run_suite(boot_req, suite, self.progress, variant.name, console_dir, scratch)
+            ran = self.run_suite(boot_req, suite, self.progress, variant.name, console_dir,
+                                 scratch)
         vr.outcome = ran.outcome
         vr.tests = ran.tests
         vr.errors += ran.errors
@@ -117,6 +123,8 @@ class Runner:
         vr.environment.qemu_version = ran.environment.get("qemu", "")
         vr.environment.kernel_release = ran.environment.get("kernel_release",
                                                             vr.environment.kernel_release)
+        vr.environment.lab = ran.environment.get("lab", "")
+        vr.environment.lab_jobs = ran.environment.get("lab_jobs", [])
         return vr
 
     def _decode(self, vr: VariantResult, vmlinux: Path, variant: Variant) -> None:
@@ -137,8 +145,13 @@ class Runner:
         cfg.out.mkdir(parents=True, exist_ok=True)
         for gone in self.cache.sweep():
             self.progress.log(f"removed {gone}, left behind by a rig that was killed")
+        if self.lab:    # a lab that is down or refuses the token is said at once
+            with contextlib.suppress(LabError):
+                self.lab.check(self.progress)
         self.prepare_image()
-        with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
+        # A lab runs as many jobs at once as it has devices: submit every variant's at once.
+        width = max(len(cfg.variants), 1) if self.lab else cfg.parallel
+        with ThreadPoolExecutor(max_workers=width) as pool:
             variants = list(pool.map(self.variant, cfg.variants))
         results = Results([RunInfo(started, now(), rig_version(), platform.node(),
                                    sys.argv)], variants)

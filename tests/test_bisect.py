@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -393,6 +394,7 @@ def test_a_series_goes_on_top_of_the_onto_variant(tmp_path):
     assert plan.at(0).patches == rfc.patches and plan.variant.name == "series-6"
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="the config stage runs make")
 def test_a_bisection_whose_base_cannot_build_writes_what_it_found(repo, tmp_path):
     """The executor with the real Runner on a git range that is not a kernel tree: the base's
     config stage fails in seconds, and the log, result, summary and report say so."""

@@ -1,6 +1,8 @@
-"""Kernel sources: identities, and the apt answer remembered while apt's lists are unchanged."""
+"""Kernel sources: identities, and the apt answer remembered while apt's lists are unchanged.
 
-import shutil
+The apt tests ask this host's real apt (which may run `apt-get update`): e2e.
+"""
+
 import subprocess
 
 import pytest
@@ -8,10 +10,8 @@ import pytest
 from rig import sources
 from rig.model import SourceSpec
 
-needs_apt = pytest.mark.skipif(shutil.which("apt-cache") is None, reason="needs Debian's apt")
 
-
-@needs_apt
+@pytest.mark.e2e
 def test_candidate_is_remembered_until_the_lists_change(tmp_path, monkeypatch):
     memo = tmp_path / "memo.json"
     version = sources.debian_candidate("linux-source-6.1", memo)
@@ -23,7 +23,7 @@ def test_candidate_is_remembered_until_the_lists_change(tmp_path, monkeypatch):
     assert sources.debian_candidate("linux-source-6.1", memo) == "x" and asked
 
 
-@needs_apt
+@pytest.mark.e2e
 def test_unknown_package_is_named():
     with pytest.raises(sources.SourceError, match="umem-rig-no-such-package"):
         sources._apt_candidate("umem-rig-no-such-package")

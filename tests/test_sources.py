@@ -4,11 +4,24 @@ The apt tests ask this host's real apt (which may run `apt-get update`): e2e.
 """
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from rig import sources
 from rig.model import SourceSpec
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sources"
+
+
+def test_the_candidate_is_read_from_the_packages_own_block():
+    bookworm = (FIXTURES / "apt-policy-linux-source-6.1.bookworm.txt").read_text()
+    assert sources.candidate_in(bookworm, "linux-source-6.1") == "6.1.192-3"
+    # Debian 13 has no linux-source-6.1; apt answered for linux-source-6.12.
+    trixie = (FIXTURES / "apt-policy-linux-source-6.1.trixie.txt").read_text()
+    assert sources.candidate_in(trixie, "linux-source-6.1") is None
+    assert sources.candidate_in(trixie, "linux-source-6.12") == "6.12.117-1"
+    assert sources.candidate_in("", "linux-source-6.1") is None
 
 
 @pytest.mark.e2e

@@ -3,8 +3,9 @@
 mmdebstrap makes a minimal bookworm (minbase plus git, sudo and ca-certificates: no Python),
 cached under the rig's cache and keyed by its recipe.  A fresh `git clone` of the commit under
 test (uncommitted files stay out) goes to a normal user with sudo, who runs the README's
-set-up line, then `tox -e unit`, then `tox -e rig`, which must install nothing and stop at once
-with the exact `sudo apt-get install` line for the host packages.
+set-up line, then `tox -e unit` (which must leave their rig cache alone), then `tox -e rig`,
+which must install nothing and stop at once with the exact `sudo apt-get install` line for the
+host packages.
 
 The root lives on a tmpfs in a private mount and PID namespace held open by one process that
 dies with the test (setpriv --pdeathsig, unshare --kill-child); commands enter it with nsenter
@@ -177,6 +178,7 @@ def test_readme_setup_then_unit_tests_on_a_fresh_bookworm(bookworm):
     unit = bookworm.check("tox -e unit", user=USER, cwd=project, timeout=600)
     assert re.search(r"^=+ \d+ passed.* in [\d.]+s", unit.stdout, re.MULTILINE), \
         unit.stdout[-2000:]
+    assert not (bookworm.path / "home" / USER / ".cache" / "umem-rig").exists()
     warnings = unit.stdout.find("warnings summary")
     print(unit.stdout[warnings - 40:] if warnings >= 0 else unit.stdout[-400:])
 

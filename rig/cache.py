@@ -38,6 +38,7 @@ KINDS = {
     "tmp": "scratch space",
     "keys": "the rig's SSH client key (a new one means a new guest image)",
     "lava-root": "the local LAVA lab the end-to-end tests bring up",
+    "testroot": "the clean Debian root the end-to-end set-up test starts from",
 }
 
 

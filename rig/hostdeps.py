@@ -13,8 +13,10 @@ from .status import RigError
 class MissingPackages(RigError):
     def __init__(self, packages: list[str], why: str):
         self.packages = packages
-        cmd = "apt-get install -y --no-install-recommends " + " ".join(packages)
-        super().__init__(f"missing host packages ({why}); run as root:\n  {cmd}")
+        # The line to paste: through sudo unless the rig already runs as root.
+        sudo = "sudo " if os.geteuid() != 0 else ""
+        cmd = f"{sudo}apt-get install -y --no-install-recommends " + " ".join(packages)
+        super().__init__(f"missing host packages ({why}); install them with:\n  {cmd}")
 
 
 def required(stages: list[str]) -> list[str]:

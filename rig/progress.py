@@ -58,13 +58,15 @@ class Progress:
         if not self.live:
             self.log(f"{who}: {stage} ...")
         start = time.monotonic()
+        ended = "failed after"
         try:
             yield timing
+            ended = "done in"
         finally:
             timing["seconds"] = round(time.monotonic() - start, 3)
             with self._lock:
                 self._rows.pop(who, None)
-            self.log(f"{who}: {stage} done in {timing['seconds']:.1f}s")
+            self.log(f"{who}: {stage} {ended} {timing['seconds']:.1f}s")
 
     def detail(self, who: str, text: str) -> None:
         """What the stage is doing right now (a make target, a test id); live display only."""

@@ -74,6 +74,7 @@ class Runner:
             self.image_seconds = t["seconds"]
         except Exception as exc:  # noqa: BLE001 - any image failure is every variant's
             self.image_error = StageError("image", f"guest image: {exc}")
+            self.progress.log(f"image: {exc}")
 
     def variant(self, variant: Variant) -> VariantResult:
         cfg = self.cfg

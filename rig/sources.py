@@ -63,12 +63,22 @@ def debian_candidate(package: str, memo: Path | None = None) -> str:
     return version
 
 
+def candidate_in(policy: str, package: str) -> str | None:
+    """PACKAGE's candidate in `apt-cache policy` output, if apt knows that package.
+
+    apt reads a name it does not know as a regular expression: on Debian 13, asked for
+    linux-source-6.1, it answers for linux-source-6.12.  Only PACKAGE's own block counts.
+    """
+    m = re.search(rf"^{re.escape(package)}:\n(?:[ \t].*\n)*?[ \t]+Candidate: (\S+)", policy,
+                  re.MULTILINE)
+    return m.group(1) if m and m.group(1) != "(none)" else None
+
+
 def _apt_candidate(package: str) -> str:
     for attempt in (1, 2):
         out = _run(["apt-cache", "policy", package], f"looking up {package}").stdout
-        m = re.search(r"Candidate:\s*(\S+)", out)
-        if m and m.group(1) != "(none)":
-            return m.group(1)
+        if version := candidate_in(out, package):
+            return version
         if attempt == 1:
             proc.run(["apt-get", "update", "-q"], "apt-get update", check=False)
     raise SourceError(f"Debian package {package!r} is unknown to apt (apt-cache policy has no "

@@ -1,9 +1,10 @@
 """Fragments merged onto tinyconfig with the kernel's own tools, and every option checked.
 
-These run against the real Debian 6.1 source (fetched into the rig's cache once).
+The merges (e2e) run against the real Debian 6.1 source, fetched into the rig's cache once;
+the check runs on a final .config captured from such a merge (tests/fixtures/kconfig).
 """
 
-import shutil
+from pathlib import Path
 
 import pytest
 
@@ -13,12 +14,11 @@ from rig.config import project_root
 from rig.model import SourceSpec
 
 KCONFIGS = project_root() / "kconfigs"
+FIXTURES = Path(__file__).parent / "fixtures" / "kconfig"
 
 
 @pytest.fixture(scope="module")
 def source():
-    if shutil.which("apt-get") is None:
-        pytest.skip("needs Debian's apt to fetch linux-source-6.1")
     return sources.prepare(SourceSpec("debian-6-1", "debian", "linux-source-6.1"), Cache())
 
 
@@ -37,6 +37,21 @@ def test_a_line_that_is_not_config_is_refused(tmp_path):
         kconfig.requests(frag)
 
 
+def test_a_dropped_option_is_named_with_its_fragment_and_dependencies():
+    frags = (KCONFIGS / "qemu-guest.config", KCONFIGS / "rdma.config", FIXTURES / "no-inet.config")
+    wanted = [r for f in frags for r in kconfig.requests(f)]
+    with pytest.raises(kconfig.ConfigError) as err:
+        kconfig.check((FIXTURES / "no-inet.final.config").read_text(), wanted,
+                      FIXTURES / "linux-6.1")
+    lines = str(err.value).splitlines()
+    rxe = next(line for line in lines if "CONFIG_RDMA_RXE" in line)
+    assert rxe.startswith("  CONFIG_RDMA_RXE=y (from rdma.config:")
+    assert rxe.endswith("is not set in the final .config [drivers/infiniband/sw/rxe/Kconfig: "
+                        "depends on INET && PCI && INFINIBAND; depends on INFINIBAND_VIRT_DMA]")
+    assert not any("CONFIG_PROC_PAGE_MONITOR" in line for line in lines)
+
+
+@pytest.mark.e2e
 def test_project_fragments_survive_olddefconfig(source, tmp_path):
     frags = (KCONFIGS / "qemu-guest.config", KCONFIGS / "rdma.config")
     merged = kconfig.merge(source, "tinyconfig", frags, Cache(tmp_path))
@@ -48,6 +63,7 @@ def test_project_fragments_survive_olddefconfig(source, tmp_path):
     assert again.key == merged.key and again.text == merged.text
 
 
+@pytest.mark.e2e
 def test_option_dropped_for_an_unmet_dependency_is_named(source, tmp_path):
     # RDMA_RXE depends on INET; a fragment that turns INET off must not lose RXE silently.
     no_inet = tmp_path / "no-inet.config"
@@ -61,6 +77,7 @@ def test_option_dropped_for_an_unmet_dependency_is_named(source, tmp_path):
     assert "depends on INET" in text
 
 
+@pytest.mark.e2e
 def test_debug_fragment_survives_too(source, tmp_path):
     frags = tuple(KCONFIGS / f for f in ("qemu-guest.config", "rdma.config", "debug.config"))
     final = kconfig.parse(kconfig.merge(source, "tinyconfig", frags, Cache(tmp_path)).text)

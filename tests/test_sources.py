@@ -1,17 +1,30 @@
-"""Kernel sources: identities, and the apt answer remembered while apt's lists are unchanged."""
+"""Kernel sources: identities, and the apt answer remembered while apt's lists are unchanged.
 
-import shutil
+The apt tests ask this host's real apt (which may run `apt-get update`): e2e.
+"""
+
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from rig import sources
 from rig.model import SourceSpec
 
-needs_apt = pytest.mark.skipif(shutil.which("apt-cache") is None, reason="needs Debian's apt")
+FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 
 
-@needs_apt
+def test_the_candidate_is_read_from_the_packages_own_block():
+    bookworm = (FIXTURES / "apt-policy-linux-source-6.1.bookworm.txt").read_text()
+    assert sources.candidate_in(bookworm, "linux-source-6.1") == "6.1.192-3"
+    # Debian 13 has no linux-source-6.1; apt answered for linux-source-6.12.
+    trixie = (FIXTURES / "apt-policy-linux-source-6.1.trixie.txt").read_text()
+    assert sources.candidate_in(trixie, "linux-source-6.1") is None
+    assert sources.candidate_in(trixie, "linux-source-6.12") == "6.12.117-1"
+    assert sources.candidate_in("", "linux-source-6.1") is None
+
+
+@pytest.mark.e2e
 def test_candidate_is_remembered_until_the_lists_change(tmp_path, monkeypatch):
     memo = tmp_path / "memo.json"
     version = sources.debian_candidate("linux-source-6.1", memo)
@@ -23,7 +36,7 @@ def test_candidate_is_remembered_until_the_lists_change(tmp_path, monkeypatch):
     assert sources.debian_candidate("linux-source-6.1", memo) == "x" and asked
 
 
-@needs_apt
+@pytest.mark.e2e
 def test_unknown_package_is_named():
     with pytest.raises(sources.SourceError, match="umem-rig-no-such-package"):
         sources._apt_candidate("umem-rig-no-such-package")

@@ -1,0 +1,195 @@
+"""The README's set-up line on a freshly bootstrapped Debian, with nothing from the host's Python.
+
+mmdebstrap makes a minimal bookworm (minbase plus git, sudo and ca-certificates: no Python),
+cached under the rig's cache and keyed by its recipe.  A fresh `git clone` of the commit under
+test (uncommitted files stay out) goes to a normal user with sudo, who runs the README's
+set-up line, then `tox -e unit` (which must leave their rig cache alone), then `tox -e rig`,
+which must install nothing and stop at once with the exact `sudo apt-get install` line for the
+host packages.
+
+The root lives on a tmpfs in a private mount and PID namespace held open by one process that
+dies with the test (setpriv --pdeathsig, unshare --kill-child); commands enter it with nsenter
+and chroot.  Its tmpfs, /proc and /dev mounts and every process started in it end with the
+namespace, whatever happens to the test: nothing is mounted on the host, nothing is left to
+delete.  Each step prints how long it took (pytest -s shows them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+
+from rig.cache import Cache, digest
+from rig.config import project_root
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(os.geteuid() != 0, reason="chroot and mounts need root")]
+
+USER = "dev"
+PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+HOST_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What mmdebstrap makes; all of it is the cache key."""
+    suite: str
+    mirror: str = "http://deb.debian.org/debian"
+    variant: str = "minbase"
+    packages: tuple[str, ...] = ("git", "sudo", "ca-certificates")
+
+
+def readme_setup_line(readme: Path) -> str:
+    """The first command of README's "The two commands" block, without its comment."""
+    section = readme.read_text().split("## The two commands", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return block.splitlines()[0].split("#", 1)[0].strip()
+
+
+def cached_root(recipe: Recipe, cache: Cache) -> Path:
+    """The root tarball for RECIPE, bootstrapped into the cache when it has none."""
+    key = digest("fresh-root-v1", asdict(recipe))
+    with cache.lock("testroot", key):
+        if cache.lookup("testroot", key) is None:
+            start = time.monotonic()
+            with cache.publish("testroot", key) as scratch:
+                subprocess.run(["mmdebstrap", "--quiet", f"--variant={recipe.variant}",
+                                "--include=" + ",".join(recipe.packages), recipe.suite,
+                                str(scratch / "root.tar"), recipe.mirror],
+                               check=True, stdin=subprocess.DEVNULL, timeout=1200)
+            print(f"[{time.monotonic() - start:6.1f} s] mmdebstrap {recipe.suite}")
+    return cache.path("testroot", key) / "root.tar"
+
+
+@dataclass
+class Root:
+    """TARBALL unpacked onto a tmpfs in a mount and PID namespace that one holder process keeps
+    open.  Commands enter it with nsenter and chroot; the host sees the root through
+    /proc/PID/root.  Killing the holder ends the namespace with its mounts, its files and
+    every process started in it, and the holder dies with this process (setpriv --pdeathsig)."""
+    holder: subprocess.Popen
+    pid: int                         # the namespace's init, as the host numbers it
+    mountpoint: Path
+
+    @property
+    def path(self) -> Path:
+        return Path(f"/proc/{self.pid}/root") / self.mountpoint.relative_to("/")
+
+    def run(self, command: str, user: str = "root", stdin: str = "", cwd: str = "~",
+            timeout: float = 900) -> subprocess.CompletedProcess:
+        home = "/root" if user == "root" else f"/home/{user}"
+        inner = ["env", "-i", f"HOME={home}", f"USER={user}", f"LOGNAME={user}", f"PATH={PATH}",
+                 "LANG=C.UTF-8", "sh", "-c", f"cd {cwd} && {command}"]
+        if user != "root":
+            inner = ["runuser", "-u", user, "--", *inner]
+        start = time.monotonic()
+        proc = subprocess.run(
+            ["nsenter", f"--target={self.pid}", "--mount", "--pid", "--",
+             "chroot", str(self.mountpoint), *inner],
+            input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
+            env={"PATH": PATH})
+        print(f"[{time.monotonic() - start:6.1f} s] {user}$ {command} -> {proc.returncode}")
+        return proc
+
+    def check(self, command: str, **kw) -> subprocess.CompletedProcess:
+        proc = self.run(command, **kw)
+        assert proc.returncode == 0, f"{command}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc
+
+
+def _pems(bundle: Path) -> set[str]:
+    return set(re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+                          bundle.read_text(), re.DOTALL))
+
+
+def _trust_the_hosts_cas(root: Root) -> None:
+    """Where the host reaches the registries through a TLS-inspecting proxy, the root trusts
+    that proxy's CA too, added as a local CA the way an admin would on a new machine."""
+    extra = sorted(_pems(HOST_BUNDLE) - _pems(root.path / HOST_BUNDLE.relative_to("/")))
+    for n, pem in enumerate(extra):
+        (root.path / "usr/local/share/ca-certificates" / f"host-{n}.crt").write_text(pem + "\n")
+    if extra:
+        root.check("update-ca-certificates")
+
+
+def unpacked(tarball: Path, mountpoint: Path) -> Iterator[Root]:
+    """A Root of TARBALL at MOUNTPOINT (an empty directory), with the host's DNS and CAs."""
+    start = time.monotonic()
+    setup = ('mount -t tmpfs -o size=8g,mode=755 rig-fresh "$1" && tar -xf "$2" -C "$1" && '
+             'mount -t proc proc "$1/proc" && mount --rbind /dev "$1/dev" && echo ready && '
+             'exec sleep infinity')
+    holder = subprocess.Popen(
+        ["setpriv", "--pdeathsig=KILL", "--", "unshare", "--mount", "--propagation=private",
+         "--pid", "--fork", "--kill-child", "sh", "-c", setup, "sh", str(mountpoint),
+         str(tarball)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={"PATH": PATH})
+    try:
+        ready = holder.stdout.readline()
+        assert ready == "ready\n", f"unpacking {tarball} failed: {holder.stderr.read()}"
+        children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
+        root = Root(holder, int(children[0]), mountpoint)
+        print(f"[{time.monotonic() - start:6.1f} s] unpacked {tarball} onto a tmpfs")
+        shutil.copyfile("/etc/resolv.conf", root.path / "etc" / "resolv.conf")
+        _trust_the_hosts_cas(root)
+        yield root
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def clone_for(root: Root, user: str, checkout: Path) -> str:
+    """USER (with sudo) and a fresh clone of CHECKOUT's HEAD in their home; its path there."""
+    root.check(f"useradd --create-home --shell /bin/bash {user} && "
+               f"echo '{user} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/{user}")
+    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    dest = root.mountpoint / "home" / user / "umem-rig"
+    clone = 'git clone --quiet --no-hardlinks "$1" "$2" && git -C "$2" checkout -q --detach "$3"'
+    # The host's git, in the root's mount namespace (git resolves /proc/PID/root away).
+    subprocess.run(["nsenter", f"--target={root.pid}", "--mount", "--", "sh", "-c", clone,
+                    "sh", str(checkout), str(dest), head], check=True)
+    root.check(f"chown -R {user}: /home/{user}/umem-rig")
+    return f"/home/{user}/umem-rig"
+
+
+@pytest.fixture(scope="module")
+def bookworm(tmp_path_factory) -> Iterator[Root]:
+    tarball = cached_root(Recipe("bookworm"), Cache())
+    yield from unpacked(tarball, tmp_path_factory.mktemp("fresh-root"))
+
+
+def test_readme_setup_then_unit_tests_on_a_fresh_bookworm(bookworm):
+    setup = readme_setup_line(project_root() / "README.md")
+    project = clone_for(bookworm, USER, project_root())
+    assert not (bookworm.path / "usr/bin/python3").exists(), "the root is not fresh"
+    # A freshly installed system has current package lists; mmdebstrap leaves none.
+    bookworm.check("apt-get update -q")
+    # The user answers apt's "Do you want to continue? [Y/n]".
+    bookworm.check(setup, user=USER, stdin="y\n")
+    unit = bookworm.check("tox -e unit", user=USER, cwd=project, timeout=600)
+    assert re.search(r"^=+ \d+ passed.* in [\d.]+s", unit.stdout, re.MULTILINE), \
+        unit.stdout[-2000:]
+    assert not (bookworm.path / "home" / USER / ".cache" / "umem-rig").exists()
+    warnings = unit.stdout.find("warnings summary")
+    print(unit.stdout[warnings - 40:] if warnings >= 0 else unit.stdout[-400:])
+
+    # Without root the rig installs nothing: it names the exact command and ends with status 2.
+    rig = bookworm.run("tox -e rig", user=USER, cwd=project)
+    said = [line.strip() for line in (rig.stdout + rig.stderr).splitlines()]
+    assert rig.returncode == 2, "\n".join(said[-30:])
+    assert "rig: missing host packages (not root); install them with:" in said
+    wanted = [line for line in said if line.startswith("sudo apt-get install ")]
+    assert len(wanted) == 1, "\n".join(said[-30:])
+    # It is right for this release: apt resolves every package it names.
+    argv = shlex.split(wanted[0])
+    argv.insert(argv.index("install") + 1, "--simulate")
+    bookworm.check(shlex.join(argv), user=USER)

@@ -1,4 +1,5 @@
-"""rig.sandbox: the bwrap command line, and what a command run in it can and cannot do.
+"""rig.sandbox: the bwrap command line of every build step, and what a command run in the
+sandbox can and cannot do.
 
 The behaviour tests run the real bwrap (they skip where it cannot set up a sandbox: no
 bubblewrap or no user namespaces, and say which).
@@ -7,29 +8,38 @@ bubblewrap or no user namespaces, and say which).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from rig import sandbox
+from rig import patches, proc, sandbox
+from rig.build import Builder
+from rig.cache import Cache
+from rig.config import project_root
+from rig.model import BuildSettings
+from rig.progress import Progress
 
 SETTINGS = sandbox.Settings.load()
 WHY = sandbox.unavailable(SETTINGS)
 needs_bwrap = pytest.mark.skipif(WHY is not None, reason=f"no sandbox here: {WHY}")
+FIXTURES = Path(__file__).parent / "fixtures" / "patches"
 
 
-def _mounts(argv: list[str], option: str) -> list[str]:
-    """The targets of every OPTION SRC DEST in ARGV (before the command)."""
+def _targets(argv: list[str], option: str) -> list[str]:
+    """The DEST of every `OPTION SRC DEST` before the command."""
     argv = argv[:argv.index("--")]
     return [argv[i + 2] for i, a in enumerate(argv) if a == option]
 
 
-def test_command_line_shape(tmp_path: Path):
-    work, out = tmp_path / "work", tmp_path / "work" / "obj"
-    argv = sandbox.command(SETTINGS, sandbox.Step(["make", "-C", str(work)], writable=(out,),
-                                                  readable=(work,), cwd=work),
-                           {"PATH": "/usr/bin", "SSH_AUTH_SOCK": "/run/agent", "HOME": "/root"})
+def _env(argv: list[str]) -> dict[str, str]:
+    return {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv[:argv.index("--")])
+            if a == "--setenv"}
+
+
+def _confinement(argv: list[str]) -> None:
+    """What every step's command line has, whatever the step."""
     assert argv[0] == "bwrap"
     for option in ("--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
                    "--clearenv"):
@@ -37,36 +47,76 @@ def test_command_line_shape(tmp_path: Path):
     assert argv[argv.index("--cap-drop") + 1] == "ALL"
     assert argv[argv.index("--uid") + 1] == "65534"
     assert "/tmp" in [argv[i + 1] for i, a in enumerate(argv) if a == "--tmpfs"]
-    assert "/usr" in _mounts(argv, "--ro-bind")
-    # the tree read-only, then the build directory inside it writable, at the same paths
+    system = _targets(argv, "--ro-bind")
+    assert "/usr" in system and "/etc" in system
+    for hidden in ("/", "/root", "/home", "/run", "/var", "/tmp", str(Path.home())):
+        assert hidden not in system + _targets(argv, "--bind")
+    assert _env(argv)["HOME"] == "/nonexistent"
+
+
+def test_each_build_step_command_line(tmp_path: Path):
+    """Apply, olddefconfig, the kernel build and the driver build: what each may write."""
+    cache = Cache(tmp_path / "cache")
+    work = cache.root / "work" / "src"
+    tree, objdir, moddir = work / "linux", work / "obj-0123", work / "driver-x" / "driver"
+    ccache = tmp_path / "ccache"
+    os.environ["CCACHE_DIR"] = str(ccache)
+    try:
+        steps = Builder(BuildSettings(project_root() / "guest_tests" / "driver", jobs=2),
+                        cache, Progress(live=False)).steps(tree, objdir, moddir)
+    finally:
+        del os.environ["CCACHE_DIR"]
+    lines = {"apply": sandbox.command(SETTINGS, ["git", "apply", "-"], writable=[tree],
+                                      cwd=tree, env={"GIT_DIR": "/dev/null"}, environ={})}
+    for name, step in steps.items():
+        lines[name] = step.box(SETTINGS)(step.argv, None, dict(step.env))
+    expected = {             # step: (writable, read-only besides the host's system)
+        "apply": ([tree], []),
+        "config": ([objdir, ccache], [tree]),
+        "build": ([objdir, ccache], [tree]),
+        "driver": ([moddir, ccache], [tree, objdir]),
+    }
+    for name, argv in lines.items():
+        _confinement(argv)
+        writable, readable = expected[name]
+        assert sorted(_targets(argv, "--bind")) == sorted(map(str, writable)), name
+        assert set(map(str, readable)) <= set(_targets(argv, "--ro-bind")), name
+        assert not {str(cache.root), str(cache.root / "keys")} & set(
+            _targets(argv, "--bind") + _targets(argv, "--ro-bind")), name
+    assert lines["apply"][lines["apply"].index("--") + 1:] == ["git", "apply", "-"]
+    assert lines["apply"][lines["apply"].index("--chdir") + 1] == str(tree)
+    assert lines["config"][-1] == "olddefconfig"
+    assert lines["build"][-2:] == ["bzImage", "modules"]
+    assert f"M={moddir}" in lines["driver"]
+    for name in ("config", "build", "driver"):
+        assert _env(lines[name])["CCACHE_DIR"] == str(ccache)
+
+
+def test_a_writable_path_inside_a_readable_one_is_bound_after_it(tmp_path: Path):
+    work, out = tmp_path / "work", tmp_path / "work" / "obj"
+    argv = sandbox.command(SETTINGS, ["true"], writable=[out], readable=[work], environ={})
     assert argv.index(str(work)) < argv.index(str(out))
-    assert _mounts(argv, "--bind") == [str(out)]
-    assert str(work) in _mounts(argv, "--ro-bind")
-    assert argv[argv.index("--chdir") + 1] == str(work)
-    assert argv[argv.index("--") + 1:] == ["make", "-C", str(work)]
-    env = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "--setenv"}
-    assert env == {"PATH": "/usr/bin", "HOME": "/tmp", "TMPDIR": "/tmp"}
 
 
-def test_nothing_of_the_hosts_data_is_mounted():
-    argv = sandbox.command(SETTINGS, sandbox.Step(["true"]), {})
-    binds = _mounts(argv, "--bind") + _mounts(argv, "--ro-bind")
-    for path in binds:
-        assert path.startswith(("/usr", "/etc")), path
-    assert not any(p in binds for p in ("/", "/root", "/home", "/run", "/var", "/tmp"))
+def test_only_the_named_variables_reach_the_step():
+    argv = sandbox.command(SETTINGS, ["true"], env={"CCACHE_DIR": "/c"},
+                           environ={"PATH": "/usr/bin", "SSH_AUTH_SOCK": "/run/agent",
+                                    "HOME": "/root", "CCACHE_DIR": "/elsewhere"})
+    assert _env(argv) == {"PATH": "/usr/bin", "CCACHE_DIR": "/c", "HOME": "/nonexistent",
+                          "TMPDIR": "/tmp"}
 
 
 @pytest.mark.skipif(not os.path.exists("/etc/shadow"), reason="no /etc/shadow here")
 def test_private_files_are_masked():
-    argv = sandbox.command(SETTINGS, sandbox.Step(["true"]), {})
+    argv = sandbox.command(SETTINGS, ["true"], environ={})
     masked = [argv[i + 2] for i, a in enumerate(argv) if a == "--ro-bind" and
               argv[i + 1] == "/dev/null"]
     assert "/etc/shadow" in masked
 
 
-def _run(step: sandbox.Step) -> subprocess.CompletedProcess:
-    return subprocess.run(sandbox.command(SETTINGS, step), capture_output=True, text=True,
-                          check=False, timeout=60)
+def _run(argv: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(sandbox.command(SETTINGS, argv, **kw), capture_output=True,
+                          text=True, check=False, timeout=60)
 
 
 @needs_bwrap
@@ -74,45 +124,85 @@ def test_writes_land_only_in_the_writable_paths(tmp_path: Path):
     writable, readable = tmp_path / "w", tmp_path / "r"
     writable.mkdir()
     readable.mkdir()
-    script = ("echo ok > w/out; echo no > r/out; echo no > /tmp/canary; "
-              "echo no > /root-canary; echo no > \"$HOME/canary\"; true")
-    proc = _run(sandbox.Step(["sh", "-c", script.replace("w/", f"{writable}/")
-                              .replace("r/", f"{readable}/")],
-                             writable=(writable,), readable=(readable,)))
-    assert proc.returncode == 0, proc.stderr
+    script = (f"echo ok > {writable}/out; echo no > {readable}/out; echo no > /root-canary; "
+              f"echo no > {tmp_path}/canary; echo no > \"$HOME/canary\"; true")
+    ran = _run(["sh", "-c", script], writable=[writable], readable=[readable])
+    assert ran.returncode == 0, ran.stderr
     assert (writable / "out").read_text() == "ok\n"
     assert not (readable / "out").exists()
-    assert "Read-only file system" in proc.stderr
     assert not Path("/root-canary").exists()
+    assert not (tmp_path / "canary").exists()     # it went to the sandbox's own /tmp
+    # the others are refused, not quietly taken by a scratch file system
+    assert ran.stderr.count("Read-only file system") == 2, ran.stderr
+    assert "/nonexistent/canary: Directory nonexistent" in ran.stderr
 
 
 @needs_bwrap
-def test_private_tmp_no_network_no_home_no_capabilities(tmp_path: Path):
+def test_private_tmp_no_network_no_home_no_capabilities():
     (marker := Path("/tmp") / f"rig-sandbox-test-{os.getpid()}").write_text("host")
     try:
-        proc = _run(sandbox.Step(["sh", "-c", f"""
+        ran = _run(["sh", "-c", f"""
             test -e {marker} && echo tmp-shared
             echo interfaces $(tail -n +3 /proc/net/dev | cut -d: -f1)
             test -e {Path.home()} && echo home-visible
-            grep CapEff /proc/self/status; id -u"""]))
+            grep CapEff /proc/self/status; id -u"""])
     finally:
         marker.unlink()
-    assert proc.returncode == 0, proc.stderr
-    assert "tmp-shared" not in proc.stdout
-    assert "home-visible" not in proc.stdout
-    assert "CapEff:\t0000000000000000" in proc.stdout
-    assert proc.stdout.split()[-1] == "65534"
-    assert "interfaces lo\n" in proc.stdout     # a network namespace with loopback only
+    assert ran.returncode == 0, ran.stderr
+    assert "tmp-shared" not in ran.stdout
+    assert "home-visible" not in ran.stdout
+    assert "CapEff:\t0000000000000000" in ran.stdout
+    assert ran.stdout.split()[-1] == "65534"
+    assert "interfaces lo\n" in ran.stdout     # a network namespace with loopback only
 
 
 @needs_bwrap
 @pytest.mark.skipif(not os.path.exists("/etc/shadow"), reason="no /etc/shadow here")
 def test_private_files_cannot_be_read():
-    proc = _run(sandbox.Step(["cat", "/etc/shadow"]))
-    assert proc.returncode != 0 and proc.stdout == ""
+    ran = _run(["cat", "/etc/shadow"])
+    assert ran.returncode != 0 and ran.stdout == ""
+
+
+@needs_bwrap
+def test_a_patch_applies_in_the_sandbox(tmp_path: Path):
+    tree = tmp_path / "tree"
+    shutil.copytree(FIXTURES / "tree", tree)
+    series = patches.load(FIXTURES / "series-ok")
+    assert patches.apply(tree, series, SETTINGS).ok
+    plain = tmp_path / "plain"
+    shutil.copytree(FIXTURES / "tree", plain)
+    assert patches.apply(plain, series).ok
+    for f in plain.rglob("*"):
+        if f.is_file():
+            assert (tree / f.relative_to(plain)).read_bytes() == f.read_bytes()
+
+
+@needs_bwrap
+def test_a_failing_step_is_named_not_bwrap(tmp_path: Path):
+    box = sandbox.Box(SETTINGS, (tmp_path,))
+    with pytest.raises(proc.CommandFailed, match="`make` failed"):
+        proc.run(["make", "-C", str(tmp_path), "no-such-target"], "build", sandbox=box)
+
+
+MISSING = sandbox.Settings("no-such-bwrap", (), 65534, 65534, (), (), (), "")
 
 
 def test_missing_bwrap_is_named():
-    settings = sandbox.Settings("no-such-bwrap", (), 65534, 65534, (), (), ())
-    assert sandbox.unavailable(settings) == \
+    assert sandbox.unavailable(MISSING) == \
         "no-such-bwrap is not installed (Debian package bubblewrap)"
+
+
+def test_an_untrusted_build_without_a_sandbox_is_refused():
+    with pytest.raises(sandbox.SandboxUnavailable,
+                       match="outside a sandbox: no-such-bwrap is not installed.*--no-sandbox"):
+        sandbox.decide(True, untrusted=True, settings=MISSING)
+    trusted = sandbox.decide(True, untrusted=False, settings=MISSING)
+    assert trusted.settings is None and trusted.how.startswith("none: no-such-bwrap")
+    assert sandbox.decide(False, untrusted=True, settings=MISSING) == sandbox.Decision(
+        None, "none: --no-sandbox")
+
+
+@needs_bwrap
+def test_a_series_is_built_in_the_sandbox_where_there_is_one():
+    decision = sandbox.decide(True, untrusted=True)
+    assert decision.settings == SETTINGS and decision.how.startswith("bubblewrap ")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from . import compare, decode, hostdeps, junit, report, sources
+from . import compare, decode, hostdeps, junit, machinery, report, sources
 from .build import Builder
 from .cache import Cache
 from .config import RunConfig
@@ -80,7 +80,8 @@ class Runner:
         vr = VariantResult(variant.name, variant.name == cfg.base, Outcome.INFRA_ERROR,
                            Environment(source=variant.source.name, series=variant.series,
                                        patches=[PatchInfo(p.subject, p.sha256, str(p.origin))
-                                                for p in variant.patches]))
+                                                for p in variant.patches],
+                                       build_machinery=machinery.files(variant.patches)))
         if variant.name in cfg.unloadable:
             vr.outcome = Outcome.PATCH_FAILED
             vr.errors.append(StageError("patch", cfg.unloadable[variant.name]))
@@ -93,6 +94,8 @@ class Runner:
             vr.environment.source_version = env.source_version
             vr.environment.config_hash = env.config_hash
             vr.environment.kernel_release = env.kernel_release
+            vr.environment.sandbox = env.sandbox
+            vr.environment.sandbox_refused = list(env.sandbox_refused)
         if built.error:
             vr.outcome = built.outcome
             vr.errors.append(built.error)

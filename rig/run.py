@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from . import compare, decode, hostdeps, junit, machinery, report, sources
+from . import compare, decode, hostdeps, junit, machinery, report, sandbox, sources
 from .build import Builder
 from .cache import Cache
 from .config import RunConfig
@@ -135,10 +135,14 @@ class Runner:
         crashed = [t for t in vr.tests if t.verdict is Verdict.CRASHED]
         if not (crashed or vr.console) or not decode.has_debug_info(vmlinux):
             return
+        try:
+            confine = sandbox.decide(self.cfg.sandbox, untrusted=bool(variant.patches))
+        except sandbox.SandboxUnavailable:
+            return                  # the series' script runs nowhere but in a sandbox
         tree = WorkTree(sources.prepare(variant.source, self.cache), self.cache).tree
         for t in crashed:
-            t.details = decode.decode(t.details, vmlinux, tree)
-        vr.console = decode.decode(vr.console, vmlinux, tree)
+            t.details = decode.decode(t.details, vmlinux, tree, confine.settings)
+        vr.console = decode.decode(vr.console, vmlinux, tree, confine.settings)
 
     def run(self) -> RunOutput:
         cfg = self.cfg

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from rig import patches, proc, sandbox
+from rig import config, decode, patches, proc, sandbox, sources
 from rig.build import Builder
 from rig.cache import Cache
-from rig.config import project_root
 from rig.model import BuildSettings
 from rig.progress import Progress
 
@@ -55,19 +54,24 @@ def _confinement(argv: list[str]) -> None:
 
 
 def test_each_build_step_command_line(tmp_path: Path):
-    """Apply, olddefconfig, the kernel build and the driver build: what each may write."""
+    """Apply, olddefconfig, the kernel build, the driver build and decoding a crash's trace
+    with the tree's script: what each may write and read."""
     cache = Cache(tmp_path / "cache")
     work = cache.root / "work" / "src"
     tree, objdir, moddir = work / "linux", work / "obj-0123", work / "driver-x" / "driver"
     ccache = tmp_path / "ccache"
     os.environ["CCACHE_DIR"] = str(ccache)
     try:
-        steps = Builder(BuildSettings(project_root() / "guest_tests" / "driver", jobs=2),
+        steps = Builder(BuildSettings(config.project_root() / "guest_tests" / "driver", jobs=2),
                         cache, Progress(live=False)).steps(tree, objdir, moddir)
     finally:
         del os.environ["CCACHE_DIR"]
+    vmlinux = cache.root / "kernel" / "0123" / "vmlinux"
     lines = {"apply": sandbox.command(SETTINGS, ["git", "apply", "-"], writable=[tree],
-                                      cwd=tree, env={"GIT_DIR": "/dev/null"}, environ={})}
+                                      cwd=tree, env={"GIT_DIR": "/dev/null"}, environ={}),
+             "decode": decode.box(SETTINGS, vmlinux, tree)(
+                 ["bash", str(tree / "scripts/decode_stacktrace.sh"), str(vmlinux), str(tree)],
+                 None, {})}
     for name, step in steps.items():
         lines[name] = step.box(SETTINGS)(step.argv, None, dict(step.env))
     expected = {             # step: (writable, read-only besides the host's system)
@@ -75,6 +79,7 @@ def test_each_build_step_command_line(tmp_path: Path):
         "config": ([objdir, ccache], [tree]),
         "build": ([objdir, ccache], [tree]),
         "driver": ([moddir, ccache], [tree, objdir]),
+        "decode": ([], [tree, vmlinux.parent]),
     }
     for name, argv in lines.items():
         _confinement(argv)
@@ -206,3 +211,21 @@ def test_an_untrusted_build_without_a_sandbox_is_refused():
 def test_a_series_is_built_in_the_sandbox_where_there_is_one():
     decision = sandbox.decide(True, untrusted=True)
     assert decision.settings == SETTINGS and decision.how.startswith("bubblewrap ")
+
+
+@needs_bwrap
+@pytest.mark.e2e
+def test_a_trace_is_decoded_in_the_sandbox(tmp_path: Path):
+    """As tests/test_decode.py (a synthetic ELF with debug information, the cached 6.1
+    source's decode_stacktrace.sh), with the script in the sandbox."""
+    cfg = config.load()
+    script = sources.prepare(cfg.variant(cfg.base).source, Cache()).tree / "scripts" / \
+        "decode_stacktrace.sh"
+    (tmp_path / "umem.c").write_text("int umem_pin(int x)\n{\n\treturn x * 3;\n}\n"
+                                     "int main(void) { return umem_pin(2); }\n")
+    elf = tmp_path / "vmlinux-synthetic"
+    subprocess.run(["gcc", "-g", "-O0", "-o", str(elf), "umem.c"], cwd=tmp_path, check=True)
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(script, tmp_path / "scripts")
+    trace = "[   12.3] Call Trace:\n[   12.3]  umem_pin+0x4/0x10\n"
+    assert "umem_pin (umem.c:2)" in decode.decode(trace, elf, tmp_path, SETTINGS)

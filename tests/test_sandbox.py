@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from rig import config, decode, patches, proc, sandbox, sources
+from rig import cli, config, decode, patches, proc, sandbox, sources
 from rig.build import Builder
 from rig.cache import Cache
+from rig.commands import vet as vet_command
 from rig.model import BuildSettings
 from rig.progress import Progress
 
@@ -229,3 +230,17 @@ def test_a_trace_is_decoded_in_the_sandbox(tmp_path: Path):
     shutil.copy(script, tmp_path / "scripts")
     trace = "[   12.3] Call Trace:\n[   12.3]  umem_pin+0x4/0x10\n"
     assert "umem_pin (umem.c:2)" in decode.decode(trace, elf, tmp_path, SETTINGS)
+
+
+@pytest.mark.parametrize("command", [["run"], ["build"], ["boot", "base"], ["vet", "s.mbox"],
+                                     ["bisect", "s.mbox"]])
+def test_every_building_command_takes_no_sandbox(command):
+    assert cli.parse([*command, "--no-sandbox"]).sandbox is False
+    assert cli.parse(command).sandbox is None          # the config decides: on by default
+
+
+def test_no_sandbox_reaches_the_builder_and_the_reproduce_line():
+    assert config.load().build_settings.sandbox is True
+    assert config.load(sandbox=False).build_settings.sandbox is False
+    args = cli.parse(["vet", "s.mbox", "--no-sandbox"])
+    assert vet_command.command_line(args) == "rig vet s.mbox --no-sandbox"

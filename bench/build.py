@@ -10,7 +10,8 @@ Prints, for the base and a patched variant of the same source:
                             make: the least any tool can do for that variant), median of --repeat
   unchanged rebuild        (the variant again: must be a cache hit)
   sandbox cost             (the variant's patched build, apply + make + driver, in the
-                            sandbox and bare, alternately, median of --repeat each)
+                            sandbox and bare, alternately, median of --repeat each; and what
+                            starting a step in the sandbox costs, which is all it adds)
 and the ratios patched / limit and sandboxed / bare.  Figures, not assertions: the machine
 is shared and noisy.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import resource
 import shutil
 import statistics
 import subprocess
@@ -69,23 +69,15 @@ def settle_at_base(builder: Builder, cache: Cache, base, log: Path) -> None:
         builder._make(builder.steps(tree, objdir, objdir)["build"], log, base.name, None)
 
 
-def _cpu() -> float:
-    """User + system seconds of the children waited for so far (make, gcc, bwrap's)."""
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return used.ru_utime + used.ru_stime
-
-
-def sandbox_cost(builder: Builder, cache: Cache, variant,
-                 repeat: int) -> dict[bool, tuple[float, float]]:
+def sandbox_cost(builder: Builder, cache: Cache, variant, repeat: int) -> dict[bool, float]:
     """The variant's patched build (apply, make, driver), bare (False) and in the sandbox
-    (True), alternately in the same work tree: median (wall, CPU) seconds of each.  CPU time
-    is what the sandbox adds, whatever else the shared machine runs at the time."""
+    (True), alternately in the same work tree: the median wall seconds of each."""
     settings = sandbox.Settings.load()
     if why := sandbox.unavailable(settings):
         raise SystemExit(f"no sandbox here: {why}")
     source = sources.prepare(variant.source, cache)
     cfg = merge(source, builder.settings.base_config, variant.fragments, cache)
-    times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    times: dict[bool, list[float]] = {False: [], True: []}
     with WorkTree(source, cache).lock() as work, \
             tempfile.TemporaryDirectory(prefix="driver-", dir=work.root) as tmp:
         moddir = Path(tmp) / "driver"
@@ -95,13 +87,25 @@ def sandbox_cost(builder: Builder, cache: Cache, variant,
             for confined in (False, True) if i % 2 == 0 else (True, False):
                 box = settings if confined else None
                 work.checkout(())
-                start, cpu = time.monotonic(), _cpu()
+                start = time.monotonic()
                 assert work.checkout(variant.patches, box).ok
                 for step in (steps["build"], steps["driver"]):
                     builder._make(step, Path(tmp) / "build.log", variant.name, box)
-                times[confined].append((time.monotonic() - start, _cpu() - cpu))
-    return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
-            for k, v in times.items()}
+                times[confined].append(time.monotonic() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def start_cost(runs: int = 21) -> float:
+    """Median seconds the sandbox adds to starting one step (`true` in it, less bare)."""
+    settings = sandbox.Settings.load()
+    timed: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(runs):
+        for confined in (False, True):
+            argv = sandbox.command(settings, ["true"]) if confined else ["true"]
+            start = time.monotonic()
+            subprocess.run(argv, check=True)
+            timed[confined].append(time.monotonic() - start)
+    return statistics.median(timed[True]) - statistics.median(timed[False])
 
 
 def main() -> int:
@@ -142,17 +146,19 @@ def main() -> int:
                      "cache hit" if again.cache_hit else "REBUILT"))
         cost = sandbox_cost(builder, cache, variant, args.repeat)
         for confined, how in ((False, "bare"), (True, "in the sandbox")):
-            wall, cpu = cost[confined]
-            rows.append((f"{variant.name} patched build {how} (median of {args.repeat})", wall,
-                         f"CPU {cpu:.2f} s"))
+            rows.append((f"{variant.name} patched build {how} (median of {args.repeat})",
+                         cost[confined], ""))
+        start = start_cost()
+        steps = 2 * len(variant.patches) + 2      # git apply --check and apply each, 2 makes
+        rows.append(("sandbox start-up, per step (median of 21)", start,
+                     f"{steps} steps in this build"))
         progress.close()
     width = max(len(r[0]) for r in rows)
     for name, secs, note in rows:
-        print(f"{name:<{width}}  {secs:8.2f} s  {note}")
+        print(f"{name:<{width}}  {secs:8.3f} s  {note}")
     print(f"{'patched / limit':<{width}}  {patched / limit:8.2f} x  (goal <= 1.5)")
-    (wall, cpu), (bare_wall, bare_cpu) = cost[True], cost[False]
-    print(f"{'sandbox / bare':<{width}}  {wall / bare_wall:8.2f} x  wall, "
-          f"{cpu / bare_cpu:.3f} x CPU  (goal <= 1.05; "
+    print(f"{'sandbox / bare':<{width}}  {cost[True] / cost[False]:8.3f} x  (goal <= 1.05; "
+          f"start-up alone: {1 + steps * start / cost[False]:.4f} x; "
           f"{sandbox.decide(True, untrusted=True).how})")
     return 0
 

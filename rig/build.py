@@ -14,9 +14,10 @@ import re
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import kconfig, proc, sources
+from . import kconfig, proc, sandbox, sources
 from .cache import Cache, digest
 from .model import (
     BuildEnvironment,
@@ -50,6 +51,20 @@ def _driver_digest(driver: Path) -> str:
     files = sorted(p for p in driver.rglob("*")
                    if p.suffix in {".c", ".h"} or p.name in {"Makefile", "Kbuild"})
     return digest(*[str(p.relative_to(driver)) for p in files], *files)
+
+
+@dataclass(frozen=True)
+class MakeStep:
+    """One make run of a build, and the paths it may write and read in the sandbox."""
+
+    what: str                        # named in a failure: "config", "build", "driver module"
+    argv: tuple[str, ...]
+    writable: tuple[Path, ...]
+    readable: tuple[Path, ...]
+    env: tuple[tuple[str, str], ...]
+
+    def box(self, settings: sandbox.Settings | None) -> sandbox.Box | None:
+        return sandbox.Box(settings, self.writable, self.readable) if settings else None
 
 
 class _Failed(Exception):
@@ -96,9 +111,11 @@ class Builder:
         with self.cache.lock("kernel", key):
             entry = self.cache.lookup("kernel", key)
             if entry is not None:
-                meta = json.loads((entry / "meta.json").read_text())
-                env = dataclasses.replace(env,
-                                          kernel_release=meta["environment"]["kernel_release"])
+                built = json.loads((entry / "meta.json").read_text())["environment"]
+                env = dataclasses.replace(env, kernel_release=built["kernel_release"],
+                                          sandbox=built.get("sandbox", ""),
+                                          sandbox_refused=tuple(built.get("sandbox_refused",
+                                                                          ())))
                 result = BuildResult(who, Outcome.OK, key, entry, cache_hit=True,
                                      environment=env)
             else:
@@ -110,54 +127,81 @@ class Builder:
                            config: kconfig.MergedConfig, key: str,
                            env: BuildEnvironment) -> BuildResult:
         who = variant.name
+        try:   # a series is untrusted: its Makefiles and scripts run while it is built
+            confine = sandbox.decide(self.settings.sandbox, untrusted=bool(variant.patches))
+        except sandbox.SandboxUnavailable as exc:
+            return BuildResult(who, Outcome.INFRA_ERROR, key, environment=env,
+                               error=StageError("sandbox", str(exc)))
+        env = dataclasses.replace(env, sandbox=confine.how)
         log = self.cache.root / "logs" / key[:16] / "build.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("")
-        with WorkTree(source, self.cache).lock() as work:
-            applied = work.checkout(variant.patches)
+        with WorkTree(source, self.cache).lock() as work, \
+                tempfile.TemporaryDirectory(prefix="driver-", dir=work.root) as tmp:
+            applied = work.checkout(variant.patches, confine.settings)
             if not applied.ok:
                 return BuildResult(who, Outcome.PATCH_FAILED, key, environment=env,
                                    error=StageError("patch", applied.message, applied.detail))
+            objdir, moddir = work.objdir(config.key), Path(tmp) / "driver"
+            steps = self.steps(work.tree, objdir, moddir)
+            failure = None
             try:
-                release = self._make_kernel(variant, config, work, log)
+                release = self._make_kernel(variant, config, work, steps, log,
+                                            confine.settings)
+                shutil.copytree(self.settings.driver, moddir)
+                self._make(steps["driver"], log, who, confine.settings)
             except _Failed as failed:
                 # paths relative to the tree, as a maintainer reads them in the patch
                 excerpt = failed.failure.excerpt.replace(f"{work.tree}/", "")
-                return BuildResult(who, Outcome.BUILD_FAILED, key, environment=env,
-                                   error=StageError("build", f"{failed.what} failed "
-                                                    f"(full log: {log})", excerpt))
+                failure = StageError("build", f"{failed.what} failed (full log: {log})",
+                                     excerpt)
             except kconfig.ConfigError as exc:
+                failure = StageError("config", f"after the patches: {exc}")
+            if confine.settings:     # what the series tried to write where it may not
+                env = dataclasses.replace(env, sandbox_refused=tuple(sandbox.refused_writes(
+                    log.read_text(errors="replace"), confine.settings)))
+            if failure:
                 return BuildResult(who, Outcome.BUILD_FAILED, key, environment=env,
-                                   error=StageError("config", f"after the patches: {exc}"))
+                                   error=failure)
             env = dataclasses.replace(env, kernel_release=release)
-            with tempfile.TemporaryDirectory(prefix="driver-", dir=work.root) as tmp:
-                moddir = Path(tmp) / "driver"
-                shutil.copytree(self.settings.driver, moddir)
-                try:
-                    self._make(["make", "-C", str(work.objdir(config.key)), f"M={moddir}",
-                                *self._make_vars(), "modules"], log, who, "driver module")
-                except _Failed as failed:
-                    return BuildResult(who, Outcome.BUILD_FAILED, key, environment=env,
-                                       error=StageError("build", f"{failed.what} failed "
-                                                        f"(full log: {log})",
-                                                        failed.failure.excerpt))
-                self._publish(variant, key, env, work.objdir(config.key), moddir, log)
+            self._publish(variant, key, env, objdir, moddir, log)
         return BuildResult(who, Outcome.OK, key, self.cache.lookup("kernel", key),
                            environment=env)
 
-    def _make(self, argv: list[str], log: Path, who: str, what: str) -> None:
-        def step(line: str) -> None:
+    def steps(self, tree: Path, objdir: Path, moddir: Path) -> dict[str, MakeStep]:
+        """The make runs of a build: "config" (olddefconfig), "build", "driver"."""
+        ccache = Path(os.environ.get("CCACHE_DIR", str(self.cache.root / "ccache")))
+        env = (("CCACHE_DIR", str(ccache)),)
+        make = ("make", "-C", str(tree), f"O={objdir}", f"-j{self.settings.jobs}",
+                *self._make_vars())
+        # The source tree stays read-only: with O= kbuild writes only the build directory.
+        return {
+            "config": MakeStep("config", (*make, "olddefconfig"), (objdir, ccache), (tree,),
+                               env),
+            # `modules` as well: 6.12 needs Module.symvers for out-of-tree modules.
+            "build": MakeStep("build", (*make, "bzImage", "modules"), (objdir, ccache),
+                              (tree,), env),
+            "driver": MakeStep("driver module", ("make", "-C", str(objdir), f"M={moddir}",
+                                                 *self._make_vars(), "modules"),
+                               (moddir, ccache), (tree, objdir), env),
+        }
+
+    def _make(self, step: MakeStep, log: Path, who: str,
+              settings: sandbox.Settings | None) -> None:
+        def show(line: str) -> None:
             if m := _MAKE_STEP.match(line):
                 self.progress.detail(who, f"{m.group(1)} {m.group(2)}")
+        for path in step.writable:          # bwrap binds only what exists
+            path.mkdir(parents=True, exist_ok=True)
         try:
-            proc.run(argv, what, log=log, on_line=step,
-                     env={"CCACHE_DIR": os.environ.get("CCACHE_DIR",
-                                                       str(self.cache.root / "ccache"))})
+            proc.run(step.argv, step.what, log=log, on_line=show, env=dict(step.env),
+                     sandbox=step.box(settings))
         except proc.CommandFailed as e:
-            raise _Failed(what, e) from None
+            raise _Failed(step.what, e) from None
 
     def _make_kernel(self, variant: Variant, config: kconfig.MergedConfig, work: WorkTree,
-                     log: Path) -> str:
+                     steps: dict[str, MakeStep], log: Path,
+                     settings: sandbox.Settings | None) -> str:
         """olddefconfig where needed, bzImage and modules; the kernel release."""
         objdir = work.objdir(config.key)
         objdir.mkdir(parents=True, exist_ok=True)
@@ -167,14 +211,11 @@ class Builder:
         if not dot_config.exists() or dot_config.read_text() != config.text:
             dot_config.write_text(config.text)
             resolve = True
-        make = ["make", "-C", str(work.tree), f"O={objdir}", f"-j{self.settings.jobs}",
-                *self._make_vars()]
         # On its own: mixed with build targets, kbuild builds them one by one, walking the
         # tree twice; and only when the config or a Kconfig file changed.
         if resolve:
-            self._make([*make, "olddefconfig"], log, variant.name, "config")
-        # `modules` as well: 6.12 needs Module.symvers for out-of-tree modules.
-        self._make([*make, "bzImage", "modules"], log, variant.name, "build")
+            self._make(steps["config"], log, variant.name, settings)
+        self._make(steps["build"], log, variant.name, settings)
         # a patch may change Kconfig: the fragments' options must still hold
         kconfig.check(dot_config.read_text(),
                       [r for f in variant.fragments for r in kconfig.requests(f)], work.tree)

@@ -33,6 +33,9 @@ def add_build_opts(p: argparse.ArgumentParser) -> None:
     """How kernels are built."""
     p.add_argument("--debug", action="store_true", default=None,
                    help="add kconfigs/debug.config (DEBUG_VM, lockdep, KASAN, debug info)")
+    p.add_argument("--no-sandbox", dest="sandbox", action="store_false", default=None,
+                   help="apply and build patch series outside the sandbox, where their "
+                   "Makefiles and scripts can reach the host (only where none can be set up)")
 
 
 def add_exec_opts(p: argparse.ArgumentParser) -> None:

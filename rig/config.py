@@ -46,11 +46,12 @@ class RunConfig:
     unloadable: dict[str, str] = field(default_factory=dict)
     select: str = ""                 # pytest -k expression choosing guest tests; "" = all
     lab: lablib.LabSettings | None = None   # --lab: boot on this lab, not in a local QEMU
+    sandbox: bool = True             # build a series only in the sandbox (rig/sandbox.py)
 
     @property
     def build_settings(self) -> BuildSettings:
         return BuildSettings(self.project / "guest_tests" / "driver", self.base_config,
-                             self.jobs)
+                             self.jobs, sandbox=self.sandbox)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -132,7 +133,8 @@ def source_spec(name: str, table: dict, root: Path) -> SourceSpec:
 def load(path: Path | None = None, *, variants: list[str] | None = None,
          extra_patches: list[Path] | None = None, accel: str | None = None,
          out: Path | None = None, debug: bool | None = None, onto: str | None = None,
-         select: str | None = None, lab: str | None = None) -> RunConfig:
+         select: str | None = None, lab: str | None = None,
+         sandbox: bool | None = None) -> RunConfig:
     root = project_root()
     data = read(path)
     run = data["run"]
@@ -166,7 +168,8 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         base_config=run["base_config"], fragments=tuple(frags),
         install_packages=bool(run["install_packages"]),
         timeouts=Timeouts(**data.get("timeouts", {})), variants=chosen, base=base_name,
-        unloadable=unloadable, select=select or "")
+        unloadable=unloadable, select=select or "",
+        sandbox=bool(run["sandbox"]) if sandbox is None else sandbox)
     if onto:
         cfg.base = cfg.variant(onto).name
     for extra in extra_patches or []:

@@ -105,6 +105,7 @@ class BuildSettings:
     base_config: str = "tinyconfig"
     jobs: int = os.cpu_count() or 1
     ccache: bool = True
+    sandbox: bool = True             # false: --no-sandbox, a series' code runs unconfined
 
 
 @dataclass(frozen=True)
@@ -124,12 +125,14 @@ class BuildEnvironment:
     base_config: str
     toolchain: Toolchain
     kernel_release: str = ""         # include/config/kernel.release of the build
+    sandbox: str = ""                # what the build ran in, e.g. "bubblewrap 0.8.0"
+    sandbox_refused: tuple[str, ...] = ()   # build log lines: writes the sandbox refused
 
 
 @dataclass
 class BuildResult:
     variant: str
-    outcome: Outcome                 # OK, PATCH_FAILED or BUILD_FAILED
+    outcome: Outcome                 # OK, PATCH_FAILED, BUILD_FAILED or INFRA_ERROR (no sandbox)
     key: str = ""                    # content address of the artefacts
     artefacts: Path | None = None    # bzImage, System.map, vmlinux, .config, umem_test.ko, build.log
     cache_hit: bool = False

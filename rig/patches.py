@@ -24,6 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from . import proc
+from . import sandbox as sandboxlib
 from .model import Patch
 from .status import RigError
 
@@ -77,13 +78,14 @@ _NO_PATCH = "No valid patches in input"
 
 
 def _git(args: list[str], what: str, *, cwd: Path | None = None,
-         input: bytes | None = None) -> proc.Ran:
+         input: bytes | None = None, sandbox: proc.Sandbox | None = None) -> proc.Ran:
     # GIT_DIR pointing nowhere: a tree is patched as a plain directory whether or not it (or a
     # directory above it) is a git repository; no user or system config changes semantics.
     env = {"GIT_DIR": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
            "LC_ALL": "C"}
     try:
-        return proc.run(["git", *args], what, cwd=cwd, env=env, input=input, check=False)
+        return proc.run(["git", *args], what, cwd=cwd, env=env, input=input, check=False,
+                        sandbox=sandbox)
     except proc.CommandFailed:
         raise PatchError(cwd or Path("."), "git is not installed: patches are read and "
                                            "applied with git apply") from None
@@ -416,13 +418,15 @@ def _failure(applied: int, patch: Patch, stderr: str) -> ApplyResult:
     return ApplyResult(applied, patch, reason=first.partition(": ")[2] or first, detail=detail)
 
 
-def apply(tree: Path, patches: Sequence[Patch]) -> ApplyResult:
+def apply(tree: Path, patches: Sequence[Patch],
+          sandbox: sandboxlib.Settings | None = None) -> ApplyResult:
     """Apply PATCHES to TREE in order, each checked first, none with fuzz.
 
     Stops at the first patch that does not apply and names it, its file and hunk; the tree
     is then exactly as the patches before it left it.  Paths of every patch are checked
-    before the first is applied.
+    before the first is applied.  With SANDBOX, git runs in it, able to write TREE only.
     """
+    box = sandboxlib.Box(sandbox, writable=(tree,)) if sandbox else None
     if not tree.is_dir():
         raise PatchError(tree, "not a directory: cannot apply patches to it")
     for patch in patches:
@@ -430,7 +434,7 @@ def apply(tree: Path, patches: Sequence[Patch]) -> ApplyResult:
     for done, patch in enumerate(patches):
         for check in (["--check"], []):
             ran = _git(["apply", *check, "-"], f"applying {patch.origin}", cwd=tree,
-                       input=patch.diff.encode("utf-8", "surrogateescape"))
+                       input=patch.diff.encode("utf-8", "surrogateescape"), sandbox=box)
             if ran.status != 0:
                 return _failure(done, patch, ran.stderr)
     return ApplyResult(len(patches))

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+# Turns a step's argv, cwd and own variables into the argv that runs it confined (rig.sandbox).
+Sandbox = Callable[[Sequence[str], Path | None, Mapping[str, str]], list[str]]
+
 EXCERPT_LINES = 12
 _COMPILER_ERROR = re.compile(r"^\S+?:\d+:(?:\d+:)? (?:fatal )?error: ")
 _TOOL_ERROR = re.compile(r"^(?:error|fatal|E|ERROR|mmdebstrap): ")
@@ -66,12 +69,16 @@ def run(argv: Sequence[str], what: str, *, cwd: Path | None = None,
         env: Mapping[str, str] | None = None, input: bytes | str | None = None,
         stdin: int | IO[bytes] | None = subprocess.DEVNULL, log: Path | None = None,
         on_line: Callable[[str], None] | None = None, ok: tuple[int, ...] = (0,),
-        check: bool = True) -> Ran:
+        check: bool = True, sandbox: Sandbox | None = None) -> Ran:
     """Run ARGV; with LOG, append its merged output there and pass each line to ON_LINE.
 
     Raises CommandFailed when the program is missing, or (with CHECK) when its status is not
-    in OK.  ENV, when given, is added to the rig's own environment.
+    in OK.  ENV, when given, is added to the rig's own environment; in a SANDBOX it is all
+    of the rig's environment the command gets, besides what the sandbox lets through.
     """
+    step = tuple(map(str, argv))         # what a failure names, sandbox or not
+    if sandbox is not None:
+        argv, env = sandbox(argv, cwd, env or {}), None
     full_env = {**os.environ, **env} if env is not None else None
     start = time.monotonic()
     text = not isinstance(input, bytes)
@@ -91,7 +98,7 @@ def run(argv: Sequence[str], what: str, *, cwd: Path | None = None,
     ran = Ran(tuple(map(str, argv)), status, out, err, time.monotonic() - start)
     if check and status not in ok:
         shown = log.read_text(errors="replace") if log else (err.strip() or out)
-        raise CommandFailed(what, ran.argv, status, excerpt(shown), log)
+        raise CommandFailed(what, step, status, excerpt(shown), log)
     return ran
 
 

@@ -40,6 +40,7 @@ class Settings:
     cmdline: str
     init: str
     accel_args: dict[str, tuple[str, ...]]
+    confine_args: dict[str, tuple[str, ...]]     # "user" | "root": who runs the rig
     kvm_first_output: float
     port_in_use: str
     port_attempts: int
@@ -49,6 +50,7 @@ class Settings:
         data = datafiles.toml("qemu.toml")
         return cls(data["binary"], data["image_tool"], tuple(data["args"]), data["cmdline"],
                    data["init"], {k: tuple(v["args"]) for k, v in data["accel"].items()},
+                   {k: tuple(v["args"]) for k, v in data["confine"].items()},
                    float(data["auto"]["kvm_first_output_seconds"]), data["port"]["in_use"],
                    int(data["port"]["attempts"]))
 
@@ -92,15 +94,20 @@ def create_overlay(settings: Settings, image: Path, dest: Path) -> Path:
 
 def command(settings: Settings, *, kernel: Path, overlay: Path, ssh_port: int, accel: str,
             memory_mb: int, cpus: int, nonce: str, init: str | None = None,
-            init_args: tuple[str, ...] = ()) -> list[str]:
-    """The QEMU argv for one boot.  INIT_ARGS go to init after "--" on the command line."""
+            init_args: tuple[str, ...] = (), as_root: bool | None = None) -> list[str]:
+    """The QEMU argv for one boot.  INIT_ARGS go to init after "--" on the command line.
+
+    AS_ROOT (default: whether the rig runs as root) picks the confinement.
+    """
     cmdline = settings.cmdline.format(init=init or settings.init, nonce=nonce)
     if init_args:
         cmdline += " -- " + " ".join(init_args)
     fill = {"kernel": kernel, "overlay": overlay, "ssh_port": ssh_port, "memory_mb": memory_mb,
             "cpus": cpus, "cmdline": cmdline}
+    if as_root is None:
+        as_root = os.geteuid() == 0
     return [settings.binary, *(a.format(**fill) for a in settings.args),
-            *settings.accel_args[accel]]
+            *settings.confine_args["root" if as_root else "user"], *settings.accel_args[accel]]
 
 
 def kvm_unusable() -> str | None:
@@ -119,7 +126,8 @@ def _child_setup(stderr: Path) -> Callable[[], None]:
         fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 2)
         os.close(fd)
-        # If the rig dies, even by SIGKILL, QEMU is killed too.
+        # If the rig dies, even by SIGKILL, QEMU is killed too.  (QEMU's -runas clears this
+        # when it changes user; then the hangup of the console's pty ends QEMU instead.)
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     return setup

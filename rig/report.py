@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from rig.compare import (
     ABSENT,
@@ -202,7 +203,8 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def _plain(value: Any) -> Any:
-    if not isinstance(value, str):
+    # A macro's output (Markup) was made of values that came through here already.
+    if not isinstance(value, str) or isinstance(value, markupsafe.Markup):
         return value
     return _CONTROL.sub(lambda m: "" if m[0] == "\r" else "?", value)
 

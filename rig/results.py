@@ -10,7 +10,9 @@ Document (``"schema": "umem-rig/results"``, ``"version": 1``)::
                         "patches": [{"subject", "sha256", "origin"}],
                         "qemu_version", "accelerator", "image_hash", "kernel_release",
                         "lab", "lab_jobs": [{"lab", "id", "url", "device", "state",
-                                             "health", "submitted", "started", "finished"}]},
+                                             "health", "submitted", "started", "finished"}],
+                        "sandbox", "sandbox_refused": [line...],
+                        "build_machinery": [path...]},
         "timings": {stage: seconds},
         "errors": [{"stage", "message", "excerpt"}],
         "console",                               # an excerpt, not the whole log
@@ -151,6 +153,10 @@ class Environment:
     kernel_release: str = ""       # uname -r of the booted guest
     lab: str = ""                  # the lab that booted it ("" for a local boot)
     lab_jobs: list[LabJob] = field(default_factory=list)
+    sandbox: str = ""              # what the patches were applied and built in
+    sandbox_refused: list[str] = field(default_factory=list)   # writes it refused (log lines)
+    # files the patches change that run on the host during the build (rig/machinery.py)
+    build_machinery: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -354,7 +360,8 @@ def _variant(o: _Obj) -> VariantResult:
         outcome=lambda o, k: o.enum(k, Outcome),
         environment=lambda o, k: _fields(
             Environment, o.obj(k), patches=lambda e, k: [_fields(PatchInfo, p) for p in e.objs(k)],
-            lab_jobs=lambda e, k: [_fields(LabJob, j) for j in e.objs(k)]),
+            lab_jobs=lambda e, k: [_fields(LabJob, j) for j in e.objs(k)],
+            sandbox_refused=_Obj.strings, build_machinery=_Obj.strings),
         timings=_Obj.numbers,
         errors=lambda o, k: [_fields(StageError, e) for e in o.objs(k)],
         tests=lambda o, k: [_test(t) for t in o.objs(k)],

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from . import compare, decode, hostdeps, junit, report, sources
+from . import compare, decode, hostdeps, junit, machinery, report, sandbox, sources
 from .build import Builder
 from .cache import Cache
 from .config import RunConfig
@@ -81,7 +81,8 @@ class Runner:
         vr = VariantResult(variant.name, variant.name == cfg.base, Outcome.INFRA_ERROR,
                            Environment(source=variant.source.name, series=variant.series,
                                        patches=[PatchInfo(p.subject, p.sha256, str(p.origin))
-                                                for p in variant.patches]))
+                                                for p in variant.patches],
+                                       build_machinery=machinery.files(variant.patches)))
         if variant.name in cfg.unloadable:
             vr.outcome = Outcome.PATCH_FAILED
             vr.errors.append(StageError("patch", cfg.unloadable[variant.name]))
@@ -94,6 +95,8 @@ class Runner:
             vr.environment.source_version = env.source_version
             vr.environment.config_hash = env.config_hash
             vr.environment.kernel_release = env.kernel_release
+            vr.environment.sandbox = env.sandbox
+            vr.environment.sandbox_refused = list(env.sandbox_refused)
         if built.error:
             vr.outcome = built.outcome
             vr.errors.append(built.error)
@@ -133,10 +136,14 @@ class Runner:
         crashed = [t for t in vr.tests if t.verdict is Verdict.CRASHED]
         if not (crashed or vr.console) or not decode.has_debug_info(vmlinux):
             return
+        try:
+            confine = sandbox.decide(self.cfg.sandbox, untrusted=bool(variant.patches))
+        except sandbox.SandboxUnavailable:
+            return                  # the series' script runs nowhere but in a sandbox
         tree = WorkTree(sources.prepare(variant.source, self.cache), self.cache).tree
         for t in crashed:
-            t.details = decode.decode(t.details, vmlinux, tree)
-        vr.console = decode.decode(vr.console, vmlinux, tree)
+            t.details = decode.decode(t.details, vmlinux, tree, confine.settings)
+        vr.console = decode.decode(vr.console, vmlinux, tree, confine.settings)
 
     def run(self) -> RunOutput:
         cfg = self.cfg

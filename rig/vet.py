@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import machinery
 from . import patches as patchlib
 from .cache import Cache
 from .compare import Change, Comparison, VariantComparison, base_summary
@@ -84,6 +85,17 @@ def summary(comparison: Comparison, name: str, series: Sequence[Patch], command:
         lines += [f"    From: {p.author}"] if p.author else []
         lines += [f"    Message-Id: <{p.message_id}>"] if p.message_id else []
     lines.append("")
+    if build := machinery.files(series):
+        sandbox = cand.environment.sandbox or "not recorded"
+        how = (f"Applied and built WITHOUT a sandbox ({sandbox}): its code ran on the host"
+               if sandbox.startswith("none") else
+               f"Applied and built in the sandbox: {sandbox}")
+        lines += ["BUILD MACHINERY: the series changes files that run on the host while the "
+                  + "kernel is built:", *(f"  {f}" for f in build), f"  {how}",
+                  "  Read those changes before trusting the result.", ""]
+    if refused := cand.environment.sandbox_refused:
+        lines += ["The sandbox refused writes while the series was built (build log):",
+                  *(f"  {line}" for line in refused), ""]
     if not cand.has_verdict:
         err = cand.errors[0] if cand.errors else None
         lines.append(f"{_NOT_RUN.get(cand.outcome, cand.outcome.value)}: "

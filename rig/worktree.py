@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import patches as patchlib
+from . import sandbox as sandboxlib
 from .cache import Cache, locked
 from .model import Patch, PreparedSource
 
@@ -63,8 +64,10 @@ class WorkTree:
         tmp.write_text(json.dumps({"applied": applied, "touched": sorted(set(touched))}))
         os.replace(tmp, self._journal)
 
-    def checkout(self, series: tuple[Patch, ...]) -> patchlib.ApplyResult:
-        """Make the tree pristine + SERIES.  On failure the tree holds the patches before it."""
+    def checkout(self, series: tuple[Patch, ...],
+                 sandbox: sandboxlib.Settings | None = None) -> patchlib.ApplyResult:
+        """Make the tree pristine + SERIES, applied in SANDBOX if given.  On failure the tree
+        holds the patches before it."""
         applied, touched = self._load()
         wanted = [p.sha256 for p in series]
         before: dict[str, tuple[bytes, os.stat_result] | None] = {}
@@ -78,7 +81,7 @@ class WorkTree:
         new_files = sorted({f for p in todo for f in patchlib.patch_files(p)})
         self.switched = sorted(set(before) | set(new_files))
         self._save(applied, touched + new_files)   # journal first, then write
-        result = patchlib.apply(self.tree, todo)
+        result = patchlib.apply(self.tree, todo, sandbox)
         applied += [p.sha256 for p in todo[:result.applied]]
         self._save(applied, touched + new_files)
         self._keep_mtimes(before)

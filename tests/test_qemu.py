@@ -43,6 +43,18 @@ def test_kvm_argv_and_init_arguments():
     assert argv[argv.index("-append") + 1].endswith('init=/bin/sh rig.nonce=abc123 -- -c "echo hi"')
 
 
+def test_qemu_is_confined():
+    as_user, as_root = _argv(as_root=False), _argv(as_root=True)
+    for argv in as_user, as_root:
+        options = argv[argv.index("-sandbox") + 1].split(",")
+        assert options[0] == "on"
+        assert {"obsolete=deny", "spawn=deny", "resourcecontrol=deny"} <= set(options)
+    # -runas calls setuid after the filter is in place: allowed only where it is used
+    assert "elevateprivileges=deny" in as_user[as_user.index("-sandbox") + 1]
+    assert "-runas" not in as_user
+    assert as_root[as_root.index("-runas") + 1] == "nobody"
+
+
 def test_free_port_is_bindable():
     port = qemu.free_port()
     with socket.socket() as s:

@@ -17,9 +17,9 @@ from ..status import ExitStatus
 
 def settings(args: argparse.Namespace, **overrides) -> tuple[RunConfig, Cache]:
     """The run configuration the options ask for, and the cache.  OVERRIDES name load()'s
-    keywords; the shared options (--config, --accel, --out, --debug, --select, --lab) are
-    read here."""
-    for option in ("accel", "out", "debug", "select", "lab"):
+    keywords; the shared options (--config, --accel, --out, --debug, --select, --lab,
+    --no-sandbox) are read here."""
+    for option in ("accel", "out", "debug", "select", "lab", "sandbox"):
         if option not in overrides and hasattr(args, option):
             overrides[option] = getattr(args, option)
     cfg = load_config(args.config, **overrides)

@@ -28,6 +28,7 @@ def command_line(args) -> str:
     words = ["rig", "vet", str(args.patches)]
     words += ["--onto", args.onto] if args.onto else []
     words += ["--debug"] if args.debug else []
+    words += ["--no-sandbox"] if args.sandbox is False else []
     words += ["--select", args.select] if args.select else []
     return shlex.join(words)
 

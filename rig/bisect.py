@@ -1,18 +1,10 @@
 """`rig bisect`'s executor: run the steps a Bisection asks for, and write what was found.
 
-Semantics follow ktest.pl's bisect where they apply:
-- the two ends run first: k=0 (good) and k=N (bad); the chosen tests are those the guest
-  runs (the request's selection), judged where their verdicts differ between the ends;
-- a step "flips" when any chosen test's verdict differs from the base's; the search keeps the
-  last k known not to flip (lo) and the first known to flip (hi), testing the middle;
-- a step without verdicts (patch, build or boot failed, a chosen test not observed) is skipped
-  and the untested k nearest the middle tried instead; if skips hide the flip, the answer is
-  the range lo+1..hi, as `git bisect` says "only skipped commits left";
-- with retries R > 0 a step's verdicts count only once they repeat, within 1 + R runs (a
-  patch or build failure is not retried: it would fail the same way); a step whose verdicts
-  never repeat is flaky and skipped.
-Without skips or retries it needs at most ceil(log2 N) test runs beyond the two ends.
-The decision logic is rig/bisection.py; the words and JSON rig/bisect_report.py.
+The semantics (ktest.pl's: the ends first, skips, retries) are rig/bisection.py's; the words
+and JSON are rig/bisect_report.py's.  When the whole series does not build (or apply) while
+the base does, the executor first finds the patch that breaks the build, a bisection on
+buildability with builds only, and then bisects behaviour over the longest prefix that
+builds; both answers are reported.
 """
 
 from __future__ import annotations

@@ -1,22 +1,30 @@
 """Whole-run benchmark: `rig run` of the default variants, split by stage, beside its limits.
 
-    python bench/run.py [--cold] [--variant V ...]
+    python bench/run.py [--cold] [--variant V ...] [--baseline REV]
 
 Warm (default): everything is in the cache, so a run is boots and guest tests plus the rig's
 own work (cache lookups, uploads, parsing, the report).  The unavoidable part of a variant is
 its boot to a working SSH login plus the guest suite's run time; the rest is overhead.
 Limits measured in the same run: the first-userspace boot of the base kernel (a trivial init,
 bench/boot.py) and, with --cold, the in-place incremental build (bench/build.py).
+The guest suite's time per variant and per cell is printed beside today's: the suite as it was
+at --baseline (git revision; default the last one with the 64-test suite).  After the main run
+both suites run again on each variant's kernel, alternately (--suite-runs times each, medians),
+so that the load of a shared machine falls on both alike.
 Figures are printed, not asserted: the machine is shared and noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -30,6 +38,11 @@ from rig.cache import Cache
 from rig.model import BootRequest
 from rig.progress import Progress
 from rig.run import Runner
+from rig.testrun import SuiteRequest, run_suite
+
+# The guest suite before the file, shmem, hugetlb, THP regions and the fork, madvise and rereg
+# checks: 8 regions x 2 accesses, 64 tests.
+BASELINE_SUITE = "2e4f891"
 
 
 def main() -> int:
@@ -38,6 +51,10 @@ def main() -> int:
                     help="a fresh cache: sources, builds and image from scratch (long)")
     ap.add_argument("--variant", action="append", help="only these variants (and the base)")
     ap.add_argument("--boots", type=int, default=3, help="first-userspace boots for the limit")
+    ap.add_argument("--baseline", default=BASELINE_SUITE,
+                    help="git revision whose guest suite is today's (default %(default)s)")
+    ap.add_argument("--suite-runs", type=int, default=2,
+                    help="runs of each suite per variant for the comparison (default 2)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="rig-bench-") as tmp:
@@ -70,6 +87,8 @@ def main() -> int:
         limit_build = None
         if args.cold:
             limit_build = in_place_limit(runner.builder, cache, cfg.variant("umem-rfc"), 1)
+        suites = compare_suites(runner, cfg, args.baseline, args.suite_runs, Path(tmp),
+                                progress)
 
     print(f"rig run of {len(out.results.variants)} variants ({'cold' if args.cold else 'warm'}),"
           f" accel {accel}: {total:.1f} s wall")
@@ -93,7 +112,76 @@ def main() -> int:
         print(f"limit: in-place incremental build for umem-rfc: {limit_build:.1f} s")
     print(f"unavoidable (boots to SSH + guest tests): {unavoidable:.1f} s; "
           f"whole run {total:.1f} s = {total / unavoidable:.2f}x (goal <= 1.5 warm)")
+    print_suites(out.results.variants, suites, args.baseline)
     return 0
+
+
+def compare_suites(runner: Runner, cfg, rev: str, runs: int, tmp: Path,
+                   progress: Progress) -> dict[str, dict[str, list]]:
+    """Today's suite (guest_tests/ at REV) and the current one, run alternately on each
+    variant's kernel: name -> {"today": [(timings, tests)...], "now": [...]}."""
+    archive = subprocess.run(["git", "-C", str(cfg.project), "archive", rev, "guest_tests"],
+                             capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp / "baseline", filter="data")
+    dirs = {"today": tmp / "baseline" / "guest_tests", "now": cfg.project / "guest_tests"}
+    suites: dict[str, dict[str, list]] = {}
+    for variant in cfg.variants:
+        built = runner.builder.build(variant)                # a cache hit now
+        if built.error:
+            continue
+        suites[variant.name] = {"today": [], "now": []}
+        for run in range(runs):
+            for which, suite in dirs.items():
+                boot_req = BootRequest(built.bzimage, runner.image, runner.accel,
+                                       boot_timeout=cfg.timeouts.boot,
+                                       silence_timeout=cfg.timeouts.silence)
+                ran = run_suite(boot_req, SuiteRequest(suite, built.module, cfg.timeouts.test,
+                                                       cfg.timeouts.suite),
+                                progress, f"{variant.name}-{which}-{run}", tmp)
+                suites[variant.name][which].append((ran.timings, ran.tests))
+    return suites
+
+
+def suite_figures(runs: list) -> tuple[float, float, int, int]:
+    """Medians over RUNS of the tests stage (upload, pytest, download) and of the tests' own
+    time; the number of tests and of cells."""
+    stage = statistics.median(t.get("tests", 0.0) for t, _ in runs)
+    own = statistics.median(sum(x.duration for x in tests) for _, tests in runs)
+    tests = runs[0][1]
+    return stage, own, len(tests), len({t.cell for t in tests})
+
+
+def print_suites(variants, suites: dict, rev: str) -> None:
+    runs = len(next(iter(suites.values()), {}).get("now", []))
+    print(f"guest suite per variant, now beside today's (the suite at {rev}), on the same "
+          f"kernel, alternately, median of {runs}")
+    print(f"  {'variant':<16} {'tests':>6} {'cells':>6} {'stage':>7} {'in tests':>9} "
+          f"{'per cell':>9} | {'today':>6} {'stage':>7} {'in tests':>9} {'per cell':>9} | "
+          f"{'stage x':>7} {'tests x':>7}")
+    for v in variants:
+        if v.name not in suites or not suites[v.name]["now"]:
+            print(f"  {v.name:<16} (no suite runs to compare)")
+            continue
+        stage, own, ntests, ncells = suite_figures(suites[v.name]["now"])
+        t_stage, t_own, t_tests, t_cells = suite_figures(suites[v.name]["today"])
+        print(f"  {v.name:<16} {ntests:6} {ncells:6} {stage:7.1f} {own:9.1f} "
+              f"{own / ncells * 1000:7.0f}ms | {t_tests:6} {t_stage:7.1f} {t_own:9.1f} "
+              f"{t_own / t_cells * 1000:7.0f}ms | {stage / t_stage:6.2f}x {own / t_own:6.2f}x")
+    print("  (stage: upload, pytest and download, as the rig times it; in tests: the sum of "
+          "the tests' own times; goal: stage <= 2x today's)")
+    base = next((v for v in variants if v.is_base and v.name in suites), None)
+    if base is None:
+        return
+    print(f"per cell on {base.name}: seconds in its tests, now and today (first runs)")
+    now, before = defaultdict(float), defaultdict(float)
+    for t in suites[base.name]["now"][0][1]:
+        now[t.cell] += t.duration
+    for t in suites[base.name]["today"][0][1]:
+        before[t.cell] += t.duration
+    for cell, seconds in sorted(now.items(), key=lambda kv: -kv[1]):
+        was = f"{before[cell]:6.2f}" if cell in before else "     -"
+        print(f"  {cell:<28} {seconds:6.2f} {was}")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,20 @@
 
 QP "a" posts RDMA READs and WRITEs; QP "b" is the responder, so any MR of the shared PD can be
 read and written from outside the process's page tables, the way a remote peer would.
+
+Before every READ the local buffer is filled with poison that no test ever writes, so a READ that
+moves no data (or fewer bytes) leaves bytes that match nothing a test expects.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import hashlib
+import os
+import struct
 import time
+from dataclasses import dataclass
 
 import pyverbs.enums as e
 from pyverbs.addr import AHAttr, GlobalRoute
@@ -23,13 +31,50 @@ PORT = 1
 IPV4_MAPPED_PREFIX = "0000:0000:0000:0000:0000:ffff:"
 QP_ACCESS = e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_READ | e.IBV_ACCESS_REMOTE_WRITE
 COMPLETION_TIMEOUT = 10.0
+UVERBS_DEV = "/dev/infiniband/uverbs"
+# include/uapi/rdma/ib_user_verbs.h: the write() command ibv_rereg_mr() sends (rdma-core 44's
+# rxe provider has no rereg_mr, so the library answers EOPNOTSUPP without asking the kernel)
+IB_USER_VERBS_CMD_REREG_MR = 11
+IB_MR_REREG_ACCESS = 1 << 2
+_HDR = struct.Struct("<IHH")                   # command, in_words, out_words
+_REREG = struct.Struct("<QIIQQQII")            # response, mr_handle, flags, start, length,
+                                               # hca_va, pd_handle, access_flags
+_REREG_RESP = struct.Struct("<II")             # lkey, rkey
 
 
-class RegistrationError(Exception):
-    def __init__(self, err: int):
+class VerbsError(Exception):
+    """A verbs command the kernel refused, with its errno (named as the kernel names it:
+    Python calls 95 ENOTSUP, the kernel's code returns -EOPNOTSUPP)."""
+
+    def __init__(self, what: str, err: int):
         self.errno = err
-        self.name = errno.errorcode.get(err, str(err))
-        super().__init__(f"ibv_reg_mr failed: {self.name}")
+        self.name = ("EOPNOTSUPP" if err == errno.EOPNOTSUPP
+                     else errno.errorcode.get(err, str(err)))
+        super().__init__(f"{what} failed: {self.name}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a remote peer reaches an MR: its rkey and address."""
+    rkey: int
+    addr: int
+
+
+def poison(length: int, serial: int) -> bytes:
+    """LENGTH bytes no test writes: a different fill before every READ."""
+    digest = hashlib.sha256(f"poison/{serial}".encode()).digest()
+    return (digest * (length // len(digest) + 1))[:length]
+
+
+def uverbs_fds() -> set[int]:
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith(UVERBS_DEV):
+                fds.add(int(name))
+        except OSError:
+            pass                    # the fd listdir itself used, closed by now
+    return fds
 
 
 def roce_v2_ipv4_gid(ctx: Context, port: int) -> int:
@@ -47,7 +92,13 @@ def roce_v2_ipv4_gid(ctx: Context, port: int) -> int:
 
 class Loopback:
     def __init__(self, device: str, bounce_size: int):
+        before = uverbs_fds()
         self.ctx = Context(name=device)
+        opened = uverbs_fds() - before
+        if len(opened) != 1:
+            raise RuntimeError(f"cannot tell the uverbs file of {device} (new: {opened})")
+        self.cmd_fd = opened.pop()
+        self.reads = 0
         self.gid_index = roce_v2_ipv4_gid(self.ctx, PORT)
         self.pd = PD(self.ctx)
         self.cq = CQ(self.ctx, 16)
@@ -58,6 +109,7 @@ class Loopback:
         self.connect()
         # the local end of every transfer: plain memory pyverbs allocates
         self.bounce = MR(self.pd, bounce_size, e.IBV_ACCESS_LOCAL_WRITE)
+        self.bounce_size = bounce_size
 
     def _rts_attr(self, peer: QP) -> QPAttr:
         attr = QPAttr(port_num=PORT)
@@ -84,12 +136,28 @@ class Loopback:
         try:
             return MR(self.pd, length, access, address=addr)
         except PyverbsRDMAError as exc:
-            raise RegistrationError(exc.error_code) from None
+            raise VerbsError("ibv_reg_mr", exc.error_code) from None
 
-    def _post(self, opcode: int, mr: MR, length: int) -> None:
+    def rereg_access(self, mr: MR, access: int) -> Target:
+        """ibv_rereg_mr(IBV_REREG_MR_CHANGE_ACCESS) as the kernel sees it: the uverbs write()
+        command itself.  Returns where the MR is reached now; raises VerbsError."""
+        resp = bytearray(_REREG_RESP.size)
+        buf = (ctypes.c_char * len(resp)).from_buffer(resp)
+        cmd = _REREG.pack(ctypes.addressof(buf), mr.handle, IB_MR_REREG_ACCESS, 0, 0, 0, 0,
+                          access)
+        words = (_HDR.size + len(cmd)) // 4
+        try:
+            os.write(self.cmd_fd, _HDR.pack(IB_USER_VERBS_CMD_REREG_MR, words,
+                                            len(resp) // 4) + cmd)
+        except OSError as exc:
+            raise VerbsError("rereg_mr(IB_MR_REREG_ACCESS)", exc.errno) from None
+        _lkey, rkey = _REREG_RESP.unpack(resp)
+        return Target(rkey, mr.buf)
+
+    def _post(self, opcode: int, target: Target, length: int) -> None:
         wr = SendWR(opcode=opcode, num_sge=1, sg=[SGE(self.bounce.buf, length, self.bounce.lkey)],
                     send_flags=e.IBV_SEND_SIGNALED)
-        wr.set_wr_rdma(mr.rkey, mr.buf)
+        wr.set_wr_rdma(target.rkey, target.addr)
         self.a.post_send(wr)
         deadline = time.monotonic() + COMPLETION_TIMEOUT
         while time.monotonic() < deadline:
@@ -104,15 +172,23 @@ class Loopback:
         raise TimeoutError(f"no completion for RDMA {e.ibv_wr_opcode(opcode).name} "
                            f"within {COMPLETION_TIMEOUT} s")
 
-    def rdma_read(self, mr: MR, length: int) -> bytes:
-        """What the device reads from MR, as a remote peer would."""
-        self._post(e.IBV_WR_RDMA_READ, mr, length)
-        return self.bounce.read(length, 0)
+    def rdma_read(self, target: MR | Target, length: int) -> tuple[bytes, bytes]:
+        """What the device reads from the MR, as a remote peer would, and the poison the
+        buffer held before (what the result still is wherever the READ moved nothing)."""
+        self.reads += 1
+        fill = poison(self.bounce_size, self.reads)
+        self.bounce.write(fill, len(fill))
+        self._post(e.IBV_WR_RDMA_READ, _target(target), length)
+        return self.bounce.read(self.bounce_size, 0), fill
 
-    def rdma_write(self, mr: MR, data: bytes) -> None:
-        """Have the device write DATA into MR, as a remote peer would."""
+    def rdma_write(self, target: MR | Target, data: bytes) -> None:
+        """Have the device write DATA into the MR, as a remote peer would."""
         self.bounce.write(data, len(data))
-        self._post(e.IBV_WR_RDMA_WRITE, mr, len(data))
+        self._post(e.IBV_WR_RDMA_WRITE, _target(target), len(data))
 
     def close(self) -> None:
         self.ctx.close()
+
+
+def _target(target: MR | Target) -> Target:
+    return target if isinstance(target, Target) else Target(target.rkey, target.buf)

@@ -2,39 +2,65 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
+import os
 from dataclasses import dataclass
 
 import pyverbs.enums as e
 import umem_dev
-from memory import PAGE_SIZE, Mapping
+from memory import HUGE_SIZE, PAGE_SIZE, THP_SYSFS, Mapping
 
-PAGES = umem_dev.NPAGES             # several pages, far below 2 MiB: never a huge (zero) page
-LENGTH = PAGES * PAGE_SIZE
+PAGES = umem_dev.NPAGES             # the pages every check looks at: the first ones of a region
+LENGTH = PAGES * PAGE_SIZE          # far below 2 MiB: a small region never gets a huge page
 R = mmap.PROT_READ
 RW = mmap.PROT_READ | mmap.PROT_WRITE
+BACKINGS = ("anon", "driver", "file", "shmem", "hugetlb")
+BEFORE = ("cpu-write", "cpu-read", "nothing")
+FILE_DIR_ENV = "UMEM_TEST_FILE_DIR"
+DEFAULT_FILE_DIR = "/var/tmp"       # on the guest's ext4 root (/tmp is a tmpfs)
+NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
 
 
 @dataclass(frozen=True)
 class RegionKind:
     name: str
-    backing: str                    # "anon" | "driver" (the umem_test device's own pages)
+    backing: str                    # "anon"; "driver" (the umem_test device's own pages);
+                                    # "file" (a regular file in FILE_DIR); "shmem" (a memfd);
+                                    # "hugetlb" (a memfd with MFD_HUGETLB, 2 MiB pages)
     prot: int
     shared: bool
-    before: str                     # what happens before registration:
-                                    # "cpu-write" | "cpu-read" | "nothing" | "driver-write"
+    before: str                     # what the CPU does before registration:
+                                    # "cpu-write" | "cpu-read" (read-fault) | "nothing"
+    fill: bool = False              # the object behind the mapping is filled with bytes of its
+                                    # own before it is mapped (driver ioctl, pwrite, ...)
+    huge: bool = False              # one 2 MiB page: MADV_HUGEPAGE (anon: a THP) or hugetlb
     mmap_offset: int = 0            # driver: umem_dev.MMAP_PAGES or MMAP_PFNMAP
     registration_xfail: str = ""    # why registration fails on every GUP-based kernel
 
     def __post_init__(self) -> None:
-        if self.backing not in ("anon", "driver"):
+        if self.backing not in BACKINGS:
             raise ValueError(f"region {self.name}: unknown backing {self.backing!r}")
-        if self.before not in ("cpu-write", "cpu-read", "nothing", "driver-write"):
+        if self.before not in BEFORE:
             raise ValueError(f"region {self.name}: unknown step before registration "
                              f"{self.before!r}")
-        if self.before == "driver-write" and self.backing != "driver":
-            raise ValueError(f"region {self.name}: only driver memory has a driver to write it")
+        if self.fill and self.backing == "anon":
+            raise ValueError(f"region {self.name}: anonymous memory has no object to fill")
+        if self.huge != (self.backing == "hugetlb") and self.backing != "anon":
+            raise ValueError(f"region {self.name}: huge is for anon (THP) and always hugetlb")
+        if self.huge and self.backing == "anon" and self.shared:
+            raise ValueError(f"region {self.name}: a shared anonymous THP is shmem")
+
+    @property
+    def length(self) -> int:
+        return HUGE_SIZE if self.huge else LENGTH
+
+    @property
+    def refaults(self) -> bool:
+        """Whether a page zapped from the mapping comes back on the next access (the test
+        driver maps its pages once, at mmap; it has no fault handler: SIGBUS)."""
+        return self.backing != "driver"
 
 
 REGIONS = (
@@ -42,11 +68,22 @@ REGIONS = (
     RegionKind("anon-untouched", "anon", RW, False, "nothing"),
     RegionKind("zero-page", "anon", RW, False, "cpu-read"),
     RegionKind("anon-prot-read", "anon", R, False, "nothing"),
-    RegionKind("drv-shared-ro", "driver", R, True, "driver-write"),
-    RegionKind("drv-shared-rw", "driver", RW, True, "driver-write"),
-    RegionKind("drv-private-ro", "driver", R, False, "driver-write"),
-    RegionKind("drv-pfnmap", "driver", RW, True, "driver-write", umem_dev.MMAP_PFNMAP,
+    RegionKind("drv-shared-ro", "driver", R, True, "nothing", fill=True),
+    RegionKind("drv-shared-rw", "driver", RW, True, "nothing", fill=True),
+    RegionKind("drv-private-ro", "driver", R, False, "nothing", fill=True),
+    RegionKind("drv-pfnmap", "driver", RW, True, "nothing", fill=True,
+               mmap_offset=umem_dev.MMAP_PFNMAP,
                registration_xfail="a VM_PFNMAP mapping has no struct pages for GUP to pin"),
+    RegionKind("file-shared-rw", "file", RW, True, "cpu-read", fill=True),
+    RegionKind("file-shared-ro", "file", R, True, "cpu-read", fill=True),
+    RegionKind("file-private-ro", "file", R, False, "cpu-read", fill=True),
+    RegionKind("file-private-rw", "file", RW, False, "cpu-write", fill=True),
+    RegionKind("shmem-shared-rw", "shmem", RW, True, "cpu-read", fill=True),
+    RegionKind("shmem-shared-ro", "shmem", R, True, "cpu-read", fill=True),
+    RegionKind("hugetlb-shared-rw", "hugetlb", RW, True, "cpu-write", huge=True),
+    RegionKind("hugetlb-private-ro", "hugetlb", R, False, "cpu-read", fill=True, huge=True),
+    RegionKind("thp-written", "anon", RW, False, "cpu-write", huge=True),
+    RegionKind("thp-zero-page", "anon", RW, False, "cpu-read", huge=True),
 )
 
 
@@ -62,6 +99,7 @@ ACCESSES = (
     Access("rw-mr", e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_WRITE
            | e.IBV_ACCESS_REMOTE_READ, True),
 )
+READ_ONLY, WRITABLE = ACCESSES
 
 
 def grants(kind: RegionKind, access: Access) -> bool:
@@ -88,37 +126,113 @@ def classify(data: bytes, **candidates: bytes) -> list[str]:
     return names
 
 
-class Region:
-    """A live mapping of one kind, with what it held before the test changed anything."""
+@functools.cache
+def filesystem_of(path: str) -> str:
+    """The type of the filesystem PATH is on, from /proc/self/mountinfo."""
+    best, fstype = "", "unknown"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mount_point, after = fields[4], fields[fields.index("-") + 1]
+            inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) >= len(best):
+                best, fstype = mount_point, after
+    return fstype
 
-    def __init__(self, kind: RegionKind):
+
+def file_dir() -> str:
+    return os.environ.get(FILE_DIR_ENV, DEFAULT_FILE_DIR)
+
+
+class Region:
+    """A live mapping of one kind, with what it held before the test changed anything.
+
+    TAG names the cell: every byte pattern the region writes is derived from it, so no two
+    cells (or steps) ever hold the same bytes.
+    """
+
+    def __init__(self, kind: RegionKind, tag: str):
         self.kind = kind
-        self.driver = umem_dev.DriverPages() if kind.backing == "driver" else None
+        self.tag = tag
+        self.driver: umem_dev.DriverPages | None = None
+        self.fd = -1
+        self.fill: bytes | None = None     # what the object behind the mapping holds
+        self.old = bytes(LENGTH)           # what the process reads before registration
         try:
+            self._open_object()
             self.mapping = self._map()
+            self._before()
         except BaseException:
-            if self.driver:
-                self.driver.close()
+            self._close_object()
             raise
+
+    def _open_object(self) -> None:
+        kind = self.kind
+        fill = pattern(f"{self.tag}/fill") if kind.fill else None
+        if kind.backing == "driver":
+            self.driver = umem_dev.DriverPages()
+            if fill:
+                self.driver.write(fill)
+        elif kind.backing == "file":
+            self.fd = os.open(file_dir(), os.O_TMPFILE | os.O_RDWR, 0o600)
+        elif kind.backing == "shmem":
+            self.fd = os.memfd_create(f"umem-{kind.name}", os.MFD_CLOEXEC)
+        elif kind.backing == "hugetlb":
+            self.fd = os.memfd_create(f"umem-{kind.name}",
+                                      os.MFD_CLOEXEC | os.MFD_HUGETLB | os.MFD_HUGE_2MB)
+        if self.fd >= 0:
+            os.ftruncate(self.fd, kind.length)
+        if fill and self.fd >= 0:
+            if kind.backing == "hugetlb":       # hugetlbfs has no write(): through a mapping
+                writer = self._hugetlb_mapping(RW, mmap.MAP_SHARED)
+                writer.write(fill)
+                writer.unmap()
+            else:
+                os.pwrite(self.fd, fill, 0)
+        if fill:
+            self.fill = self.old = fill
+
+    def _hugetlb_mapping(self, prot: int, flags: int) -> Mapping:
+        try:
+            return Mapping(HUGE_SIZE, prot, flags, self.fd)
+        except OSError as exc:
+            with open(NR_HUGEPAGES) as f:
+                reserved = f.read().strip()
+            raise OSError(exc.errno, f"{exc.strerror} (vm.nr_hugepages = {reserved}: the guest "
+                                     "reserves 2 MiB pages with hugepages= on the kernel "
+                                     "command line)") from None
 
     def _map(self) -> Mapping:
         kind = self.kind
         flags = mmap.MAP_SHARED if kind.shared else mmap.MAP_PRIVATE
-        self.old = bytes(LENGTH)
-        if self.driver:
-            if kind.before == "driver-write":
-                self.old = pattern("driver-before")
-                self.driver.write(self.old)
-            mapping = Mapping(LENGTH, kind.prot, flags, self.driver.fd, kind.mmap_offset)
-        else:
-            mapping = Mapping(LENGTH, kind.prot, flags | mmap.MAP_ANONYMOUS)
-            mapping.no_huge_pages()
-        if kind.before == "cpu-write":
-            self.old = pattern("cpu-before")
-            mapping.write(self.old)
-        elif kind.before == "cpu-read":
-            mapping.touch_read()
+        if kind.backing == "hugetlb":
+            return self._hugetlb_mapping(kind.prot, flags)
+        if kind.backing == "driver":
+            return Mapping(kind.length, kind.prot, flags, self.driver.fd, kind.mmap_offset)
+        if kind.backing != "anon":
+            return Mapping(kind.length, kind.prot, flags, self.fd)
+        if kind.huge and not os.path.isdir(THP_SYSFS):
+            raise OSError(0, f"{kind.name} needs transparent huge pages: the kernel has no "
+                             f"{THP_SYSFS}")
+        mapping = Mapping(kind.length, kind.prot, flags | mmap.MAP_ANONYMOUS,
+                          align=HUGE_SIZE if kind.huge else 0)
+        self._advise_huge(mapping)
         return mapping
+
+    def _advise_huge(self, mapping: Mapping) -> None:
+        if self.kind.backing != "anon":
+            return
+        if self.kind.huge:
+            mapping.advise(mmap.MADV_HUGEPAGE, "MADV_HUGEPAGE")
+        else:
+            mapping.no_huge_pages()
+
+    def _before(self) -> None:
+        if self.kind.before == "cpu-write":
+            self.old = pattern(f"{self.tag}/cpu-before")
+            self.mapping.write(self.old)
+        elif self.kind.before == "cpu-read":
+            self.mapping.touch_read(PAGES)
 
     def make_writable(self) -> bool:
         """mprotect the mapping to read-write if it is not; return whether it had to."""
@@ -127,7 +241,20 @@ class Region:
         self.mapping.protect(RW)
         return True
 
+    def remap(self) -> None:
+        """munmap the region and mmap its object again at the same address."""
+        self.mapping.prot = self.kind.prot
+        self.mapping.remap()
+        self._advise_huge(self.mapping)
+
     def close(self) -> None:
-        self.mapping.unmap()
+        try:
+            self.mapping.unmap()
+        finally:
+            self._close_object()
+
+    def _close_object(self) -> None:
         if self.driver:
             self.driver.close()
+        if self.fd >= 0:
+            os.close(self.fd)

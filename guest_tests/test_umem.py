@@ -2,13 +2,19 @@
 
 Each test's docstring says in its first line what it checks; the report shows that line.
 The tests check the contract and record what happened; what a given kernel is expected to do
-is in README.md, never here.
+is in expected.toml, never here.
 """
 
 from __future__ import annotations
 
+import errno
+import mmap
+
+import events
 import pytest
-from regions import ACCESSES, LENGTH, REGIONS, classify, grants, pattern
+from cells import not_new
+from loopback import VerbsError
+from regions import ACCESSES, LENGTH, READ_ONLY, REGIONS, WRITABLE, classify, grants
 
 
 def cells(regions=REGIONS, accesses=ACCESSES, xfail_registration=False):
@@ -23,11 +29,12 @@ def cells(regions=REGIONS, accesses=ACCESSES, xfail_registration=False):
     return params
 
 
-def not_new(pages: list[str]) -> list[int]:
-    return [i for i, page in enumerate(pages) if page != "new"]
-
-
 DRIVER_REGIONS = [k for k in REGIONS if k.backing == "driver"]
+REFAULTING_REGIONS = [k for k in REGIONS if k.refaults]
+# fork needs a writable MR on a mapping the process may write: elsewhere registration must
+# fail (test_registration's business) and fork would have nothing to check
+WRITABLE_REGIONS = [k for k in REGIONS if grants(k, WRITABLE)]
+WRITABLE_PRIVATE_REGIONS = [k for k in WRITABLE_REGIONS if not k.shared]
 WRITABLE_ACCESSES = [a for a in ACCESSES if a.writable]
 
 
@@ -55,17 +62,16 @@ def test_no_side_effect(kind, access, open_cell, obs):
 
 
 @pytest.mark.parametrize("kind,access", cells())
-def test_coherent_after_cpu_write(kind, access, open_cell, loopback, obs):
+def test_coherent_after_cpu_write(kind, access, open_cell, obs):
     """Bytes the CPU writes after registration are what an RDMA READ of the MR returns."""
     with open_cell(kind, access) as cell:
-        mr = cell.require_registration()
+        cell.require_registration()
         region = cell.region
         obs["mprotect_rw"] = region.make_writable()
-        new = pattern("cpu-write")
+        new = cell.pattern("cpu-write")
         region.mapping.write(new)
         obs["pages_moved_by_cpu_write"] = cell.pages_moved("after_cpu_write")
-        obs["rdma_read_pages"] = classify(loopback.rdma_read(mr, LENGTH), new=new,
-                                          old=region.old)
+        obs["rdma_read_pages"] = cell.read_mr(new=new, old=region.old)
         stale = not_new(obs["rdma_read_pages"])
         obs["rdma_read_matches_cpu"] = not stale
         assert not stale, (
@@ -79,9 +85,9 @@ def test_coherent_after_rdma_write(kind, access, open_cell, loopback, obs):
     with open_cell(kind, access) as cell:
         mr = cell.require_registration()
         region = cell.region
-        new = pattern("rdma-write")
+        new = cell.pattern("rdma-write")
         loopback.rdma_write(mr, new)
-        obs["cpu_read_pages"] = classify(region.mapping.read(), new=new, old=region.old)
+        obs["cpu_read_pages"] = cell.read_process(new=new, old=region.old)
         if region.driver:
             obs["driver_read_pages"] = classify(region.driver.read(LENGTH), new=new,
                                                 old=region.old)
@@ -93,16 +99,15 @@ def test_coherent_after_rdma_write(kind, access, open_cell, loopback, obs):
 
 
 @pytest.mark.parametrize("kind,access", cells(regions=DRIVER_REGIONS))
-def test_driver_write_reaches_mr(kind, access, open_cell, loopback, obs):
+def test_driver_write_reaches_mr(kind, access, open_cell, obs):
     """Bytes the driver writes into its own pages reach the MR whenever they reach the process."""
     with open_cell(kind, access) as cell:
-        mr = cell.require_registration()
+        cell.require_registration()
         region = cell.region
-        new = pattern("driver-write")
+        new = cell.pattern("driver-write")
         region.driver.write(new)
-        obs["process_read_pages"] = classify(region.mapping.read(), new=new, old=region.old)
-        obs["rdma_read_pages"] = classify(loopback.rdma_read(mr, LENGTH), new=new,
-                                          old=region.old)
+        obs["process_read_pages"] = cell.read_process(new=new, old=region.old)
+        obs["rdma_read_pages"] = cell.read_mr(new=new, old=region.old)
         obs["process_sees_driver_write"] = not not_new(obs["process_read_pages"])
         obs["mr_sees_driver_write"] = not not_new(obs["rdma_read_pages"])
         missed = [i for i, (proc, dev) in
@@ -111,3 +116,64 @@ def test_driver_write_reaches_mr(kind, access, open_cell, loopback, obs):
         assert not missed, (
             f"the driver's write reached the process but not the MR on pages {missed} "
             f"(process: {obs['process_read_pages']}, MR: {obs['rdma_read_pages']})")
+
+
+@pytest.mark.parametrize("kind,access", cells(regions=WRITABLE_REGIONS, accesses=[WRITABLE]))
+def test_fork(kind, access, open_cell, obs):
+    """After fork() the MR stays with the parent: it reads what the parent reads after the
+    parent's write and after the child's."""
+    with open_cell(kind, access) as cell:
+        cell.require_registration()
+        wrong = events.fork_and_write(cell, dontfork=False)
+        assert not wrong, wrong
+
+
+@pytest.mark.parametrize("kind,access",
+                         cells(regions=WRITABLE_PRIVATE_REGIONS, accesses=[WRITABLE]))
+def test_fork_dontfork(kind, access, open_cell, obs):
+    """With MADV_DONTFORK the child has no such mapping and the MR stays with the parent."""
+    with open_cell(kind, access) as cell:
+        cell.require_registration()
+        wrong = events.fork_and_write(cell, dontfork=True)
+        assert not wrong, wrong
+
+
+@pytest.mark.parametrize("kind,access", cells(regions=REFAULTING_REGIONS, accesses=[READ_ONLY]))
+def test_dontneed(kind, access, open_cell, obs):
+    """After MADV_DONTNEED the MR keeps the pages it pinned, whatever the process maps now."""
+    with open_cell(kind, access) as cell:
+        cell.require_registration()
+        wrong = events.keeps_pinned_pages(
+            cell, "dontneed",
+            lambda: cell.region.mapping.advise(mmap.MADV_DONTNEED, "MADV_DONTNEED"))
+        assert not wrong, wrong
+
+
+@pytest.mark.parametrize("kind,access", cells(accesses=[READ_ONLY]))
+def test_remap(kind, access, open_cell, obs):
+    """After munmap and a new mmap of the same object at the same address the MR keeps the
+    pages it pinned, whatever the process maps now."""
+    with open_cell(kind, access) as cell:
+        cell.require_registration()
+        wrong = events.keeps_pinned_pages(cell, "remap", cell.region.remap)
+        assert not wrong, wrong
+
+
+@pytest.mark.parametrize("kind,access", cells(accesses=[READ_ONLY]))
+def test_rereg(kind, access, open_cell, loopback, obs):
+    """Re-registering a read-only MR as writable never lets the device write where a writable
+    registration could not."""
+    with open_cell(kind, access) as cell:
+        mr = cell.require_registration()
+        try:
+            target = loopback.rereg_access(mr, WRITABLE.flags)
+        except VerbsError as exc:
+            obs["rereg_errno"] = exc.name
+            if exc.errno == errno.EOPNOTSUPP:
+                obs["rereg"] = "not supported"
+                pytest.skip(f"the kernel does not implement rereg for this device: {exc}")
+            obs["rereg"] = "refused"
+            return
+        obs["rereg"], obs["rereg_errno"] = "accepted", None
+        wrong = events.write_after_rereg(cell, target)
+        assert not wrong, wrong

@@ -33,7 +33,7 @@ def test_round_trip():
     doc = fresh()
     text = doc.to_json()
     assert json.loads(text)["schema"] == "umem-rig/results"
-    assert json.loads(text)["version"] == 1
+    assert json.loads(text)["version"] == 2
     assert Results.from_json(text) == doc
 
 
@@ -62,7 +62,7 @@ def mutated(change) -> str:
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.update(schema="kcidb"), "schema is 'kcidb', not 'umem-rig/results'"),
-    (lambda d: d.update(version=2), "results version 2 is not supported"),
+    (lambda d: d.update(version=3), "results version 3 is not supported"),
     (lambda d: d["variants"][1].pop("name"), r"results-v1.json.variants\[1\]: 'name' is missing"),
     (lambda d: d["variants"][0]["tests"][3].update(verdict="bogus"),
      r"variants\[0\].tests\[3\].verdict: 'bogus' is not one of passed, failed"),

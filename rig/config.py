@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import patches as patchlib
 from .model import SourceSpec, Variant
+from .suites import SUITES
 
 
 class ConfigFileError(Exception):
@@ -40,6 +41,9 @@ class RunConfig:
     # variants whose patch set could not even be read: name -> the error, reported as
     # patch-failed while the others go on
     unloadable: dict[str, str] = field(default_factory=dict)
+    suites: tuple[str, ...] = ("umem",)          # the test suites each variant runs, in order
+    suite_settings: dict[str, dict] = field(default_factory=dict)   # [suites.NAME] tables
+    sources: dict[str, SourceSpec] = field(default_factory=dict)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -89,8 +93,8 @@ def source_spec(name: str, table: dict, root: Path) -> SourceSpec:
 
 def load(path: Path | None = None, *, variants: list[str] | None = None,
          extra_patches: list[Path] | None = None, accel: str | None = None,
-         out: Path | None = None, debug: bool | None = None, onto: str | None = None
-         ) -> RunConfig:
+         out: Path | None = None, debug: bool | None = None, onto: str | None = None,
+         suites: list[str] | None = None) -> RunConfig:
     root = project_root()
     data = read(path)
     run = data["run"]
@@ -124,7 +128,12 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         base_config=run["base_config"], fragments=tuple(frags),
         install_packages=bool(run["install_packages"]),
         timeouts=Timeouts(**data.get("timeouts", {})), variants=chosen, base=base_name,
-        unloadable=unloadable)
+        unloadable=unloadable, suites=tuple(suites or run.get("suites", ["umem"])),
+        suite_settings=data.get("suites", {}), sources=sources)
+    unknown = [s for s in cfg.suites if s not in SUITES]
+    if unknown or len(set(cfg.suites)) != len(cfg.suites):
+        raise ConfigFileError(f"suites {list(cfg.suites)}: each must be one of "
+                              f"{', '.join(SUITES)}, once")
     if onto:
         cfg.base = cfg.variant(onto).name
     for extra in extra_patches or []:

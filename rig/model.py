@@ -128,8 +128,10 @@ class ImageResult:
     client_key: Path                 # private key the rig logs in with (0600)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BootRequest:
+    """One boot; a reboot is a new request (dataclasses.replace), never this one changed."""
+
     kernel: Path
     image: ImageResult
     accel: str = "auto"              # auto | kvm | tcg
@@ -138,6 +140,16 @@ class BootRequest:
     silence_timeout: float = 45.0    # no console output this long means hung
     memory_mb: int = 1024
     cpus: int = 1
+
+
+@dataclass(frozen=True)
+class BootEnvironment:
+    """What a boot reports about itself: the machine the kernel ran on."""
+
+    accelerator: str                 # what the boot really used: "kvm" or "tcg"
+    qemu_version: str
+    memory_mb: int
+    cpus: int
 
 
 @dataclass

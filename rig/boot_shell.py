@@ -16,7 +16,7 @@ from .guest import BootError, GuestCrashed, boot
 from .image import ensure_image
 from .model import BootRequest, Variant
 from .progress import Progress
-from .testrun import GUEST_DIR, GUEST_KO, stage_suite
+from .suites.umem import GUEST_DIR, GUEST_KO, stage_tests
 
 
 def _interactive(guest, image) -> int:
@@ -49,7 +49,7 @@ def boot_variant(cfg: RunConfig, cache: Cache, variant: Variant, cmd: list[str])
             progress.log(f"{variant.name}: ready over SSH in {guest.boot_seconds:.1f} s "
                          f"({guest.accel}, guest uptime {guest.ready_uptime:.1f} s); "
                          f"console log {guest.console_log}")
-            guest.put(stage_suite(cfg.project / "guest_tests", Path(tmp)), GUEST_DIR)
+            guest.put(stage_tests(cfg.project / "guest_tests", Path(tmp)), GUEST_DIR)
             if built.module.exists():
                 guest.put(built.module, GUEST_KO)
             progress.close()

@@ -10,20 +10,23 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from . import compare, hostdeps, junit, report
+from . import suites as suitelib
 from .build import Builder, BuildSettings
 from .cache import Cache
-from .config import RunConfig
+from .config import ConfigFileError, RunConfig
 from .image import ensure_image
 from .model import BootRequest, ImageResult, Outcome, StageError, Variant
 from .progress import Progress
 from .results import Environment, PatchInfo, Results, RunInfo, VariantResult
-from .testrun import SuiteRequest, run_suite
+from .suites.base import Limits
+from .testrun import TestRequest, prepare_suites, run_tests
 
 
 @dataclass
@@ -54,7 +57,12 @@ class Runner:
         self.cfg = cfg
         self.cache = cache
         self.progress = progress
-        self.select = select
+        try:
+            self.select = suitelib.split_select(select, cfg.suites)
+            for name, chosen in self.select.items():
+                suitelib.get(name).validate(chosen)
+        except suitelib.SuiteError as exc:
+            raise ConfigFileError(str(exc)) from None
         self.builder = Builder(BuildSettings(cfg.project / "guest_tests" / "driver",
                                              cfg.base_config, cfg.jobs), cache, progress)
         self.accel = cfg.accel           # "auto" until a boot has found out what works
@@ -96,23 +104,34 @@ class Runner:
         vr.environment.image_hash = self.image.key
         console_dir = cfg.out / "console"
         console_dir.mkdir(parents=True, exist_ok=True)
-        boot_req = BootRequest(built.bzimage, self.image, self.accel,
-                               boot_timeout=cfg.timeouts.boot,
-                               silence_timeout=cfg.timeouts.silence)
-        suite = SuiteRequest(cfg.project / "guest_tests",
-                             built.module if built.module.exists() else None,
-                             cfg.timeouts.test, cfg.timeouts.suite, self.select)
-        ran = run_suite(boot_req, suite, self.progress, variant.name, console_dir)
-        vr.outcome = ran.outcome
+        with tempfile.TemporaryDirectory(prefix="rig-suites-") as scratch:
+            prepared = prepare_suites(cfg, self.cache, built, self.image, self.select,
+                                      Path(scratch), self.progress, variant.name)
+            vr.errors += prepared.errors
+            vr.timings.update(prepared.timings)
+            vr.suites = list(prepared.failed)
+            if not prepared.suites:
+                vr.outcome = Outcome.BUILD_FAILED
+                return vr
+            ran = run_tests(TestRequest(
+                BootRequest(built.bzimage, self.image, self.accel,
+                            boot_timeout=cfg.timeouts.boot, silence_timeout=cfg.timeouts.silence),
+                tuple(prepared.suites), variant.name, console_dir,
+                Limits(cfg.timeouts.test, cfg.timeouts.suite)), self.progress)
+        # a suite that could not be built leaves the variant with only part of its verdicts
+        vr.outcome = Outcome.TESTS_RAN if prepared.failed and ran.outcome is Outcome.OK \
+            else ran.outcome
         vr.tests = ran.tests
         vr.errors += ran.errors
         vr.timings.update(ran.timings)
         vr.console = ran.console.strip()
-        vr.environment.accelerator = ran.environment.get("accel", "")
-        self.accel = vr.environment.accelerator or self.accel
-        vr.environment.qemu_version = ran.environment.get("qemu", "")
-        vr.environment.kernel_release = ran.environment.get("kernel_release",
-                                                            env.get("kernel_release", ""))
+        order = {name: i for i, name in enumerate(cfg.suites)}
+        vr.suites = sorted(vr.suites + ran.suites, key=lambda s: order[s.name])
+        if ran.boot is not None:
+            vr.environment.accelerator = ran.boot.accelerator
+            vr.environment.qemu_version = ran.boot.qemu_version
+            self.accel = ran.boot.accelerator
+        vr.environment.kernel_release = ran.kernel_release or env.get("kernel_release", "")
         return vr
 
     def run(self) -> RunOutput:

@@ -10,6 +10,7 @@ from . import bisect, history, hostdeps, vet
 from . import config as configlib
 from .cache import Cache
 from .progress import Progress
+from .suites import SUITES
 
 EXIT_OK, EXIT_REGRESSION, EXIT_NO_VERDICT = 0, 1, 2
 
@@ -73,7 +74,7 @@ def _exit_line(out) -> str:
 def cmd_run(args) -> int:
     from .run import Runner
     cfg, cache = _load(args, variants=args.variant or None, extra_patches=args.patch,
-                       accel=args.accel, out=args.out, debug=args.debug)
+                       accel=args.accel, out=args.out, debug=args.debug, suites=args.suite)
     progress = Progress()
     try:
         out = Runner(cfg, cache, progress, tuple(args.select or ())).run()
@@ -143,6 +144,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", action="append", help="run only this variant and the base")
     p.add_argument("--patch", action="append", type=Path, metavar="FILE|DIR",
                    help="add a candidate variant: the base plus this patch, series or mbox")
+    p.add_argument("--suite", action="append", choices=list(SUITES),
+                   help="run this test suite (repeatable; default: [run] suites of the "
+                        "configuration); --select SUITE:TEST picks tests of one")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="re-render the reports from a results.json")

@@ -18,9 +18,17 @@ from pathlib import Path
 from . import suites as suitelib
 from .cache import Cache
 from .config import RunConfig
-from .console import Patterns
+from .console import Console, Patterns
 from .guest import BootError, Guest, GuestCrashed, boot
-from .model import BootEnvironment, BootRequest, BuildResult, ImageResult, Outcome, StageError
+from .model import (
+    BootEnvironment,
+    BootRequest,
+    BuildResult,
+    ConsoleEvent,
+    ImageResult,
+    Outcome,
+    StageError,
+)
 from .progress import Progress
 from .results import SuiteInfo, TestResult, Verdict
 from .suites.base import (
@@ -134,11 +142,13 @@ class _Stage:
         """One boot running the pending suites.  The final outcome, or None to boot again."""
         start = time.monotonic()
         suite: Suite | None = None
+        console: Console | None = None
         mark = 0
         try:
             with self.progress.stage(self.req.who, "boot"), \
                     boot(self.boot_req, say=self.progress.log) as guest:
                 _add(self.result.timings, "boot", guest.boot_seconds)
+                console = guest.console
                 self.result.boot = guest.environment
                 # a reboot need not probe KVM again
                 self.boot_req = replace(self.boot_req, accel=guest.accel)
@@ -153,14 +163,17 @@ class _Stage:
                     self.pending.pop(0)
                 return Outcome.OK
         except GuestCrashed as exc:
-            self.result.console += exc.report.excerpt + "\n"
+            # what killed it (a BUG, an Oops) came just before the panic, as a splat
+            excerpt = "\n\n".join([r.excerpt for r in (console.splats() if console else [])
+                                   if r.event is ConsoleEvent.SPLAT] + [exc.report.excerpt])
+            self.result.console += excerpt + "\n"
             if suite is None:
                 self.result.errors.append(StageError(
                     "boot", f"the guest died before the tests: {exc.report.event.value}",
-                    exc.report.excerpt))
+                    excerpt))
                 return Outcome.PANICKED if first else Outcome.TESTS_RAN
             self._crash(suite, console_since(self.boot_req.console_log, mark),
-                        f"the guest died: {exc.report.event.value}", exc.report.excerpt)
+                        f"the guest died: {exc.report.event.value}", excerpt)
             return None if self.pending else Outcome.TESTS_RAN
         except BootError as exc:
             _add(self.result.timings, "boot", time.monotonic() - start)

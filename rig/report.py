@@ -33,6 +33,7 @@ from rig.compare import (
     is_raw,
 )
 from rig.results import Results, SuiteInfo, TestResult, VariantResult, Verdict
+from rig.suites import SUITES
 
 LABELS = {
     Verdict.PASSED: "PASS", Verdict.FAILED: "FAIL", Verdict.ERROR: "ERROR",
@@ -142,6 +143,7 @@ class SuiteView:
     groups: list[Group]
     rows: list[Row]
     cells: bool                      # its tests are cells with an access (the umem suite)
+    group: str                       # what its tests' regions are ("program run", ...)
     infos: list[SuiteInfo | None]    # per variant, what became of the suite there
 
     def changes(self, vc: VariantComparison) -> list[CellChange]:
@@ -172,6 +174,7 @@ def _view(results: Results) -> dict[str, Any]:
                               [n for v in variants for n in v.suite_names()]):
         mine = [r for r in rows if r.suite == name]
         suites.append(SuiteView(name, _groups(mine), mine, any(r.access for r in mine),
+                                SUITES[name].group if name in SUITES else "group",
                                 [v.suite(name) for v in variants]))
     stages = list(dict.fromkeys(s for v in variants for s in v.timings))
     return {

@@ -78,6 +78,7 @@ class SuiteReport:
 
 class Suite(abc.ABC):
     name: str = ""
+    group: str = "group"             # what a test's region is, in the report's words
 
     def validate(self, select: tuple[str, ...]) -> None:
         """SuiteError if SELECT names tests the suite cannot have (checked before any build)."""

@@ -76,7 +76,7 @@ def node(test: str) -> str:
     return "::".join([f"tests/{module}.py", *rest])
 
 
-def test_id(classname: str, name: str) -> str:
+def case_id(classname: str, name: str) -> str:
     """The id of a testcase: unittest's own, without the package (test_mr.MRTest.test_x)."""
     return f"{classname.removeprefix('tests.')}.{name}"
 
@@ -88,6 +88,7 @@ def from_node(node_id: str) -> str:
 
 class RdmaCore(Suite):
     name = NAME
+    group = "test class"
 
     def __init__(self, recipe: Recipe | None = None):
         self.recipe = recipe or Recipe.load()
@@ -125,7 +126,7 @@ class RdmaCore(Suite):
             report = guest_pytest.run(
                 guest, lambda died: guest_pytest.command(
                     WORK, GUEST_XML, ["-p", "rig_rdma_core", *targets], env, deselect + died),
-                GUEST_XML, limits, Path(tmp) / "rdma.xml", self.host_result, test_id)
+                GUEST_XML, limits, Path(tmp) / "rdma.xml", self.host_result, case_id)
         for t in report.tests:
             t.region, _, t.check = t.id.rpartition(".")
             t.access = ""

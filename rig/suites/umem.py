@@ -38,6 +38,7 @@ def stage_tests(tests: Path, into: Path, select: tuple[str, ...] = ()) -> Path:
 
 class UmemSuite(Suite):
     name = "umem"
+    group = "region"
 
     def stage(self, req: StageRequest) -> Staged:
         staged = stage_tests(req.project / "guest_tests", req.scratch / self.name, req.select)

@@ -1,10 +1,11 @@
 """Whole-run benchmark: `rig run` of the default variants, split by stage, beside its limits.
 
-    python bench/run.py [--cold] [--variant V ...]
+    python bench/run.py [--cold] [--variant V ...] [--suite S ...]
 
 Warm (default): everything is in the cache, so a run is boots and guest tests plus the rig's
 own work (cache lookups, uploads, parsing, the report).  The unavoidable part of a variant is
-its boot to a working SSH login plus the guest suite's run time; the rest is overhead.
+its boot to a working SSH login plus its suites' time in the guest; the rest is overhead.
+Each suite's time in the guest, and its build (a cache hit when warm), is printed per variant.
 Limits measured in the same run: the first-userspace boot of the base kernel (a trivial init,
 bench/boot.py) and, with --cold, the in-place incremental build (bench/build.py).
 Figures are printed, not asserted: the machine is shared and noisy.
@@ -30,6 +31,8 @@ from rig.cache import Cache
 from rig.model import BootRequest
 from rig.progress import Progress
 from rig.run import Runner
+from rig.suites import SUITES
+from rig.testrun import suite_timing
 
 
 def main() -> int:
@@ -37,12 +40,14 @@ def main() -> int:
     ap.add_argument("--cold", action="store_true",
                     help="a fresh cache: sources, builds and image from scratch (long)")
     ap.add_argument("--variant", action="append", help="only these variants (and the base)")
+    ap.add_argument("--suite", action="append", choices=list(SUITES),
+                    help="these suites (default: the configuration's)")
     ap.add_argument("--boots", type=int, default=3, help="first-userspace boots for the limit")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="rig-bench-") as tmp:
         cache = Cache(Path(tmp) / "cache") if args.cold else Cache()
-        cfg = config.load(variants=args.variant, out=Path(tmp) / "out")
+        cfg = config.load(variants=args.variant, out=Path(tmp) / "out", suites=args.suite)
         progress = Progress(live=False)
         runner = Runner(cfg, cache, progress)
         walls: dict[str, float] = {}
@@ -78,13 +83,20 @@ def main() -> int:
     unavoidable = 0.0
     for v in out.results.variants:
         t = v.timings
-        boots_tests = t.get("boot", 0.0) + t.get("tests", 0.0)
+        tests = sum(t.get(suite_timing(s), 0.0) for s in cfg.suites)
+        boots_tests = t.get("boot", 0.0) + tests
         unavoidable += boots_tests
         print(f"  {v.name:<16} {walls[v.name]:7.1f} {t.get('build', 0):7.1f} "
-              f"{t.get('boot', 0):7.1f} {t.get('tests', 0):7.1f} "
+              f"{t.get('boot', 0):7.1f} {tests:7.1f} "
               f"{walls[v.name] - boots_tests:9.1f}  {v.outcome.value}")
-    print("  (boot: QEMU start to SSH login; tests: upload, pytest in the guest, download; "
-          "overhead: the rest of the variant's wall time)")
+    print("  (boot: QEMU start to SSH login; tests: every suite's upload, run in the guest and "
+          "download; overhead: the rest of the variant's wall time)")
+    print(f"  {'suite, per variant':<24} " + " ".join(f"{v.name:>14}" for v in out.results.variants))
+    for suite in cfg.suites:
+        for label, key in (("in the guest", suite_timing(suite)), ("build", f"build:{suite}")):
+            print(f"  {suite + ' ' + label:<24} " + " ".join(
+                f"{v.timings[key]:12.1f} s" if key in v.timings else f"{'-':>14}"
+                for v in out.results.variants))
     print(f"  image stage {runner.image_seconds:.1f} s; outside the variants "
           f"{total - sum(walls.values()):.1f} s (host checks, image lookup, report)")
     print(f"limit: first userspace of the base kernel, median of {args.boots}: "

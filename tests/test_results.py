@@ -117,3 +117,19 @@ def test_merge_refuses_two_bases():
     other = VariantResult("base-6.12", True, Outcome.OK)
     with pytest.raises(ResultsError, match="more than one base variant: base, base-6.12"):
         results.merge([whole, Results([run()], [other])])
+
+
+def test_version_2_keeps_suites_and_version_1_is_the_umem_suite():
+    doc = fresh()
+    for v in doc.variants:
+        for t in v.tests:
+            t.suite = "umem"
+        v.suites = [results.SuiteInfo("umem", v.outcome, "guest_tests 72d6a1647acf"),
+                    results.SuiteInfo("kselftest-mm", Outcome.BUILD_FAILED)]
+    back = Results.from_json(doc.to_json())
+    assert back == doc
+    assert back.variant("umem-rfc").suite("kselftest-mm").has_verdict is False
+    old = results.load(V1)
+    assert {t.suite for v in old.variants for t in v.tests} == {"umem"}
+    assert [s.name for s in old.variant("base").suites] == ["umem"]
+    assert old.variant("write-if-able").suites == []          # it never ran its tests

@@ -64,7 +64,6 @@ class Staged:
     uploads: tuple[tuple[Path, str], ...]     # (local file or folder, guest path)
     origin: str                      # where its tests come from, for the report
     select: tuple[str, ...] = ()
-    data: Mapping[str, Any] = field(default_factory=dict)   # the suite's own, for run()
     cache_hit: bool = False
 
 

@@ -254,7 +254,7 @@ class KselftestMM(Suite):
         return tuple(r for r in self.recipe.runs if not select or r.name in select)
 
     def stage(self, req: StageRequest) -> Staged:
-        runs = self.runs(req.select)
+        self.validate(req.select)
         name = req.settings.get("source")
         spec = req.sources.get(name) if isinstance(name, str) else None
         if spec is None:
@@ -262,8 +262,7 @@ class KselftestMM(Suite):
                              f"configuration's sources ({', '.join(req.sources)})")
         binaries, origin, hit = ensure_built(spec, req.cache, self.recipe, req.log)
         return Staged(self.name, ((binaries, GUEST_DIR),),
-                      f"{origin}: {self.recipe.dirs[0]}", req.select,
-                      {"runs": runs}, cache_hit=hit)
+                      f"{origin}: {self.recipe.dirs[0]}", req.select, cache_hit=hit)
 
     def run(self, guest: Guest, staged: Staged, skip: frozenset[str],
             limits: Limits) -> SuiteReport:
@@ -273,8 +272,7 @@ class KselftestMM(Suite):
             if setup.status:
                 report.errors.append(StageError("tests", f"set-up exited {setup.status}",
                                                 (setup.stdout + setup.stderr)[-3000:]))
-        runs: tuple[Run, ...] = staged.data["runs"]
-        for run in runs:
+        for run in self.runs(staged.select):
             if any(key == run.name or key.startswith(f"{run.name}: ") for key in skip):
                 continue    # it crashed the kernel once; it cannot be resumed mid-way
             run_step(guest, command(run), limits)

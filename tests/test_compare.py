@@ -253,3 +253,30 @@ def test_the_same_id_in_two_suites_is_two_tests():
     other.tests.append(twin)
     [vc] = compare.compare(Results([], [base, other])).variants
     assert [c.change for c in vc.cells if c.id == twin.id] == [Change.UNCHANGED, Change.NEW]
+
+
+def test_a_real_run_of_the_four_default_variants_with_every_suite():
+    """real-4-variants-3-suites.json.gz: what each suite says of each kernel."""
+    import gzip
+
+    path = Path(__file__).parent / "fixtures" / "results" / "real-4-variants-3-suites.json.gz"
+    res = results.Results.from_json(gzip.decompress(path.read_bytes()).decode(), str(path))
+    cmp = compare.compare(res)
+    assert cmp.headline()[1:] == [
+        ("umem-rfc vs base: umem 2 fixed, 4 regressed, 11 changed; kselftest-mm 0 fixed, "
+         "0 regressed, 0 changed; rdma-core 0 fixed, 0 regressed, 0 changed"),
+        ("write-if-able vs base: umem 2 fixed, 2 regressed, 7 changed; kselftest-mm 0 fixed, "
+         "0 regressed, 0 changed; rdma-core 0 fixed, 0 regressed, 0 changed"),
+        ("upstream vs base: umem 1 fixed, 0 regressed, 3 changed; kselftest-mm 0 fixed, "
+         "0 regressed, 116 changed, 504 new; rdma-core 1 fixed, 0 regressed, 0 changed"),
+    ]
+    assert cmp.exit_status() == compare.EXIT_REGRESSION
+    upstream = next(v for v in cmp.variants if v.name == "upstream")
+    # rxe learned IBV_WR_ATOMIC_WRITE after 6.1
+    assert {c.id for c in upstream.cells if c.change is Change.FIXED and
+            c.suite == "rdma-core"} == {"test_qpex.QpExTestCase.test_qp_ex_rc_atomic_write"}
+    # 6.12's gup_test has PIN_LONGTERM_TEST_START: cow's R/O pin of the zero page runs, and
+    # unsharing keeps the pin coherent
+    zero = next(c for c in upstream.cells
+                if c.id == "cow: R/O longterm GUP pin ... with shared zeropage")
+    assert (zero.base.verdict, zero.other.verdict) == (Verdict.SKIPPED, Verdict.PASSED)

@@ -51,6 +51,22 @@ def test_cow_on_6_1_lines_diagnostics_and_reasons():
     assert report.bail_out is None
 
 
+def test_cow_and_gup_longterm_on_6_12_pin_for_real():
+    """6.12's gup_test has PIN_LONGTERM_TEST_START: the R/O pin tests run and pass."""
+    cow = ktap.parse((SUITES / "cow-6.12.117.ktap").read_text())
+    zero = [r for r in cow.results if r.diagnostics[-1].endswith("with shared zeropage")]
+    assert [(r.verdict, r.description) for r in zero] == [
+        (Verdict.PASSED, "Other mapping not modified")] + 2 * [
+        (Verdict.PASSED, "Longterm R/O pin is reliable")]
+    longterm = ktap.parse((SUITES / "gup_longterm@ext4-6.12.117.ktap").read_text())
+    said = {r.diagnostics[-1]: r.description for r in longterm.results}
+    # ext4 page cache cannot be pinned writable for long: refused, as the test expects
+    assert said["[RUN] R/W longterm GUP pin in MAP_SHARED file mapping ... with local tmpfile"] \
+        == "Should have failed"
+    assert said["[RUN] R/W longterm GUP pin in MAP_SHARED file mapping ... with memfd"] == \
+        "Should have worked"
+
+
 def test_directives_as_the_kernel_documents_them():
     """Lines from Documentation/dev-tools/ktap.rst and kselftest.h's formats (synthetic)."""
     report = ktap.parse("KTAP version 1\n1..7\n"

@@ -82,3 +82,10 @@ def test_the_markers_name_the_test_that_killed_pytest():
                "[   54.955383] umem-rig: test end tests/test_flow.py::FlowTest::test_eth\n"
                "[   54.959384] umem-rig: test start tests/test_flow.py::FlowTest::test_ipv4\n")
     assert guest_pytest.running_test(console) == "tests/test_flow.py::FlowTest::test_ipv4"
+
+
+def test_on_6_12_rxe_does_atomic_write():
+    tests = junit.parse(SUITES / "rdma-core-6.12.117.xml", case_id)
+    by_id = {t.id: t for t in tests}
+    assert by_id["test_qpex.QpExTestCase.test_qp_ex_rc_atomic_write"].verdict is Verdict.PASSED
+    assert {t.id for t in tests} == set(parsed())        # the same tests as on 6.1

@@ -152,7 +152,7 @@ class Environment:
     kernel_release: str = ""       # uname -r of the booted guest
 
 
-@dataclass
+@dataclass(frozen=True)
 class SuiteInfo:
     """One suite a variant was asked to run, and what became of it."""
 

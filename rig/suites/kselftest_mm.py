@@ -14,6 +14,7 @@ result names the test that crashed or hung the kernel.  Between the rig's "run s
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
@@ -167,7 +168,7 @@ def ensure_built(spec: SourceSpec, cache: Cache, recipe: Recipe,
 def segment(console: str, run: str) -> tuple[str, int | None, bool]:
     """RUN's part of one boot's console, without printk timestamps: (text, its exit status,
     whether it ended).  Empty if it never started."""
-    stamp = Patterns.load().timestamp
+    stamp = _timestamp()
     lines: list[str] = []
     inside, ended, status = False, False, None
     for raw in console.splitlines():
@@ -320,13 +321,19 @@ class KselftestMM(Suite):
 
 def _open_run(console: str, runs: tuple[Run, ...]) -> Run | None:
     """The run whose start marker has no end marker in CONSOLE."""
-    stamp = Patterns.load().timestamp
+    stamp = _timestamp()
     open_run = None
     for raw in console.splitlines():
         m = _MARKER.search(stamp.sub("", raw))
         if m:
             open_run = m["run"] if m["kind"] == "start" else None
     return next((r for r in runs if r.name == open_run), None)
+
+
+@functools.cache
+def _timestamp() -> re.Pattern[str]:
+    """printk's timestamp prefix on a console line."""
+    return Patterns.load().timestamp
 
 
 def _await_end(guest: Guest, run: Run) -> tuple[str, int | None, bool]:

@@ -74,7 +74,11 @@ def run(guest: Guest, command_for: Callable[[list[str]], str], junit_xml: str,
             "tests", f"pytest exited {ran.status} and wrote no JUnit file: {exc}",
             (ran.stdout + ran.stderr)[-3000:]))
     else:
-        report.tests = junit.parse(local, name_of)
+        try:
+            report.tests = junit.parse(local, name_of)
+        except junit.JUnitError as exc:     # cut short: pytest died while writing it
+            report.errors.append(StageError("tests", str(exc),
+                                            (ran.stdout + ran.stderr)[-3000:]))
         if ran.status not in (0, 1):
             report.errors.append(StageError("tests", f"pytest exited {ran.status}",
                                             (ran.stdout + ran.stderr)[-3000:]))

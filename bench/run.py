@@ -1,16 +1,17 @@
 """Whole-run benchmark: `rig run` of the default variants, split by stage, beside its limits.
 
-    python bench/run.py [--cold] [--variant V ...] [--baseline REV]
+    python bench/run.py [--cold] [--variant V ...] [--suite S ...] [--baseline REV]
 
 Warm (default): everything is in the cache, so a run is boots and guest tests plus the rig's
 own work (cache lookups, uploads, parsing, the report).  The unavoidable part of a variant is
-its boot to a working SSH login plus the guest suite's run time; the rest is overhead.
+its boot to a working SSH login plus its suites' time in the guest; the rest is overhead.
+Each suite's time in the guest, and its build (a cache hit when warm), is printed per variant.
+The umem suite's time per variant and per cell is printed beside today's: the suite as it was
+at --baseline (git revision; default the last one with the 64-test suite).  After the main run
+both run again on each variant's kernel, alternately (--suite-runs times each, medians), so
+that the load of a shared machine falls on both alike.
 Limits measured in the same run: the first-userspace boot of the base kernel (a trivial init,
 bench/boot.py) and, with --cold, the in-place incremental build (bench/build.py).
-The guest suite's time per variant and per cell is printed beside today's: the suite as it was
-at --baseline (git revision; default the last one with the 64-test suite).  After the main run
-both suites run again on each variant's kernel, alternately (--suite-runs times each, medians),
-so that the load of a shared machine falls on both alike.
 Figures are printed, not asserted: the machine is shared and noisy.
 """
 
@@ -38,7 +39,10 @@ from rig.cache import Cache
 from rig.model import BootRequest
 from rig.progress import Progress
 from rig.run import Runner
-from rig.testrun import SuiteRequest, run_suite
+from rig.suites import SUITES
+from rig.suites.base import Limits, StageRequest
+from rig.suites.umem import UmemSuite
+from rig.testrun import TestRequest, run_tests, suite_timing
 
 # The guest suite before the file, shmem, hugetlb, THP regions and the fork, madvise and rereg
 # checks: 8 regions x 2 accesses, 64 tests.
@@ -50,16 +54,18 @@ def main() -> int:
     ap.add_argument("--cold", action="store_true",
                     help="a fresh cache: sources, builds and image from scratch (long)")
     ap.add_argument("--variant", action="append", help="only these variants (and the base)")
-    ap.add_argument("--boots", type=int, default=3, help="first-userspace boots for the limit")
+    ap.add_argument("--suite", action="append", choices=list(SUITES),
+                    help="these suites (default: the configuration's)")
     ap.add_argument("--baseline", default=BASELINE_SUITE,
-                    help="git revision whose guest suite is today's (default %(default)s)")
+                    help="git revision whose umem suite is today's (default %(default)s)")
     ap.add_argument("--suite-runs", type=int, default=2,
-                    help="runs of each suite per variant for the comparison (default 2)")
+                    help="runs of each umem suite per variant for the comparison (default 2)")
+    ap.add_argument("--boots", type=int, default=3, help="first-userspace boots for the limit")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="rig-bench-") as tmp:
         cache = Cache(Path(tmp) / "cache") if args.cold else Cache()
-        cfg = config.load(variants=args.variant, out=Path(tmp) / "out")
+        cfg = config.load(variants=args.variant, out=Path(tmp) / "out", suites=args.suite)
         progress = Progress(live=False)
         runner = Runner(cfg, cache, progress)
         walls: dict[str, float] = {}
@@ -97,13 +103,20 @@ def main() -> int:
     unavoidable = 0.0
     for v in out.results.variants:
         t = v.timings
-        boots_tests = t.get("boot", 0.0) + t.get("tests", 0.0)
+        tests = sum(t.get(suite_timing(s), 0.0) for s in cfg.suites)
+        boots_tests = t.get("boot", 0.0) + tests
         unavoidable += boots_tests
         print(f"  {v.name:<16} {walls[v.name]:7.1f} {t.get('build', 0):7.1f} "
-              f"{t.get('boot', 0):7.1f} {t.get('tests', 0):7.1f} "
+              f"{t.get('boot', 0):7.1f} {tests:7.1f} "
               f"{walls[v.name] - boots_tests:9.1f}  {v.outcome.value}")
-    print("  (boot: QEMU start to SSH login; tests: upload, pytest in the guest, download; "
-          "overhead: the rest of the variant's wall time)")
+    print("  (boot: QEMU start to SSH login; tests: every suite's upload, run in the guest and "
+          "download; overhead: the rest of the variant's wall time)")
+    print(f"  {'suite, per variant':<24} " + " ".join(f"{v.name:>14}" for v in out.results.variants))
+    for suite in cfg.suites:
+        for label, key in (("in the guest", suite_timing(suite)), ("build", f"build:{suite}")):
+            print(f"  {suite + ' ' + label:<24} " + " ".join(
+                f"{v.timings[key]:12.1f} s" if key in v.timings else f"{'-':>14}"
+                for v in out.results.variants))
     print(f"  image stage {runner.image_seconds:.1f} s; outside the variants "
           f"{total - sum(walls.values()):.1f} s (host checks, image lookup, report)")
     print(f"limit: first userspace of the base kernel, median of {args.boots}: "
@@ -124,7 +137,7 @@ def compare_suites(runner: Runner, cfg, rev: str, runs: int, tmp: Path,
                              capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tmp / "baseline", filter="data")
-    dirs = {"today": tmp / "baseline" / "guest_tests", "now": cfg.project / "guest_tests"}
+    projects = {"today": tmp / "baseline", "now": cfg.project}
     suites: dict[str, dict[str, list]] = {}
     for variant in cfg.variants:
         built = runner.builder.build(variant)                # a cache hit now
@@ -132,13 +145,19 @@ def compare_suites(runner: Runner, cfg, rev: str, runs: int, tmp: Path,
             continue
         suites[variant.name] = {"today": [], "now": []}
         for run in range(runs):
-            for which, suite in dirs.items():
-                boot_req = BootRequest(built.bzimage, runner.image, runner.accel,
-                                       boot_timeout=cfg.timeouts.boot,
-                                       silence_timeout=cfg.timeouts.silence)
-                ran = run_suite(boot_req, SuiteRequest(suite, built.module, cfg.timeouts.test,
-                                                       cfg.timeouts.suite),
-                                progress, f"{variant.name}-{which}-{run}", tmp)
+            for which, project in projects.items():
+                with runner.cache.scratch("bench") as scratch:
+                    staged = UmemSuite().stage(StageRequest(
+                        project, runner.cache, built, runner.image, {}, cfg.sources, (),
+                        scratch, progress.log))
+                    boot_req = BootRequest(built.bzimage, runner.image, runner.accel,
+                                           boot_timeout=cfg.timeouts.boot,
+                                           silence_timeout=cfg.timeouts.silence,
+                                           workdir=scratch)
+                    ran = run_tests(TestRequest(boot_req, ((UmemSuite(), staged),),
+                                                f"{variant.name}-{which}-{run}", tmp,
+                                                Limits(cfg.timeouts.test, cfg.timeouts.suite)),
+                                    progress)
                 suites[variant.name][which].append((ran.timings, ran.tests))
     return suites
 
@@ -146,7 +165,7 @@ def compare_suites(runner: Runner, cfg, rev: str, runs: int, tmp: Path,
 def suite_figures(runs: list) -> tuple[float, float, int, int]:
     """Medians over RUNS of the tests stage (upload, pytest, download) and of the tests' own
     time; the number of tests and of cells."""
-    stage = statistics.median(t.get("tests", 0.0) for t, _ in runs)
+    stage = statistics.median(t.get(suite_timing(UmemSuite.name), 0.0) for t, _ in runs)
     own = statistics.median(sum(x.duration for x in tests) for _, tests in runs)
     tests = runs[0][1]
     return stage, own, len(tests), len({t.cell for t in tests})
@@ -182,6 +201,7 @@ def print_suites(variants, suites: dict, rev: str) -> None:
     for cell, seconds in sorted(now.items(), key=lambda kv: -kv[1]):
         was = f"{before[cell]:6.2f}" if cell in before else "     -"
         print(f"  {cell:<28} {seconds:6.2f} {was}")
+
 
 
 if __name__ == "__main__":

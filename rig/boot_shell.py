@@ -21,7 +21,7 @@ from .image import ensure_image
 from .model import BootRequest, BuildResult, ImageResult, Variant
 from .progress import Progress
 from .status import ExitStatus
-from .testrun import GUEST_DIR, GUEST_KO, stage_suite
+from .suites.umem import GUEST_DIR, GUEST_KO, stage_tests
 
 
 def _interactive(guest: Guest, image: ImageResult, scratch: Path) -> int:
@@ -65,7 +65,7 @@ def _session(cfg: RunConfig, variant: Variant, built: BuildResult, req: BootRequ
         progress.log(f"{variant.name}: ready over SSH in {guest.boot_seconds:.1f} s "
                      f"({guest.accel}, guest uptime {guest.ready_uptime:.1f} s); "
                      f"console log {guest.console_log}")
-        guest.put(stage_suite(cfg.project / "guest_tests", scratch), GUEST_DIR)
+        guest.put(stage_tests(cfg.project / "guest_tests", scratch), GUEST_DIR)
         if built.module.exists():
             guest.put(built.module, GUEST_KO)
         progress.close()

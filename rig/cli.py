@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .commands import bisect, boot, build, cache, history, image, nightly, report, run, vet
 from .status import ExitStatus, RigError
+from .suites import SUITES
 
 COMMANDS = (run, build, image, boot, report, vet, bisect, nightly, history, cache)
 DESCRIPTION = ("umem-rig: what ibv_reg_mr() does to a process's memory on a kernel, and what a "
@@ -42,9 +43,13 @@ def add_exec_opts(p: argparse.ArgumentParser) -> None:
     """How kernels are booted and tested, and where the results go."""
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"])
     p.add_argument("--out", type=Path, help="output directory")
-    p.add_argument("--select", metavar="EXPR",
-                   help="run only the guest tests that match EXPR, as pytest -k does "
-                   "(e.g. 'zero-page', 'registration and not drv')")
+    p.add_argument("--suite", action="append", choices=list(SUITES),
+                   help="run this test suite (repeatable; default: [run] suites of the "
+                   "configuration)")
+    p.add_argument("--select", action="append", metavar="[SUITE:]EXPR",
+                   help="run only the tests EXPR matches: for the umem suite a pytest -k "
+                   "expression (e.g. 'zero-page', 'registration and not drv'); SUITE: for "
+                   "another suite's tests (kselftest-mm:cow, rdma-core:test_mr.MRTest)")
     p.add_argument("--lab", metavar="NAME",
                    help="boot the variants on this lab ([labs.NAME] in the config; docs/lab.md)")
 

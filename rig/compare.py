@@ -1,6 +1,6 @@
 """Every variant against the base, test by test, and the headline and exit status from it.
 
-Per test id: fixed (fail -> pass), regressed (pass -> fail), lost (the base ran it, the
+A test is known by its suite and id.  Per test: fixed (fail -> pass), regressed (pass -> fail), lost (the base ran it, the
 candidate did not: skipped, errored, never ran after a crash, or absent), changed (the same
 verdict with different stable observations, or another verdict on the same side of pass/fail,
 such as passed -> xfailed or skipped -> passed), unchanged, new (only in the variant),
@@ -9,7 +9,9 @@ as skipped -> error).  Pass is passed or xfailed; fail is failed, error,
 crashed or a strict xpass.  A crash on a candidate is a failure it caused, so against a
 passing base it regresses; the tests the crash kept from running are lost.  Lost coverage is
 never news that can pass: it keeps the exit status at NO_VERDICT.  A variant (or a base)
-whose suite never ran has no verdict at all, and is reported with the reason instead.
+whose suites never ran has no verdict at all, and is reported with the reason instead; one
+suite that never ran (its tests did not build) leaves the others' verdicts standing.  Where a
+run has more than one suite, the headline counts each suite on its own.
 """
 
 from __future__ import annotations
@@ -73,6 +75,14 @@ class CellChange:
     differences: list[Difference] = field(default_factory=list)
 
     @property
+    def suite(self) -> str:
+        return self.test.suite
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.test.key
+
+    @property
     def test(self) -> TestResult:
         """The result that names the cell (the variant's, or the base's when missing)."""
         found = self.other or self.base
@@ -94,8 +104,13 @@ class VariantComparison:
     def comparable(self) -> bool:
         return self.variant.has_verdict and self.base.has_verdict
 
-    def count(self, change: Change) -> int:
-        return sum(1 for c in self.cells if c.change is change)
+    def count(self, change: Change, suite: str | None = None) -> int:
+        return sum(1 for c in self.cells
+                   if c.change is change and (suite is None or c.suite == suite))
+
+    def suites(self) -> list[str]:
+        """The suites of the base and the variant, in the order they ran."""
+        return list(dict.fromkeys(self.base.suite_names() + self.variant.suite_names()))
 
     def notable(self) -> list[CellChange]:
         """Regressed, lost, fixed, then changed cells: what a maintainer reads first."""
@@ -109,15 +124,29 @@ class VariantComparison:
             return f"{v.name}: {no_verdict_reason(v)}"
         if not b.has_verdict:
             return f"{v.name} vs {b.name}: not comparable, {b.name} has no verdict"
-        counts = [f"{self.count(c)} {c.value}" for c in
-                  (Change.FIXED, Change.REGRESSED, Change.CHANGED)]
-        counts += [f"{n} {c.value}" for c in (Change.LOST, Change.NEW, Change.NOT_COMPARABLE)
-                   if (n := self.count(c))]
-        line = f"{v.name} vs {b.name}: {', '.join(counts)}"
+        suites = self.suites()
+        if len(suites) <= 1:
+            line = f"{v.name} vs {b.name}: {self._counts(None)}"
+        else:
+            line = f"{v.name} vs {b.name}: " + "; ".join(
+                f"{name} {self._counts(name)}" if _ran(b, name) and _ran(v, name) else
+                f"{name} {_suite_outcome(b if not _ran(b, name) else v, name)}"
+                for name in suites)
         crashed = [t.id for t in v.tests if t.verdict is Verdict.CRASHED]
         if crashed:
             return f"{line}; the guest crashed in {few(crashed, 2)}"
         return f"{line}; {no_verdict_reason(v)}" if v.outcome is not Outcome.OK else line
+
+    def _counts(self, suite: str | None) -> str:
+        counts = [f"{self.count(c, suite)} {c.value}" for c in
+                  (Change.FIXED, Change.REGRESSED, Change.CHANGED)]
+        counts += [f"{n} {c.value}" for c in (Change.LOST, Change.NEW, Change.NOT_COMPARABLE)
+                   if (n := self.count(c, suite))]
+        return ", ".join(counts)
+
+    def complete(self) -> bool:
+        """Whether every suite of the base and the variant gave verdicts on both."""
+        return all(_ran(self.base, s) and _ran(self.variant, s) for s in self.suites())
 
 
 @dataclass
@@ -147,7 +176,8 @@ class Comparison:
             return ExitStatus.REGRESSION
         if not self.base.has_verdict or any(
                 not v.comparable or v.count(Change.LOST) or v.count(Change.NOT_COMPARABLE)
-                for v in self.variants):
+                or not v.complete() for v in self.variants) or not all(
+                    _ran(self.base, s) for s in self.base.suite_names()):
             return ExitStatus.NO_VERDICT
         return ExitStatus.OK
 
@@ -214,20 +244,40 @@ def failure_lines(variant: VariantResult, limit: int = 8) -> list[str]:
 def base_summary(base: VariantResult) -> str:
     if not base.has_verdict:
         return f"{base.name}: {no_verdict_reason(base)}"
+    suites = base.suite_names()
+    if len(suites) <= 1:
+        return f"{base.name}: {_verdicts(base.tests)}"
+    return f"{base.name}: " + "; ".join(
+        f"{name} {_verdicts([t for t in base.tests if t.suite == name])}"
+        if _ran(base, name) else f"{name} {_suite_outcome(base, name)}" for name in suites)
+
+
+def _verdicts(tests: list[TestResult]) -> str:
     counts: dict[Verdict, int] = {}
-    for t in base.tests:
+    for t in tests:
         counts[t.verdict] = counts.get(t.verdict, 0) + 1
     parts = [f"{n} {v.value}" for v, n in sorted(counts.items(),
                                                    key=lambda kv: list(Verdict).index(kv[0]))]
-    return f"{base.name}: {len(base.tests)} tests: {', '.join(parts)}"
+    return f"{len(tests)} tests: {', '.join(parts)}"
+
+
+def _ran(variant: VariantResult, suite: str) -> bool:
+    """Whether SUITE gave verdicts in VARIANT (a suite it does not list did, if it has tests)."""
+    info = variant.suite(suite)
+    return info.has_verdict if info else True
+
+
+def _suite_outcome(variant: VariantResult, suite: str) -> str:
+    info = variant.suite(suite)
+    return f"{info.outcome.value} in {variant.name}" if info else "not run"
 
 
 def _cells(base: VariantResult, variant: VariantResult) -> list[CellChange]:
-    theirs = {t.id: t for t in variant.tests}
-    ours = {t.id: t for t in base.tests}
-    cells = [_cell(b, theirs.get(b.id)) for b in base.tests]
+    theirs = {t.key: t for t in variant.tests}
+    ours = {t.key: t for t in base.tests}
+    cells = [_cell(b, theirs.get(b.key)) for b in base.tests]
     return cells + [CellChange(t.id, Change.NEW, None, t) for t in variant.tests
-                    if t.id not in ours]
+                    if t.key not in ours]
 
 
 def _cell(b: TestResult, o: TestResult | None) -> CellChange:

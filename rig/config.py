@@ -12,6 +12,7 @@ from . import lab as lablib
 from . import patches as patchlib
 from .model import GUEST_MEMORY_MB, BuildSettings, SourceSpec, Variant
 from .status import RigError
+from .suites import SUITES
 
 _HOST_RESERVE_MB = 2048              # left to the builds and the rig itself
 
@@ -44,9 +45,14 @@ class RunConfig:
     # variants whose patch set could not even be read: name -> the error, reported as
     # patch-failed while the others go on
     unloadable: dict[str, str] = field(default_factory=dict)
-    select: str = ""                 # pytest -k expression choosing guest tests; "" = all
+    # --select: which tests run ("EXPR" for the umem suite, "SUITE:EXPR" for another's;
+    # rig/suites/ says what EXPR means to each); () = all
+    select: tuple[str, ...] = ()
     lab: lablib.LabSettings | None = None   # --lab: boot on this lab, not in a local QEMU
     sandbox: bool = True             # build a series only in the sandbox (rig/sandbox.py)
+    suites: tuple[str, ...] = ("umem",)          # the test suites each variant runs, in order
+    suite_settings: dict[str, dict] = field(default_factory=dict)   # [suites.NAME] tables
+    sources: dict[str, SourceSpec] = field(default_factory=dict)
 
     @property
     def build_settings(self) -> BuildSettings:
@@ -133,8 +139,8 @@ def source_spec(name: str, table: dict, root: Path) -> SourceSpec:
 def load(path: Path | None = None, *, variants: list[str] | None = None,
          extra_patches: list[Path] | None = None, accel: str | None = None,
          out: Path | None = None, debug: bool | None = None, onto: str | None = None,
-         select: str | None = None, lab: str | None = None,
-         sandbox: bool | None = None) -> RunConfig:
+         select: list[str] | None = None, lab: str | None = None,
+         sandbox: bool | None = None, suites: list[str] | None = None) -> RunConfig:
     root = project_root()
     data = read(path)
     run = data["run"]
@@ -168,8 +174,14 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         base_config=run["base_config"], fragments=tuple(frags),
         install_packages=bool(run["install_packages"]),
         timeouts=Timeouts(**data.get("timeouts", {})), variants=chosen, base=base_name,
-        unloadable=unloadable, select=select or "",
-        sandbox=bool(run["sandbox"]) if sandbox is None else sandbox)
+        unloadable=unloadable, select=tuple(select or ()),
+        sandbox=bool(run["sandbox"]) if sandbox is None else sandbox,
+        suites=tuple(suites or run.get("suites", ["umem"])),
+        suite_settings=data.get("suites", {}), sources=sources)
+    unknown = [s for s in cfg.suites if s not in SUITES]
+    if unknown or len(set(cfg.suites)) != len(cfg.suites):
+        raise ConfigFileError(f"suites {list(cfg.suites)}: each must be one of "
+                              f"{', '.join(SUITES)}, once")
     if onto:
         cfg.base = cfg.variant(onto).name
     for extra in extra_patches or []:

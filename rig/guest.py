@@ -19,12 +19,20 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rig import qemu, ssh
 from rig.console import Console, Patterns
-from rig.model import BootRequest, CommandResult, ConsoleEvent, ConsoleReport, Outcome, StageError
+from rig.model import (
+    BootEnvironment,
+    BootRequest,
+    CommandResult,
+    ConsoleEvent,
+    ConsoleReport,
+    Outcome,
+    StageError,
+)
 
 _OUTCOMES = {
     ConsoleEvent.PANIC: Outcome.PANICKED,
@@ -163,15 +171,18 @@ def launch(req: BootRequest, say: Callable[[str], None] = print, *, init: str | 
 @dataclass
 class Guest:
     console: Console
-    accel: str                      # the accelerator actually used: "kvm" or "tcg"
+    environment: BootEnvironment
     boot_seconds: float             # from starting QEMU to a working SSH login
     ready_uptime: float             # guest uptime when it printed the ready line
     ssh_port: int
     console_log: Path
-    qemu_version: str
     qemu_pid: int
     session: ssh.Session
-    environment: dict = field(default_factory=dict)
+
+    @property
+    def accel(self) -> str:
+        """The accelerator actually used: "kvm" or "tcg"."""
+        return self.environment.accelerator
 
     def _alive(self) -> bool:
         return self.console.fatal() is None
@@ -235,9 +246,9 @@ def boot(req: BootRequest, say: Callable[[str], None] = print) -> Iterator[Guest
         try:
             m = console.ready_match
             uptime = float(m.group("uptime")) if m and "uptime" in m.groupdict() else 0.0
-            yield Guest(console, up.accel, time.monotonic() - up.vm.started, uptime,
-                        up.ssh_port, up.console_log, up.qemu_version, up.vm.pid, session,
-                        {"accel": up.accel, "qemu": up.qemu_version,
-                         "memory_mb": req.memory_mb, "cpus": req.cpus})
+            yield Guest(console,
+                        BootEnvironment(up.accel, up.qemu_version, req.memory_mb, req.cpus),
+                        time.monotonic() - up.vm.started, uptime, up.ssh_port, up.console_log,
+                        up.vm.pid, session)
         finally:
             session.close()

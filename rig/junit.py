@@ -9,8 +9,9 @@ other <skipped> skipped.  pytest writes a test that failed and then errored in t
 testcases of one name: they become one result with the worse verdict.
 
 Out: the same dialect, so a CI system reads it and parse() reads it back, with the host's
-own verdicts as <failure type="rig.crashed"> and <error type="rig.lost">, and a variant that
-never reached its tests as one testcase per failed stage.
+own verdicts as <failure type="rig.crashed"> and <error type="rig.lost">, one <testsuite> per
+suite (each testcase also carries its "suite" property), and a variant that never reached its
+tests, or a suite that could not run, as one error testcase per failed stage.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rig.model import StageError
@@ -37,20 +38,28 @@ _SEVERITY = [Verdict.PASSED, Verdict.SKIPPED, Verdict.XFAILED, Verdict.LOST, Ver
 _NAME = re.compile(r"(?:test_)?(?P<func>[^\[]*)(?:\[(?P<param>.*)\])?", re.DOTALL)
 
 
+# A suite's own test ids from a testcase's (classname, name), where pytest's name is not one.
+Namer = Callable[[str, str], str]
+
+
 class JUnitError(Exception):
     """A JUnit file that cannot be read; the message names the file and the problem."""
 
 
-def parse(path: Path) -> list[TestResult]:
+def parse(path: Path, name_of: Namer | None = None) -> list[TestResult]:
     try:
         text = path.read_text(errors="replace")
     except OSError as e:
         raise JUnitError(f"{path}: cannot read: {e.strerror}") from None
-    return parse_string(text, str(path))
+    return parse_string(text, str(path), name_of)
 
 
-def parse_string(text: str, source: str = "<junit>") -> list[TestResult]:
-    """The results in a JUnit document, in file order; SOURCE names it in errors."""
+def parse_string(text: str, source: str = "<junit>",
+                 name_of: Namer | None = None) -> list[TestResult]:
+    """The results in a JUnit document, in file order; SOURCE names it in errors.
+
+    Ids are pytest's test names, qualified by the module where two modules share one, unless
+    NAME_OF says otherwise."""
     try:
         root = ET.fromstring(text)
     except ET.ParseError as e:
@@ -67,7 +76,8 @@ def parse_string(text: str, source: str = "<junit>") -> list[TestResult]:
         cases.setdefault(key, []).append(case)
     # ids are pytest's names; one that two modules share is qualified by its module
     shared = Counter(name for _, name in cases)
-    results = [_result(name if shared[name] == 1 else f"{classname}::{name}", group)
+    results = [_result(name_of(classname, name) if name_of else
+                       name if shared[name] == 1 else f"{classname}::{name}", group)
                for (classname, name), group in cases.items()]
     cells = {r.cell: (r.region, r.access) for r in results if r.access}
     for r in results:
@@ -95,9 +105,11 @@ def host_result(test_id: str, verdict: Verdict, message: str, details: str,
 
     KNOWN: results of the same suite, which tell how the test id splits into a cell.
     """
+    known = list(known)
     check, region, access = cell_of(test_id, {r.cell: (r.region, r.access)
                                                for r in known if r.access})
-    return TestResult(test_id, check, region, access, verdict, message, details)
+    return TestResult(test_id, check, region, access, verdict, message, details,
+                      suite=next((r.suite for r in known), ""))
 
 
 def _result(name: str, cases: list[ET.Element]) -> TestResult:
@@ -120,6 +132,7 @@ def _result(name: str, cases: list[ET.Element]) -> TestResult:
     props = {p.get("name", ""): p.get("value", "") for case in cases
              for p in case.iter("property")}
     result.doc = props.get("doc", "")
+    result.suite = props.get("suite", "")
     problems = []
     for key, kind in (("cell", dict), ("observations", dict), ("kmsg", list)):
         if key not in props:
@@ -164,43 +177,54 @@ def _verdict(el: ET.Element) -> Verdict:
 def to_junit(variant: VariantResult) -> str:
     """VARIANT as a JUnit document for CI, pytest's dialect plus the host's verdicts."""
     root = ET.Element("testsuites")
-    suite = ET.SubElement(root, "testsuite", name=variant.name)
-    props = ET.SubElement(suite, "properties")
-    for name, value in (("outcome", variant.outcome.value), ("base", str(variant.is_base)),
-                        ("kernel_release", variant.environment.kernel_release)):
-        ET.SubElement(props, "property", name=name, value=_xml_safe(value))
-    classname = f"umem-rig.{variant.name}"
-    for t in variant.tests:
-        case = ET.SubElement(suite, "testcase", classname=classname, name=t.id,
-                             time=f"{t.duration:.3f}")
-        tprops = ET.SubElement(case, "properties")
-        cell = {"region": t.region, "access": t.access, "check": t.check}
-        for name, value in (("cell", json.dumps(cell)), ("doc", t.doc),
-                            ("observations", json.dumps(t.observations, sort_keys=True)),
-                            ("kmsg", json.dumps(t.kmsg))):
-            ET.SubElement(tprops, "property", name=name, value=_xml_safe(value))
-        if t.verdict in _ELEMENT:
-            tag, kind = _ELEMENT[t.verdict]
-            message = t.message
-            if t.verdict is Verdict.XPASSED and not message.startswith(XPASS_PREFIX):
-                message = f"{XPASS_PREFIX} {message}"
-            el = ET.SubElement(case, tag, message=_xml_safe(message))
-            if kind:
-                el.set("type", kind)
-            el.text = _xml_safe(t.details)
-    if not variant.has_verdict:
-        # a CI system must see the variant fail, not an empty suite that passed
-        for err in variant.errors or [StageError(variant.outcome.value, "no verdict")]:
-            case = ET.SubElement(suite, "testcase", classname=classname, name=err.stage)
-            el = ET.SubElement(case, "error",
-                               message=_xml_safe(f"{variant.outcome.value}: {err.message}"))
-            el.text = _xml_safe(err.excerpt)
-    cases = suite.findall("testcase")
-    suite.set("tests", str(len(cases)))
-    for attr, tag in (("failures", "failure"), ("errors", "error"), ("skipped", "skipped")):
-        suite.set(attr, str(sum(1 for c in cases if c.find(tag) is not None)))
+    names = variant.suite_names() or [""]
+    for name in names:
+        suite = ET.SubElement(root, "testsuite",
+                              name=f"{variant.name}/{name}" if name else variant.name)
+        props = ET.SubElement(suite, "properties")
+        for prop, value in (("outcome", variant.outcome.value), ("base", str(variant.is_base)),
+                            ("kernel_release", variant.environment.kernel_release)):
+            ET.SubElement(props, "property", name=prop, value=_xml_safe(value))
+        classname = ".".join(filter(None, ("umem-rig", variant.name, name)))
+        for t in variant.tests:
+            if t.suite == name or (name == names[0] and t.suite not in names):
+                _testcase(suite, classname, t)
+        info = variant.suite(name)
+        # a CI system must see the variant (or the suite) fail, not an empty suite that passed
+        if not variant.has_verdict or (info and not info.has_verdict):
+            for err in variant.errors or [StageError(variant.outcome.value, "no verdict")]:
+                if variant.has_verdict and name not in err.stage:
+                    continue
+                case = ET.SubElement(suite, "testcase", classname=classname, name=err.stage)
+                el = ET.SubElement(case, "error", message=_xml_safe(
+                    f"{(info.outcome if info else variant.outcome).value}: {err.message}"))
+                el.text = _xml_safe(err.excerpt)
+        cases = suite.findall("testcase")
+        suite.set("tests", str(len(cases)))
+        for attr, tag in (("failures", "failure"), ("errors", "error"), ("skipped", "skipped")):
+            suite.set(attr, str(sum(1 for c in cases if c.find(tag) is not None)))
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, "unicode") + "\n"
+
+
+def _testcase(suite: ET.Element, classname: str, t: TestResult) -> None:
+    case = ET.SubElement(suite, "testcase", classname=classname, name=t.id,
+                         time=f"{t.duration:.3f}")
+    tprops = ET.SubElement(case, "properties")
+    cell = {"region": t.region, "access": t.access, "check": t.check}
+    for name, value in (("cell", json.dumps(cell)), ("doc", t.doc), ("suite", t.suite),
+                        ("observations", json.dumps(t.observations, sort_keys=True)),
+                        ("kmsg", json.dumps(t.kmsg))):
+        ET.SubElement(tprops, "property", name=name, value=_xml_safe(value))
+    if t.verdict in _ELEMENT:
+        tag, kind = _ELEMENT[t.verdict]
+        message = t.message
+        if t.verdict is Verdict.XPASSED and not message.startswith(XPASS_PREFIX):
+            message = f"{XPASS_PREFIX} {message}"
+        el = ET.SubElement(case, tag, message=_xml_safe(message))
+        if kind:
+            el.set("type", kind)
+        el.text = _xml_safe(t.details)
 
 
 def write(variant: VariantResult, path: Path) -> None:

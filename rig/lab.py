@@ -5,8 +5,8 @@ The kernel, the guest image and an archive of the suite go to the lab's artefact
 http.  The job (templates/lava-job.yaml.j2) boots them on one of the lab's QEMU devices with
 rig-init's rig.run= mode: no SSH, the guest unpacks the archive from its second disk and runs
 rig-run.sh, which runs the suite and prints the JUnit file on the console between marker
-lines.  The rig polls the job, reads its log and makes of it the SuiteResult a local boot
-gives.  As in the local stage, a test that crashes the kernel is recorded as crashed and the
+lines.  The rig polls the job, reads its log and makes of it the TestStageResult a local
+boot gives.  A lab job runs the umem suite; other suites are said not to run there.  As in the local stage, a test that crashes the kernel is recorded as crashed and the
 suite runs again without it, here as another job.
 
 Many variants' jobs go to the lab at once (the runner gives each variant its own thread), so
@@ -36,20 +36,13 @@ import jinja2
 from . import junit, qemu
 from .console import Patterns, scan
 from .lava import CANCELED, Devices, Job, LabError, LavaServer, LogLine
-from .model import BootRequest, ConsoleEvent, Outcome, StageError
+from .model import BootEnvironment, ConsoleEvent, Outcome, StageError
 from .progress import Progress
-from .results import LabJob, Verdict
-from .testrun import (
-    GUEST_DIR,
-    GUEST_KO,
-    GUEST_XML,
-    HANG_MARGIN,
-    SuiteRequest,
-    SuiteResult,
-    pytest_command,
-    running_test,
-    stage_suite,
-)
+from .results import LabJob, SuiteInfo, Verdict
+from .suites import guest_pytest
+from .suites.base import HANG_MARGIN, Limits, Staged, Suite
+from .suites.umem import GUEST_DIR, GUEST_KO, GUEST_XML, UmemSuite, keyword
+from .testrun import TestRequest, TestStageResult
 
 KINDS = ("lava",)
 RUN_DISK = "vdb"                      # the suite archive's disk in the guest (rig.run=vdb)
@@ -232,11 +225,14 @@ class Lab:
                 os.replace(tmp, dest)
         return self.settings.artefacts_url + rel.as_posix()
 
-    def suite_archive(self, suite: SuiteRequest, deselect: list[str], into: Path) -> Path:
-        """The tar the guest unpacks into /root: the suite, the driver and rig-run.sh."""
-        staged = stage_suite(suite.suite, into)
+    def suite_archive(self, staged: Staged, limits: Limits, deselect: list[str],
+                      into: Path) -> Path:
+        """The tar the guest unpacks into /root: the umem suite's uploads and rig-run.sh."""
+        env = {"PYTHONPATH": GUEST_DIR, "UMEM_TEST_KO": GUEST_KO,
+               "UMEM_TEST_TIMEOUT": f"{limits.test:g}"}
         script = _template("lab-run.sh.j2").render(
-            pytest=pytest_command(suite, deselect), xml=GUEST_XML)
+            pytest=guest_pytest.command(GUEST_DIR, GUEST_XML, keyword(staged.select), env,
+                                        deselect), xml=GUEST_XML)
         archive = into / "suite.tar"
         with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as tar:
             def add(path: Path, name: str) -> None:
@@ -250,11 +246,10 @@ class Lab:
                 else:
                     tar.addfile(info)
 
-            for path in sorted([staged, *staged.rglob("*")]):
-                add(path, Path(GUEST_DIR).name + "/" + str(path.relative_to(staged))
-                    if path != staged else Path(GUEST_DIR).name)
-            if suite.module is not None:     # the archive unpacks into /root
-                add(suite.module, str(Path(GUEST_KO).relative_to("/root")))
+            for local, remote in staged.uploads:     # the archive unpacks into /root
+                name = str(Path(remote).relative_to("/root"))
+                for path in sorted([local, *local.rglob("*")]) if local.is_dir() else [local]:
+                    add(path, name if path == local else f"{name}/{path.relative_to(local)}")
             data = script.encode()
             info = tarfile.TarInfo("rig-run.sh")
             info.size, info.mode = len(data), 0o755
@@ -323,81 +318,92 @@ class Lab:
 
     # -- the stage -------------------------------------------------------------------------
 
-    def run_suite(self, boot_req: BootRequest, req: SuiteRequest, progress: Progress,
-                  who: str, console_dir: Path, scratch: Path) -> SuiteResult:
-        """The suite on the lab; never raises for lab or guest trouble (they are results).
-        SCRATCH is a private directory for the suite archive."""
-        result = SuiteResult(Outcome.OK)
-        result.environment["lab"] = self.settings.name
-        jobs: list[LabJob] = []
-        result.environment["lab_jobs"] = jobs
+    def run_tests(self, req: TestRequest, progress: Progress) -> TestStageResult:
+        """The umem suite on the lab, as testrun.run_tests runs it locally; never raises for
+        lab or guest trouble (they are results)."""
+        result = TestStageResult(Outcome.OK, lab=self.settings.name)
+        umem = next(((s, st) for s, st in req.suites if s.name == UmemSuite.name), None)
+        for suite, _ in req.suites:
+            if suite.name != UmemSuite.name:
+                result.suites.append(SuiteInfo(suite.name, Outcome.INFRA_ERROR))
+                result.errors.append(StageError(
+                    "lab", f"lab {self.settings.name} runs the umem suite only: "
+                    f"{suite.name} was not run"))
+        if umem is None:
+            result.outcome = Outcome.INFRA_ERROR
+            return result
+        suite, staged = umem
         crashed: dict[str, tuple[str, str]] = {}
         try:
-            with progress.stage(who, "lab"):
-                try:
-                    self.check(progress)
-                except LabError as e:
-                    result.errors.append(StageError("lab", str(e)))
-                    result.outcome = Outcome.INFRA_ERROR
-                    return result
-                kernel_key = boot_req.kernel.parent.name
-                kernel_url = self.publish(boot_req.kernel, "kernel", kernel_key)
-                image_url = self.publish(boot_req.image.path, "image", boot_req.image.key,
-                                         gz=True)
-                for attempt in range(req.max_crashes + 1):
-                    work = scratch / f"attempt-{attempt}"
-                    work.mkdir()
-                    archive = self.suite_archive(req, sorted(crashed), work)
-                    suite_url = self.publish(archive, "suite", _sha256(archive))
-                    job_req = JobRequest(who, kernel_url, image_url, suite_url,
-                                         secrets.token_hex(8), boot_req.boot_timeout,
-                                         req.test_timeout + HANG_MARGIN, req.suite_timeout,
-                                         boot_req.memory_mb, boot_req.cpus)
-                    log = console_dir / (f"{who}.console.log" if attempt == 0
-                                         else f"{who}.console.{attempt}.log")
-                    try:
-                        out = self.run_job(job_req, progress, who)
-                    except _Abandoned as e:
-                        jobs.append(e.job)
-                        result.errors.append(StageError("lab", str(e)))
-                        result.outcome = Outcome.INFRA_ERROR if attempt == 0 else \
-                            Outcome.TESTS_RAN
-                        break
-                    jobs.append(out.job)
-                    log.write_text("".join(line + "\n" for line in out.console))
-                    outcome = self._judge(out, result, crashed, first=attempt == 0)
-                    if outcome is not None:
-                        result.outcome = outcome
-                        break
-                else:
-                    result.errors.append(StageError("tests",
-                                                    f"gave up after {req.max_crashes} crashes"))
-                    result.outcome = Outcome.TESTS_RAN
+            with progress.stage(req.who, "lab"):
+                self._jobs(req, suite, staged, result, crashed, progress)
         except LabError as e:
-            progress.log(f"{who}: {e}")
+            progress.log(f"{req.who}: {e}")
             result.errors.append(StageError("lab", str(e)))
             result.outcome = Outcome.INFRA_ERROR if not result.tests else Outcome.TESTS_RAN
         except OSError as e:        # the artefact directory: full, read-only, not mounted
             message = f"lab {self.settings.name}: cannot write {self.settings.artefacts}: {e}"
-            progress.log(f"{who}: {message}")
+            progress.log(f"{req.who}: {message}")
             result.errors.append(StageError("lab", message))
             result.outcome = Outcome.INFRA_ERROR if not result.tests else Outcome.TESTS_RAN
-        result.tests += [junit.host_result(node.split("::")[-1], Verdict.CRASHED,
-                                           message, excerpt, known=result.tests)
+        result.tests += [suite.host_result(node, Verdict.CRASHED, message, excerpt, result.tests)
                          for node, (message, excerpt) in crashed.items()]
         if crashed and result.outcome is Outcome.OK:
             result.outcome = Outcome.TESTS_RAN
+        for t in result.tests:
+            t.suite = suite.name
+        result.suites.insert(0, SuiteInfo(suite.name, result.outcome, staged.origin))
         return result
 
-    def _judge(self, out: JobOutcome, result: SuiteResult,
-               crashed: dict[str, tuple[str, str]], first: bool) -> Outcome | None:
+    def _jobs(self, req: TestRequest, suite: Suite, staged: Staged, result: TestStageResult,
+              crashed: dict[str, tuple[str, str]], progress: Progress) -> None:
+        """One job, and one more after each test that crashed the kernel."""
+        try:
+            self.check(progress)
+        except LabError as e:
+            result.errors.append(StageError("lab", str(e)))
+            result.outcome = Outcome.INFRA_ERROR
+            return
+        boot = req.boot
+        kernel_url = self.publish(boot.kernel, "kernel", boot.kernel.parent.name)
+        image_url = self.publish(boot.image.path, "image", boot.image.key, gz=True)
+        for attempt in range(req.max_crashes + 1):
+            work = staged.workdir / f"lab-attempt-{attempt}"
+            work.mkdir(parents=True)
+            archive = self.suite_archive(staged, req.limits, sorted(crashed), work)
+            suite_url = self.publish(archive, "suite", _sha256(archive))
+            job_req = JobRequest(req.who, kernel_url, image_url, suite_url,
+                                 secrets.token_hex(8), boot.boot_timeout,
+                                 req.limits.test + HANG_MARGIN, req.limits.suite,
+                                 boot.memory_mb, boot.cpus)
+            log = req.console_dir / (f"{req.who}.console.log" if attempt == 0
+                                     else f"{req.who}.console.{attempt}.log")
+            try:
+                out = self.run_job(job_req, progress, req.who)
+            except _Abandoned as e:
+                result.lab_jobs.append(e.job)
+                result.errors.append(StageError("lab", str(e)))
+                result.outcome = Outcome.INFRA_ERROR if attempt == 0 else Outcome.TESTS_RAN
+                return
+            result.lab_jobs.append(out.job)
+            log.write_text("".join(line + "\n" for line in out.console))
+            outcome = self._judge(out, suite, boot.memory_mb, boot.cpus, result, crashed,
+                                  first=attempt == 0)
+            if outcome is not None:
+                result.outcome = outcome
+                return
+        result.errors.append(StageError("tests", f"gave up after {req.max_crashes} crashes"))
+        result.outcome = Outcome.TESTS_RAN
+
+    def _judge(self, out: JobOutcome, suite: Suite, memory_mb: int, cpus: int,
+               result: TestStageResult, crashed: dict[str, tuple[str, str]],
+               first: bool) -> Outcome | None:
         """Fold one job into RESULT; the final outcome, or None to run another job."""
         for stage, seconds in out.timings.items():
             result.timings[stage] = round(result.timings.get(stage, 0.0) + seconds, 3)
-        for key, value in (("accel", out.accel), ("qemu", out.qemu_version),
-                           ("kernel_release", out.kernel_release)):
-            if value:
-                result.environment[key] = value
+        if out.accel:
+            result.boot = BootEnvironment(out.accel, out.qemu_version, memory_mb, cpus)
+        result.kernel_release = out.kernel_release or result.kernel_release
         reports = scan(list(zip(out.times, out.console, strict=True)))
         text = "\n".join(out.console)
         panic = next((r for r in reports if r.event is ConsoleEvent.PANIC), None)
@@ -421,7 +427,7 @@ class Lab:
                 return Outcome.TESTS_RAN
             return Outcome.PANICKED if panic else Outcome.BOOT_FAILED
         if out.results_xml is None:
-            node = running_test(text)
+            node = suite.running_test(text)
             if panic:
                 # What killed the guest is often an Oops or BUG just before the panic.
                 upto = reports[:reports.index(panic) + 1]

@@ -159,8 +159,10 @@ class ImageResult:
     client_key: Path                 # private key the rig logs in with (0600)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BootRequest:
+    """One boot; a reboot is a new request (dataclasses.replace), never this one changed."""
+
     kernel: Path
     image: ImageResult
     accel: str = "auto"              # auto | kvm | tcg
@@ -170,6 +172,16 @@ class BootRequest:
     memory_mb: int = GUEST_MEMORY_MB
     cpus: int = 1
     workdir: Path | None = None      # per-boot files (the overlay); None: the system's /tmp
+
+
+@dataclass(frozen=True)
+class BootEnvironment:
+    """What a boot reports about itself: the machine the kernel ran on."""
+
+    accelerator: str                 # what the boot really used: "kvm" or "tcg"
+    qemu_version: str
+    memory_mb: int
+    cpus: int
 
 
 @dataclass

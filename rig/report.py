@@ -1,7 +1,9 @@
 """The report, from a results document alone: HTML for a browser, short text for a mail reply.
 
 Both are jinja2 templates under rig/templates/ fed by the view built here, so any old
-results.json re-renders.  The HTML is one self-contained page (inline CSS, no scripts) and
+results.json re-renders.  Everything is grouped by suite, each with its own matrix: the umem
+suite's region x access x check, another suite's test groups (a kselftest program run, an
+rdma-core test class) x tests.  The HTML is one self-contained page (inline CSS, no scripts) and
 autoescaped: every string from the guest or the console is data, never markup.  The text is
 plain, short enough for a reply on the list.  Both replace control characters from consoles.
 """
@@ -23,11 +25,13 @@ from rig.compare import (
     CellChange,
     Change,
     Comparison,
+    VariantComparison,
     compare,
     flatten,
     is_raw,
 )
-from rig.results import Results, TestResult, VariantResult, Verdict
+from rig.results import Results, SuiteInfo, TestResult, VariantResult, Verdict
+from rig.suites import SUITES
 
 LABELS = {
     Verdict.PASSED: "PASS", Verdict.FAILED: "FAIL", Verdict.ERROR: "ERROR",
@@ -91,6 +95,7 @@ class Cell:
 @dataclass
 class Row:
     index: int
+    suite: str
     id: str
     region: str
     access: str
@@ -123,6 +128,26 @@ class Group:
     accesses: list[tuple[str, list[Row]]]
 
 
+@dataclass
+class SuiteView:
+    """One suite's part of the report."""
+
+    name: str
+    groups: list[Group]
+    rows: list[Row]
+    cells: bool                      # its tests are cells with an access (the umem suite)
+    group: str                       # what its tests' regions are ("program run", ...)
+    infos: list[SuiteInfo | None]    # per variant, what became of the suite there
+
+    def changes(self, vc: VariantComparison) -> list[CellChange]:
+        return [c for c in vc.notable() if c.suite == self.name]
+
+    @property
+    def origin(self) -> str:
+        """Where its tests came from (the same for every variant that ran it)."""
+        return next((i.origin for i in self.infos if i and i.origin), "")
+
+
 def render(results: Results) -> str:
     """The HTML report."""
     return _env(True).get_template("report.html.j2").render(_view(results))
@@ -137,41 +162,49 @@ def _view(results: Results) -> dict[str, Any]:
     comparison = compare(results)
     variants = [comparison.base] + [v.variant for v in comparison.variants]
     rows = _rows(comparison, variants)
-    groups = _groups(rows)
+    suites = []
+    for name in dict.fromkeys([r.suite for r in rows] +
+                              [n for v in variants for n in v.suite_names()]):
+        mine = [r for r in rows if r.suite == name]
+        suites.append(SuiteView(name, _groups(mine), mine, any(r.access for r in mine),
+                                SUITES[name].group if name in SUITES else "group",
+                                [v.suite(name) for v in variants]))
     stages = list(dict.fromkeys(s for v in variants for s in v.timings))
     return {
         "results": results, "comparison": comparison, "variants": variants,
-        "groups": groups, "rows": rows, "stages": stages,
+        "suites": suites, "multi": len(suites) > 1, "rows": rows, "stages": stages,
         "exit_status": int(comparison.exit_status()),
         "exit_meaning": comparison.exit_status().meaning,
         "command": next((shlex.join(r.command) for r in results.runs if r.command), "rig run"),
         "labels": LABELS, "markers": MARKERS, "limit": TEXT_LIMIT,
-        "row_of": {r.id: r for r in rows},
+        "row_of": {(r.suite, r.id): r for r in rows},
     }
 
 
 def _rows(comparison: Comparison, variants: list[VariantResult]) -> list[Row]:
-    by_variant = [{t.id: t for t in v.tests} for v in variants]
-    changes = [{}] + [{c.id: c for c in vc.cells} for vc in comparison.variants]
-    firsts: dict[str, TestResult] = {}
+    by_variant = [{t.key: t for t in v.tests} for v in variants]
+    changes = [{}] + [{c.key: c for c in vc.cells} for vc in comparison.variants]
+    firsts: dict[tuple[str, str], TestResult] = {}
     for v in variants:
         for t in v.tests:
-            firsts.setdefault(t.id, t)
-    # the suite's own order of regions, accesses and checks, as first seen; odd results last
-    order: dict[str, dict[str, int]] = {"region": {}, "access": {}, "check": {}}
+            firsts.setdefault(t.key, t)
+    # the suites' own order of suites, regions, accesses and checks, as first seen; odd
+    # results (no region) last in their suite
+    order: dict[str, dict[str, int]] = {"suite": {}, "region": {}, "access": {}, "check": {}}
     for t in firsts.values():
-        for kind, value in (("region", t.region), ("access", t.access), ("check", t.check)):
+        for kind, value in (("suite", t.suite), ("region", t.region), ("access", t.access),
+                            ("check", t.check)):
             order[kind].setdefault(value, len(order[kind]))
 
     def key(t: TestResult) -> tuple:
-        return (not t.region, order["region"][t.region], order["access"][t.access],
-                order["check"][t.check])
+        return (order["suite"][t.suite], not t.region, order["region"][t.region],
+                order["access"][t.access], order["check"][t.check])
 
     rows = []
     for i, t in enumerate(sorted(firsts.values(), key=key)):
-        cells = [Cell(v, tests.get(t.id), ch.get(t.id))
+        cells = [Cell(v, tests.get(t.key), ch.get(t.key))
                  for v, tests, ch in zip(variants, by_variant, changes, strict=True)]
-        rows.append(Row(i, t.id, t.region, t.access, t.check, t.doc, cells))
+        rows.append(Row(i, t.suite, t.id, t.region, t.access, t.check, t.doc, cells))
     return rows
 
 

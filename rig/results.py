@@ -1,8 +1,8 @@
 """The results of a run: one versioned JSON document per run, and the merge of shard files.
 
-Document (``"schema": "umem-rig/results"``, ``"version": 1``)::
+Document (``"schema": "umem-rig/results"``, ``"version": 2``)::
 
-    {"schema": "umem-rig/results", "version": 1,
+    {"schema": "umem-rig/results", "version": 2,
      "runs": [{"started", "finished", "rig_version", "host", "command": [argv...]}],
      "variants": [{
         "name", "is_base", "outcome",            # outcome: a rig.model.Outcome value
@@ -16,14 +16,21 @@ Document (``"schema": "umem-rig/results"``, ``"version": 1``)::
         "timings": {stage: seconds},
         "errors": [{"stage", "message", "excerpt"}],
         "console",                               # an excerpt, not the whole log
-        "tests": [{"id", "check", "region", "access", "verdict", "message", "details",
-                   "doc", "observations", "kmsg", "duration"}]}]}
+        "suites": [{"name", "outcome", "origin"}],
+        "tests": [{"suite", "id", "check", "region", "access", "verdict", "message",
+                   "details", "doc", "observations", "kmsg", "duration"}]}]}
+
+Version 2 added the suites: each test names the suite it belongs to ("umem", "kselftest-mm",
+"rdma-core"), and each variant lists the suites it was asked to run with what became of them
+(a suite whose tests could not be built has an outcome of its own while the others run).
+A test is known by its suite and id together.  Version 1 documents are still read: they had
+the umem suite only.
 
 "runs" holds one entry per shard that contributed (one for an unsharded run).  A verdict is
-one of Verdict's values; "crashed" and "lost" are added by the host, the others come from
-pytest.  Observation keys starting "raw_" are volatile (PFNs, addresses): shown, never
-compared.  A reader of version 1 ignores keys it does not know, so fields can be added
-without a version bump; removing or changing the meaning of one needs version 2.
+one of Verdict's values; "crashed" and "lost" are added by the host, the others come from the
+suite's own report (pytest's, or KTAP's ok / not ok / SKIP / XFAIL).  Observation keys starting "raw_" are volatile (PFNs, addresses): shown, never
+compared.  A reader ignores keys it does not know, so fields can be added
+without a version bump; removing or changing the meaning of one needs a new version.
 
 Mapping onto KernelCI's KCIDB (v5) for a later exporter; ids are "umem-rig:<...>":
 
@@ -44,7 +51,7 @@ variant build          build (checkout_id above)   config_name = config_hash, ar
 variant boot           test path "umem.boot"       PASS when tests ran; FAIL for boot-failed,
                                                    panicked, hung; MISS for infra-error;
                                                    log_excerpt = console
-TestResult             test path "umem.<check>.    environment.misc = qemu_version,
+TestResult             test path "<suite>.<check>. environment.misc = qemu_version,
                        <region>.<access>"          accelerator, image_hash, kernel_release,
                                                    lab and its jobs' urls and devices;
                                                    duration; misc = observations, doc, kmsg;
@@ -75,7 +82,9 @@ from rig.model import Outcome, StageError
 from rig.status import RigError
 
 SCHEMA = "umem-rig/results"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)                  # versions from_json reads
+UMEM = "umem"                      # the suite every version 1 test belongs to
 
 
 class ResultsError(RigError):
@@ -95,11 +104,16 @@ class Verdict(str, enum.Enum):
 
 @dataclass
 class TestResult:
-    """One guest test in one variant."""
+    """One guest test in one variant.
+
+    The umem suite's tests are cells (region x access x check); another suite's tests use
+    region for their group (a kselftest program run, an rdma-core test class), check for
+    the test's own name and no access.
+    """
 
     __test__ = False               # not a pytest test class, whatever its name says
 
-    id: str                        # pytest's name, e.g. "test_no_side_effect[zero-page-ro-mr]"
+    id: str                        # unique in its suite: "test_no_side_effect[zero-page-ro-mr]"
     check: str                     # "no_side_effect"
     region: str                    # "zero-page"; "" for what is not a cell (collection error)
     access: str                    # "ro-mr"
@@ -110,10 +124,16 @@ class TestResult:
     observations: dict[str, Any] = field(default_factory=dict)
     kmsg: list[str] = field(default_factory=list)
     duration: float = 0.0
+    suite: str = ""                # the suite it belongs to: "umem", "kselftest-mm", ...
 
     @property
     def cell(self) -> str:
         return f"{self.region}-{self.access}" if self.access else self.region
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies the test across variants: its suite and its id."""
+        return self.suite, self.id
 
 
 @dataclass
@@ -159,6 +179,19 @@ class Environment:
     build_machinery: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class SuiteInfo:
+    """One suite a variant was asked to run, and what became of it."""
+
+    name: str
+    outcome: Outcome               # OK, TESTS_RAN, BUILD_FAILED (its tests did not build), ...
+    origin: str = ""               # where its tests came from, e.g. "linux-source-6.12 6.12.117"
+
+    @property
+    def has_verdict(self) -> bool:
+        return self.outcome in (Outcome.OK, Outcome.TESTS_RAN)
+
+
 @dataclass
 class VariantResult:
     name: str
@@ -169,11 +202,20 @@ class VariantResult:
     errors: list[StageError] = field(default_factory=list)
     console: str = ""              # console excerpt: the splat, or the tail before a failure
     tests: list[TestResult] = field(default_factory=list)
+    suites: list[SuiteInfo] = field(default_factory=list)
 
     @property
     def has_verdict(self) -> bool:
-        """Whether the guest suite ran, so the tests say something about this kernel."""
+        """Whether the guest suites ran, so the tests say something about this kernel."""
         return self.outcome in (Outcome.OK, Outcome.TESTS_RAN)
+
+    def suite(self, name: str) -> SuiteInfo | None:
+        return next((s for s in self.suites if s.name == name), None)
+
+    def suite_names(self) -> list[str]:
+        """The suites asked for, then any that only the tests name, in order."""
+        return list(dict.fromkeys([s.name for s in self.suites] +
+                                  [t.suite for t in self.tests]))
 
 
 @dataclass
@@ -217,11 +259,14 @@ class Results:
         if schema != SCHEMA:
             raise ResultsError(f"{source}: schema is {schema!r}, not {SCHEMA!r}")
         version = doc.get("version", int)
-        if version != VERSION:
+        if version not in READABLE:
             raise ResultsError(f"{source}: results version {version} is not supported "
-                               f"(this rig reads version {VERSION})")
-        return cls([_run(o) for o in doc.objs("runs")],
-                   [_variant(o) for o in doc.objs("variants")])
+                               f"(this rig reads versions {', '.join(map(str, READABLE))})")
+        variants = [_variant(o) for o in doc.objs("variants")]
+        if version == 1:
+            for v in variants:
+                _from_version_1(v)
+        return cls([_run(o) for o in doc.objs("runs")], variants)
 
     def save(self, path: Path) -> None:
         """Write atomically, so a reader never sees half a document."""
@@ -347,6 +392,14 @@ def _run(o: _Obj) -> RunInfo:
     return _fields(RunInfo, o, command=_Obj.strings)
 
 
+def _from_version_1(v: VariantResult) -> None:
+    """A version 1 variant ran the umem suite alone, when it ran at all."""
+    for t in v.tests:
+        t.suite = UMEM
+    if v.has_verdict:
+        v.suites = [SuiteInfo(UMEM, v.outcome)]
+
+
 def _test(o: _Obj) -> TestResult:
     return _fields(TestResult, o, verdict=lambda o, k: o.enum(k, Verdict),
                    observations=lambda o, k: o.get(k, dict), kmsg=_Obj.strings,
@@ -365,4 +418,6 @@ def _variant(o: _Obj) -> VariantResult:
         timings=_Obj.numbers,
         errors=lambda o, k: [_fields(StageError, e) for e in o.objs(k)],
         tests=lambda o, k: [_test(t) for t in o.objs(k)],
+        suites=lambda o, k: [_fields(SuiteInfo, s, outcome=lambda s, k: s.enum(k, Outcome))
+                             for s in o.objs(k)],
     )

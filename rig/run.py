@@ -17,16 +17,18 @@ from importlib import metadata
 from pathlib import Path
 
 from . import compare, decode, hostdeps, junit, machinery, report, sandbox, sources
+from . import suites as suitelib
 from .build import Builder
 from .cache import Cache
-from .config import RunConfig
+from .config import ConfigFileError, RunConfig
 from .image import ensure_image
 from .lab import Lab, LabError
 from .model import BootRequest, ImageResult, Outcome, StageError, Variant
 from .progress import Progress
 from .results import Environment, PatchInfo, Results, RunInfo, VariantResult, Verdict
 from .status import ExitStatus
-from .testrun import SuiteRequest, run_suite
+from .suites.base import Limits
+from .testrun import TestRequest, prepare_suites, run_tests
 from .worktree import WorkTree
 
 
@@ -57,14 +59,20 @@ class Runner:
         self.cfg = cfg
         self.cache = cache
         self.progress = progress
+        try:
+            self.select = suitelib.split_select(cfg.select, cfg.suites)
+            for name, chosen in self.select.items():
+                suitelib.get(name).validate(chosen)
+        except suitelib.SuiteError as exc:
+            raise ConfigFileError(str(exc)) from None
         self.builder = Builder(cfg.build_settings, cache, progress)
         self.accel = cfg.accel           # "auto" until a boot has found out what works
         self.image: ImageResult | None = None
         self.image_error: StageError | None = None
         self.image_seconds = 0.0
-        # With a lab the boots are the lab's jobs, and run_suite() submits one and waits.
+        # With a lab the boots are the lab's jobs, and run_tests() submits one and waits.
         self.lab = Lab(cfg.lab) if cfg.lab else None
-        self.run_suite = self.lab.run_suite if self.lab else run_suite
+        self.run_tests = self.lab.run_tests if self.lab else run_tests
 
     def prepare_image(self) -> None:
         try:
@@ -107,28 +115,39 @@ class Runner:
         vr.environment.image_hash = self.image.key
         console_dir = cfg.out / "console"
         console_dir.mkdir(parents=True, exist_ok=True)
-        suite = SuiteRequest(cfg.project / "guest_tests",
-                             built.module if built.module.exists() else None,
-                             cfg.timeouts.test, cfg.timeouts.suite, cfg.select)
-        with self.cache.scratch("suite") as scratch:
+        with self.cache.scratch("suites") as scratch:
+            prepared = prepare_suites(cfg, self.cache, built, self.image, self.select,
+                                      scratch, self.progress, variant.name)
+            vr.errors += prepared.errors
+            vr.timings.update(prepared.timings)
+            vr.suites = list(prepared.failed)
+            if not prepared.suites:
+                vr.outcome = Outcome.BUILD_FAILED
+                return vr
             boot_req = BootRequest(built.bzimage, self.image, self.accel,
                                    boot_timeout=cfg.timeouts.boot,
                                    silence_timeout=cfg.timeouts.silence, workdir=scratch)
-            ran = self.run_suite(boot_req, suite, self.progress, variant.name, console_dir,
-                                 scratch)
-        vr.outcome = ran.outcome
+            ran = self.run_tests(TestRequest(boot_req, tuple(prepared.suites), variant.name,
+                                             console_dir,
+                                             Limits(cfg.timeouts.test, cfg.timeouts.suite)),
+                                 self.progress)
+        # a suite that could not be built leaves the variant with only part of its verdicts
+        vr.outcome = Outcome.TESTS_RAN if prepared.failed and ran.outcome is Outcome.OK \
+            else ran.outcome
         vr.tests = ran.tests
         vr.errors += ran.errors
         vr.timings.update(ran.timings)
         vr.console = ran.console.strip()
         self._decode(vr, built.artefacts / "vmlinux", variant)
-        vr.environment.accelerator = ran.environment.get("accel", "")
-        self.accel = vr.environment.accelerator or self.accel
-        vr.environment.qemu_version = ran.environment.get("qemu", "")
-        vr.environment.kernel_release = ran.environment.get("kernel_release",
-                                                            vr.environment.kernel_release)
-        vr.environment.lab = ran.environment.get("lab", "")
-        vr.environment.lab_jobs = ran.environment.get("lab_jobs", [])
+        order = {name: i for i, name in enumerate(cfg.suites)}
+        vr.suites = sorted(vr.suites + ran.suites, key=lambda s: order[s.name])
+        if ran.boot is not None:
+            vr.environment.accelerator = ran.boot.accelerator
+            vr.environment.qemu_version = ran.boot.qemu_version
+            self.accel = ran.boot.accelerator
+        vr.environment.kernel_release = ran.kernel_release or vr.environment.kernel_release
+        vr.environment.lab = ran.lab
+        vr.environment.lab_jobs = ran.lab_jobs
         return vr
 
     def _decode(self, vr: VariantResult, vmlinux: Path, variant: Variant) -> None:

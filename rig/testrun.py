@@ -1,180 +1,283 @@
-"""The guest test stage: upload the suite and the driver, run pytest in the guest, collect.
+"""The guest test stage: boot the variant, run the chosen suites in it one by one, collect.
 
-A test that panics, hangs or kills the guest loses the JUnit file with it, so the rig marks
-each test's start and end in the kernel log (guest_plugin/rig_markers.py); the serial console
-carries those lines out.  The test that was running is recorded as crashed with the console
-excerpt, and the guest is booted again to run the suite without it, up to a crash limit.
+A test that panics, hangs or kills the guest loses what its suite would have reported with it,
+so every suite marks each test's start and end in the kernel log (rig/suites/), and the
+serial console carries those lines out.  The test that was running is recorded as crashed
+with the console excerpt, the guest is booted again, and that suite runs once more without
+it (the suites before it are done, those after it come next), up to a crash limit.  A kernel
+splat that leaves the guest running (WARN, BUG, lockdep...) is pinned on the test the console
+says was running then, which fails with it.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import junit
-from .guest import BootError, GuestCrashed, boot
-from .model import BootRequest, Outcome, StageError
+from . import suites as suitelib
+from .cache import Cache
+from .console import Console, Patterns
+from .guest import BootError, Guest, GuestCrashed, boot
+from .model import (
+    BootEnvironment,
+    BootRequest,
+    BuildResult,
+    ConsoleEvent,
+    ImageResult,
+    Outcome,
+    StageError,
+)
 from .progress import Progress
-from .results import TestResult, Verdict
-from .status import RigError
+from .results import LabJob, SuiteInfo, TestResult, Verdict
 
-GUEST_DIR = "/root/guest_tests"
-GUEST_KO = f"{GUEST_DIR}/driver/umem_test.ko"   # where the suite looks for it by default
-GUEST_XML = "/tmp/rig-results.xml"
-PYTEST_NO_TESTS = 5                  # pytest's exit status when nothing was collected
-HANG_MARGIN = 30.0                   # seconds of console silence beyond a test's own limit
-PLUGIN = Path(__file__).parent / "guest_plugin" / "rig_markers.py"
-_MARK = re.compile(r"umem-rig: test (start|end) (\S+)")
-_SKIP_UPLOAD = shutil.ignore_patterns("__pycache__", "*.o", "*.ko", "*.mod*", "*.cmd",
-                                      "Module.symvers", "modules.order", ".pytest_cache")
+if TYPE_CHECKING:                    # only a type here: the configuration imports the lab,
+    from .config import RunConfig  # whose stage mirrors this one
+from .suites.base import (
+    Hung,
+    Limits,
+    Staged,
+    StageRequest,
+    Suite,
+    SuiteError,
+    SuiteReport,
+    console_since,
+)
+
+PASSING_OR_SKIPPED = frozenset({Verdict.PASSED, Verdict.XFAILED, Verdict.SKIPPED})
 
 
 @dataclass(frozen=True)
-class SuiteRequest:
-    suite: Path                      # guest_tests/
-    module: Path | None              # the variant's umem_test.ko
-    test_timeout: float = 60
-    suite_timeout: float = 1200
-    select: str = ""                 # a pytest -k expression; "": every test
+class TestRequest:
+    __test__ = False                 # not a pytest test class, whatever its name says
+
+    boot: BootRequest
+    suites: tuple[tuple[Suite, Staged], ...]    # in the order they run
+    who: str                         # the variant, for progress and console log names
+    console_dir: Path
+    limits: Limits = field(default_factory=Limits)
     max_crashes: int = 4
 
 
 @dataclass
-class SuiteResult:
+class TestStageResult:
+    __test__ = False                 # not a pytest test class, whatever its name says
+
     outcome: Outcome
     tests: list[TestResult] = field(default_factory=list)
+    suites: list[SuiteInfo] = field(default_factory=list)
     errors: list[StageError] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    environment: dict = field(default_factory=dict)
-    console: str = ""                # excerpts of what went wrong on the console
+    boot: BootEnvironment | None = None          # what the (last) boot reported
+    kernel_release: str = ""                     # uname -r in the guest
+    console: str = ""                            # excerpts of what went wrong on the console
+    lab: str = ""                                # the lab that ran it (rig/lab.py), if any
+    lab_jobs: list[LabJob] = field(default_factory=list)
 
 
-class SelectError(RigError):
-    """A test selection that matches nothing: the user's input, not the kernel's fault."""
+@dataclass
+class Prepared:
+    suites: list[tuple[Suite, Staged]] = field(default_factory=list)
+    failed: list[SuiteInfo] = field(default_factory=list)     # suites that could not be built
+    errors: list[StageError] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
-def running_test(console_text: str) -> str | None:
-    """The node id of the test that started and never ended, per the console markers."""
-    open_test = None
-    for kind, node in _MARK.findall(console_text):
-        open_test = node if kind == "start" else (None if node == open_test else open_test)
-    return open_test
+def prepare_suites(cfg: RunConfig, cache: Cache, built: BuildResult, image: ImageResult,
+                   select: dict[str, tuple[str, ...]], scratch: Path, progress: Progress,
+                   who: str) -> Prepared:
+    """Build (or find in the cache) what each of CFG's suites needs for one variant."""
+    out = Prepared()
+    for name in cfg.suites:
+        suite = suitelib.get(name)
+        req = StageRequest(cfg.project, cache, built, image, cfg.suite_settings.get(name, {}),
+                           cfg.sources, select.get(name, ()), scratch, progress.log)
+        with progress.stage(who, f"build {name}") as timing:
+            try:
+                out.suites.append((suite, suite.stage(req)))
+            except SuiteError as exc:
+                out.failed.append(SuiteInfo(name, Outcome.BUILD_FAILED))
+                out.errors.append(StageError(f"build {name}", str(exc)))
+        out.timings[f"build:{name}"] = timing["seconds"]
+    return out
 
 
-def stage_suite(suite: Path, into: Path) -> Path:
-    staged = into / "guest_tests"
-    shutil.copytree(suite, staged, ignore=_SKIP_UPLOAD)
-    shutil.copy2(PLUGIN, staged / PLUGIN.name)
-    return staged
+def run_tests(req: TestRequest, progress: Progress) -> TestStageResult:
+    """Boot, run every suite, and reboot past crashing tests; never raises for guest trouble."""
+    return _Stage(req, progress).run()
 
 
-def pytest_command(req: SuiteRequest, deselect: list[str]) -> str:
-    args = ["python3", "-m", "pytest", "-p", "no:cacheprovider", "-p", "rig_markers",
-            f"--junitxml={GUEST_XML}", "-o", "junit_family=xunit1", "-q", "-rN"]
-    args += [a for node in deselect for a in ("--deselect", node)]
-    args += ["-k", req.select] if req.select else []
-    env = f"PYTHONPATH={GUEST_DIR} UMEM_TEST_KO={GUEST_KO} UMEM_TEST_TIMEOUT={req.test_timeout:g}"
-    # The outer `timeout` ends a suite stuck in userspace; a stuck kernel is caught by the
-    # host's own deadline on the command.
-    return (f"cd {GUEST_DIR} && {env} timeout -s KILL {req.suite_timeout:g} "
-            + " ".join(shlex.quote(a) for a in args))
+def suite_timing(name: str) -> str:
+    """The timings key of one suite's time in the guest."""
+    return f"tests:{name}"
 
 
-def run_suite(boot_req: BootRequest, req: SuiteRequest, progress: Progress, who: str,
-              console_dir: Path, scratch: Path) -> SuiteResult:
-    """Boot, run the suite, and reboot past crashing tests; never raises for guest trouble.
-    SCRATCH is a private directory for the files staged for upload."""
-    result = SuiteResult(Outcome.OK)
-    crashed: dict[str, tuple[str, str]] = {}     # node id -> (message, console excerpt)
-    staged = stage_suite(req.suite, scratch)
-    for attempt in range(req.max_crashes + 1):
-        log = console_dir / (f"{who}.console.log" if attempt == 0
-                             else f"{who}.console.{attempt}.log")
-        boot_req.console_log = log
-        outcome = _one_boot(boot_req, req, staged, sorted(crashed), result, crashed,
-                            progress, who, scratch, first=attempt == 0)
-        if outcome is not None:
-            result.outcome = outcome
-            break
-    else:
-        result.errors.append(StageError("tests", f"gave up after {req.max_crashes} crashes"))
-        result.outcome = Outcome.TESTS_RAN
-    result.tests += [junit.host_result(node.split("::")[-1], Verdict.CRASHED, message, excerpt,
-                                       known=result.tests)
-                     for node, (message, excerpt) in crashed.items()]
-    if crashed and result.outcome is Outcome.OK:
-        result.outcome = Outcome.TESTS_RAN
-    return result
+class _Stage:
+    """One variant's test stage: the suites still to run and what the others gave."""
 
+    def __init__(self, req: TestRequest, progress: Progress):
+        self.req = req
+        self.progress = progress
+        self.result = TestStageResult(Outcome.OK)
+        self.boot_req = req.boot
+        self.pending = list(req.suites)
+        self.reports: dict[str, SuiteReport] = {}
+        self.crashed: dict[str, dict[str, tuple[str, str]]] = {s.name: {} for s, _ in req.suites}
+        self.salvaged: dict[str, list[TestResult]] = {s.name: [] for s, _ in req.suites}
+        self.broken: set[str] = set()     # suites that died outside a test: not run again
+        self.boot_error: BootError | None = None
+        self.timestamp = Patterns.load().timestamp
 
-def _one_boot(boot_req, req, staged, deselect, result, crashed, progress, who, tmp,
-              first) -> Outcome | None:
-    """One boot and suite run.  Returns the final outcome, or None to boot again."""
-    start = time.monotonic()
-    try:
-        with progress.stage(who, "boot"), boot(boot_req, say=progress.log) as guest:
-            _add(result.timings, "boot", guest.boot_seconds)
-            result.environment.update(guest.environment)
-            boot_req.accel = guest.accel        # a reboot need not probe KVM again
-            with progress.stage(who, "tests") as timing:
-                guest.put(staged, GUEST_DIR)
-                if req.module is not None:
-                    guest.put(req.module, GUEST_KO)
+    def run(self) -> TestStageResult:
+        for attempt in range(self.req.max_crashes + 1):
+            name = f"{self.req.who}.console.log" if attempt == 0 else \
+                f"{self.req.who}.console.{attempt}.log"
+            self.boot_req = replace(self.boot_req, console_log=self.req.console_dir / name)
+            outcome = self._boot(first=attempt == 0)
+            if outcome is not None:
+                self.result.outcome = outcome
+                break
+        else:
+            self.result.errors.append(
+                StageError("tests", f"gave up after {self.req.max_crashes} crashes"))
+            self.result.outcome = Outcome.TESTS_RAN
+        self._collect()
+        return self.result
+
+    def _boot(self, first: bool) -> Outcome | None:
+        """One boot running the pending suites.  The final outcome, or None to boot again."""
+        start = time.monotonic()
+        suite: Suite | None = None
+        console: Console | None = None
+        mark = 0
+        try:
+            with self.progress.stage(self.req.who, "boot"), \
+                    boot(self.boot_req, say=self.progress.log) as guest:
+                _add(self.result.timings, "boot", guest.boot_seconds)
+                console = guest.console
+                self.result.boot = guest.environment
+                # a reboot need not probe KVM again
+                self.boot_req = replace(self.boot_req, accel=guest.accel)
                 uname = guest.run("uname -r", timeout=30)
-                result.environment["kernel_release"] = uname.stdout.strip()
-                progress.detail(who, "pytest")
-                # Each test logs its start and end on the console, so a console quiet for
-                # longer than a test may take means a test is stuck in the kernel.
-                run = guest.run(pytest_command(req, deselect), timeout=req.suite_timeout + 60,
-                                silence=req.test_timeout + HANG_MARGIN)
-                if run.timed_out or run.status == 137:
-                    node = running_test(guest.console_log.read_text(errors="replace"))
-                    return _crash(node, f"hung: {run.stderr or 'the suite did not finish'}",
-                                  guest.console.tail(), result, crashed)
-                local = tmp / "results.xml"
-                try:
-                    guest.get(GUEST_XML, local)
-                except Exception as exc:  # noqa: BLE001 - any transfer failure is the same
-                    result.errors.append(StageError(
-                        "tests", f"pytest exited {run.status} and wrote no JUnit file: {exc}",
-                        (run.stdout + run.stderr)[-3000:]))
-                    return Outcome.TESTS_RAN
-            _add(result.timings, "tests", timing.get("seconds", 0.0))
-            if run.status == PYTEST_NO_TESTS and req.select and first:
-                raise SelectError(f"--select {req.select!r} matches no test of the guest suite")
-            result.tests = junit.parse(local)
-            for splat in guest.console.splats():
-                result.console += splat.excerpt + "\n"
-            if run.status not in (0, 1):
-                result.errors.append(StageError("tests", f"pytest exited {run.status}",
-                                                (run.stdout + run.stderr)[-3000:]))
-                return Outcome.TESTS_RAN
-            return Outcome.OK if not crashed else Outcome.TESTS_RAN
-    except GuestCrashed as exc:
-        node = running_test(boot_req.console_log.read_text(errors="replace"))
-        return _crash(node, f"the guest died: {exc.report.event.value}", exc.report.excerpt,
-                      result, crashed)
-    except BootError as exc:
-        _add(result.timings, "boot", time.monotonic() - start)
-        result.errors.append(exc.stage_error())
-        result.console += exc.report.excerpt if exc.report else ""
-        # A kernel that never came up has no verdict; one that crashed in a test and then
-        # would not come back still has the verdicts it gave.
-        return exc.outcome if first else Outcome.TESTS_RAN
+                self.result.kernel_release = uname.stdout.strip()
+                while self.pending:
+                    suite, staged = self.pending[0]
+                    self._unattributed(guest)
+                    mark = guest.console_log.stat().st_size
+                    if not self._run_suite(guest, suite, staged, mark):
+                        return None if self.pending else Outcome.TESTS_RAN
+                    self.pending.pop(0)
+                return Outcome.OK
+        except GuestCrashed as exc:
+            # what killed it (a BUG, an Oops) came just before the panic, as a splat
+            excerpt = "\n\n".join([r.excerpt for r in (console.splats() if console else [])
+                                   if r.event is ConsoleEvent.SPLAT] + [exc.report.excerpt])
+            self.result.console += excerpt + "\n"
+            if suite is None:
+                self.result.errors.append(StageError(
+                    "boot", f"the guest died before the tests: {exc.report.event.value}",
+                    excerpt))
+                return Outcome.PANICKED if first else Outcome.TESTS_RAN
+            self._crash(suite, console_since(self.boot_req.console_log, mark),
+                        f"the guest died: {exc.report.event.value}", excerpt)
+            return None if self.pending else Outcome.TESTS_RAN
+        except BootError as exc:
+            _add(self.result.timings, "boot", time.monotonic() - start)
+            self.result.errors.append(exc.stage_error())
+            self.result.console += (exc.report.excerpt + "\n") if exc.report else ""
+            self.boot_error = exc
+            # A kernel that never came up has no verdict; one that crashed in a test and
+            # then would not come back still has the verdicts it gave.
+            return exc.outcome if first else Outcome.TESTS_RAN
 
+    def _run_suite(self, guest: Guest, suite: Suite, staged: Staged, mark: int) -> bool:
+        """Run SUITE in GUEST; False if the guest must be booted again (a hang)."""
+        with self.progress.stage(self.req.who, suite.name) as timing:
+            try:
+                for local, remote in staged.uploads:
+                    guest.put(local, remote)
+                report = suite.run(guest, staged, frozenset(self.crashed[suite.name]),
+                                   self.req.limits)
+            except Hung as exc:
+                hung = exc
+            else:
+                hung = None
+        _add(self.result.timings, suite_timing(suite.name), timing["seconds"])
+        if hung is not None:
+            self.result.console += guest.console.tail() + "\n"
+            self._crash(suite, console_since(guest.console_log, mark), str(hung),
+                        guest.console.tail())
+            return False
+        self._attribute(guest, suite, report, mark)
+        self.reports[suite.name] = report
+        return True
 
-def _crash(node: str | None, message: str, excerpt: str, result: SuiteResult,
-           crashed: dict[str, tuple[str, str]]) -> Outcome | None:
-    result.console += excerpt + "\n"
-    if node is None or node in crashed:
-        result.errors.append(StageError("tests", f"{message}, outside any test", excerpt))
-        return Outcome.TESTS_RAN
-    crashed[node] = (message, excerpt)
-    return None
+    def _crash(self, suite: Suite, console: str, message: str, excerpt: str) -> None:
+        """Pin a crash or hang on the test the console says was running, to be skipped on
+        the next boot; a suite that died outside any test is not run again."""
+        self.salvaged[suite.name] += suite.salvage(console)
+        key = suite.running_test(console)
+        if key is None or key in self.crashed[suite.name]:
+            self.result.errors.append(
+                StageError("tests", f"{suite.name}: {message}, outside any test", excerpt))
+            self.broken.add(suite.name)
+            self.pending = [p for p in self.pending if p[0] is not suite]
+        else:
+            self.crashed[suite.name][key] = (message, excerpt)
+
+    def _unattributed(self, guest: Guest) -> None:
+        """Splats between suites belong to no test: the variant's console excerpt."""
+        for splat in guest.console.splats():
+            self.result.console += splat.excerpt + "\n"
+
+    def _attribute(self, guest: Guest, suite: Suite, report: SuiteReport, mark: int) -> None:
+        """Fail the test each splat of the suite's run came in; the rest go to the console."""
+        splats = guest.console.splats()
+        if not splats:
+            return
+        console = console_since(guest.console_log, mark)
+        by_id = {t.id: t for t in report.tests}
+        for splat in splats:
+            first = splat.excerpt.splitlines()[0] if splat.excerpt else ""
+            at = console.find(first) if first else -1
+            key = suite.running_test(console[:at]) if at >= 0 else None
+            test = by_id.get(suite.test_id(key)) if key else None
+            if test is None:
+                self.result.console += splat.excerpt + "\n"
+                continue
+            said = self.timestamp.sub("", first)
+            if not any(said in line for line in test.kmsg):
+                test.kmsg += splat.excerpt.splitlines()
+            if test.verdict in PASSING_OR_SKIPPED:
+                test.message = f"kernel splat during the test: {first}"
+                test.verdict = Verdict.FAILED
+            test.details = "\n".join(filter(None, [test.details, splat.excerpt]))
+
+    def _collect(self) -> None:
+        """Every suite's results in order, with the host's verdicts and each one's outcome."""
+        for suite, staged in self.req.suites:
+            report = self.reports.get(suite.name, SuiteReport())
+            tests = report.tests + self.salvaged[suite.name]
+            known = list(tests)
+            tests += [suite.host_result(key, Verdict.CRASHED, message, excerpt, known)
+                      for key, (message, excerpt) in self.crashed[suite.name].items()]
+            for t in tests:
+                t.suite = suite.name
+            self.result.tests += tests
+            self.result.errors += [replace(e, message=f"{suite.name}: {e.message}")
+                                   for e in report.errors]
+            if suite.name in self.reports:
+                clean = not (self.crashed[suite.name] or report.errors)
+                outcome = Outcome.OK if clean else Outcome.TESTS_RAN
+            elif tests or suite.name in self.broken:
+                outcome = Outcome.TESTS_RAN
+            else:    # it never got to run: the guest did not come up, or gave up
+                outcome = self.boot_error.outcome if self.boot_error else Outcome.TESTS_RAN
+            self.result.suites.append(SuiteInfo(suite.name, outcome, staged.origin))
+        if self.result.outcome is Outcome.OK and any(
+                s.outcome is not Outcome.OK for s in self.result.suites):
+            self.result.outcome = Outcome.TESTS_RAN
 
 
 def _add(timings: dict[str, float], stage: str, seconds: float) -> None:

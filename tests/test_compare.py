@@ -208,3 +208,96 @@ def test_a_real_run_of_the_four_default_variants():
     assert {c.id for c in wia.cells if c.change is compare.Change.REGRESSED} == {
         "test_coherent_after_cpu_write[anon-prot-read-ro-mr]",
         "test_coherent_after_cpu_write[drv-private-ro-ro-mr]"}
+
+
+SUITES = Path(__file__).parent / "fixtures" / "suites"
+
+
+def three_suites(name, umem_xml, is_base=False):
+    """A variant with the umem suite (JUnit above) and the other two suites' real output
+    from a 6.1 guest (fixtures/suites/)."""
+    from rig.suites.kselftest_mm import KselftestMM, segment
+    from rig.suites.kselftest_mm import results as ktap_results
+    from rig.suites.rdma_core import case_id
+
+    tests = junit.parse(JUNIT / umem_xml)
+    for t in tests:
+        t.suite = "umem"
+    console = (SUITES / "kselftest-mm-6.1.192.console.log").read_text()
+    for run in KselftestMM().recipe.runs:
+        tests += ktap_results(run, *segment(console, run.name))
+    rdma = junit.parse(SUITES / "rdma-core-6.1.192.xml", case_id)
+    for t in rdma:
+        t.suite = "rdma-core"
+    suites = [results.SuiteInfo(s, Outcome.OK) for s in ("umem", "kselftest-mm", "rdma-core")]
+    return VariantResult(name, is_base, Outcome.OK, tests=tests + rdma, suites=suites)
+
+
+def test_each_suite_is_counted_on_its_own():
+    base = three_suites("base", "base.xml", is_base=True)
+    rfc = three_suites("umem-rfc", "rfc.xml")
+    # one kselftest verdict turned, by hand, so that two suites have news
+    turned = next(t for t in rfc.tests if t.id == "cow: Basic COW after fork() ... with base page")
+    turned.verdict = Verdict.FAILED
+    c = compare.compare(Results([], [base, rfc]))
+    assert c.headline() == [
+        ("base: umem 64 tests: 39 passed, 2 failed, 21 skipped, 2 xfailed; kselftest-mm 219 "
+         "tests: 50 passed, 165 skipped, 4 xfailed; rdma-core 158 tests: 86 passed, 1 failed, "
+         "71 skipped"),
+        ("umem-rfc vs base: umem 2 fixed, 3 regressed, 7 changed; kselftest-mm 0 fixed, "
+         "1 regressed, 0 changed; rdma-core 0 fixed, 0 regressed, 0 changed")]
+    [vc] = c.variants
+    assert {c.key for c in vc.cells if c.change is Change.REGRESSED} >= {
+        ("kselftest-mm", "cow: Basic COW after fork() ... with base page")}
+    assert c.exit_status() == ExitStatus.REGRESSION
+
+
+def test_a_suite_that_did_not_build_leaves_the_others_verdicts():
+    base = three_suites("base", "base.xml", is_base=True)
+    again = three_suites("again", "base.xml")
+    again.tests = [t for t in again.tests if t.suite != "kselftest-mm"]
+    again.suites[1] = results.SuiteInfo("kselftest-mm", Outcome.BUILD_FAILED)
+    again.outcome = Outcome.TESTS_RAN
+    c = compare.compare(Results([], [base, again]))
+    assert c.headline()[1].startswith(
+        "again vs base: umem 0 fixed, 0 regressed, 0 changed; kselftest-mm build-failed in "
+        "again; rdma-core 0 fixed, 0 regressed, 0 changed")
+    assert c.exit_status() == ExitStatus.NO_VERDICT
+
+
+def test_the_same_id_in_two_suites_is_two_tests():
+    base = variant("base", "base.xml", is_base=True)
+    other = variant("other", "base.xml")
+    for t in base.tests + other.tests:
+        t.suite = "umem"
+    twin = dataclasses.replace(other.tests[0], suite="rdma-core", verdict=Verdict.FAILED)
+    other.tests.append(twin)
+    [vc] = compare.compare(Results([], [base, other])).variants
+    assert [c.change for c in vc.cells if c.id == twin.id] == [Change.UNCHANGED, Change.NEW]
+
+
+def test_a_real_run_of_the_four_default_variants_with_every_suite():
+    """real-4-variants-3-suites.json.gz: what each suite says of each kernel."""
+    import gzip
+
+    path = Path(__file__).parent / "fixtures" / "results" / "real-4-variants-3-suites.json.gz"
+    res = results.Results.from_json(gzip.decompress(path.read_bytes()).decode(), str(path))
+    cmp = compare.compare(res)
+    assert cmp.headline()[1:] == [
+        ("umem-rfc vs base: umem 2 fixed, 4 regressed, 11 changed; kselftest-mm 0 fixed, "
+         "0 regressed, 0 changed; rdma-core 0 fixed, 0 regressed, 0 changed"),
+        ("write-if-able vs base: umem 2 fixed, 2 regressed, 7 changed; kselftest-mm 0 fixed, "
+         "0 regressed, 0 changed; rdma-core 0 fixed, 0 regressed, 0 changed"),
+        ("upstream vs base: umem 1 fixed, 0 regressed, 3 changed; kselftest-mm 0 fixed, "
+         "0 regressed, 116 changed, 504 new; rdma-core 1 fixed, 0 regressed, 0 changed"),
+    ]
+    assert cmp.exit_status() == ExitStatus.REGRESSION
+    upstream = next(v for v in cmp.variants if v.name == "upstream")
+    # rxe learned IBV_WR_ATOMIC_WRITE after 6.1
+    assert {c.id for c in upstream.cells if c.change is Change.FIXED and
+            c.suite == "rdma-core"} == {"test_qpex.QpExTestCase.test_qp_ex_rc_atomic_write"}
+    # 6.12's gup_test has PIN_LONGTERM_TEST_START: cow's R/O pin of the zero page runs, and
+    # unsharing keeps the pin coherent
+    zero = next(c for c in upstream.cells
+                if c.id == "cow: R/O longterm GUP pin ... with shared zeropage")
+    assert (zero.base.verdict, zero.other.verdict) == (Verdict.SKIPPED, Verdict.PASSED)

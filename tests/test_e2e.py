@@ -146,7 +146,7 @@ def test_a_select_that_matches_nothing_is_bad_input(tmp_path):
          "--out", str(tmp_path)], capture_output=True, text=True, timeout=3600, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == \
-        "rig: --select 'no_such_cell' matches no test of the guest suite"
+        "rig: --select 'no_such_cell' matches no test of the umem suite"
     assert "Traceback" not in proc.stderr
 
 
@@ -161,3 +161,67 @@ def test_the_suite_runs_by_hand_in_a_booted_guest_driver_tests_included():
     assert proc.returncode == 0, (out[-3000:], proc.stderr[-2000:])
     assert "umem_test" not in out, out[-3000:]          # no skip for want of the driver
     assert re.search(r"^\d+ passed", out.strip().splitlines()[-1]), out[-3000:]
+
+
+# The kselftest-mm and rdma-core suites beside the umem suite, in the same guests; a few tests
+# of each keep the cost small (kselftest-mm's build is cached: one build per tree).
+SUITE_SELECTION = ["--select", "test_registration[anon-written-rw-mr]",
+                   "--select", "kselftest-mm:gup_longterm@tmpfs",
+                   "--select", "kselftest-mm:gup_test-u",
+                   "--select", "rdma-core:test_mr.MWTest"]
+
+
+def test_every_suite_gives_verdicts_in_one_report(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "rig.cli", "run", "--variant", "base", "--suite", "umem",
+         "--suite", "kselftest-mm", "--suite", "rdma-core", *SUITE_SELECTION,
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=3600, check=False)
+    res = results.load(tmp_path / "results.json")
+    base = res.variant("base")
+    assert base.outcome.value == "ok", (base.errors, proc.stderr[-3000:])
+    assert [(s.name, s.outcome.value) for s in base.suites] == [
+        ("umem", "ok"), ("kselftest-mm", "ok"), ("rdma-core", "ok")]
+    assert base.suite("kselftest-mm").origin.startswith("linux-source-6.12 ")
+    by_suite = {s: [t for t in base.tests if t.suite == s] for s in base.suite_names()}
+    assert [t.id for t in by_suite["umem"]] == ["test_registration[anon-written-rw-mr]"]
+    # 6.1's gup_test has no PIN_LONGTERM_TEST_START (6.3): every long-term pin test skips
+    longterm = [t for t in by_suite["kselftest-mm"] if t.region == "gup_longterm@tmpfs"]
+    assert len(longterm) == 32
+    assert {t.message for t in longterm} == {"PIN_LONGTERM_TEST_START failed"}
+    [gup] = [t for t in by_suite["kselftest-mm"] if t.region == "gup_test-u"]
+    assert (gup.id, gup.verdict.value) == ("gup_test-u: test 1", "passed")
+    mw = by_suite["rdma-core"]
+    assert {t.region for t in mw} == {"test_mr.MWTest"} and len(mw) == 7
+    assert all(t.verdict.value == "passed" for t in mw), [(t.id, t.message) for t in mw]
+    text = (tmp_path / "report.txt").read_text()
+    assert "base: umem 1 tests: 1 passed; kselftest-mm 33 tests: 1 passed, 32 skipped; " \
+           "rdma-core 7 tests: 7 passed" in text
+    assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_a_ktap_program_that_crashes_or_warns_is_pinned_on_its_test(tmp_path):
+    """A candidate whose gup_test WARNs on one benchmark and BUGs on another: the splat fails
+    the test it came in, the crash is that test's verdict, the other programs still run."""
+    patch = FIXTURES / "build" / "gup-test-warn-and-bug.patch"
+    runs = ["gup_test-a", "gup_test-L", "gup_test-u"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rig.cli", "run", "--variant", "base", "--patch", str(patch),
+         "--suite", "kselftest-mm", *[a for r in runs for a in ("--select", f"kselftest-mm:{r}")],
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=3600, check=False)
+    res = results.load(tmp_path / "results.json")
+    v = res.variant("gup-test-warn-and-bug")
+    got = {t.id: t for t in v.tests}
+    assert set(got) == {f"{r}: test 1" for r in runs}, got
+    warned = got["gup_test-a: test 1"]
+    assert warned.verdict.value == "failed"
+    assert warned.message.startswith("kernel splat during the test: ")
+    assert "gup_test.c" in warned.details
+    crashed = got["gup_test-L: test 1"]
+    assert crashed.verdict.value == "crashed"
+    assert "kernel BUG at mm/gup_test.c" in crashed.details
+    assert got["gup_test-u: test 1"].verdict.value == "passed"
+    assert v.outcome.value == "tests-ran"
+    regressed = {c.id for vc in compare.compare(res).variants for c in vc.cells
+                 if c.change is Change.REGRESSED}
+    assert regressed == {"gup_test-a: test 1", "gup_test-L: test 1"}
+    assert proc.returncode == 1, proc.stdout[-2000:]

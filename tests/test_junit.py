@@ -188,3 +188,33 @@ def test_a_real_guest_run_parses_cell_by_cell():
     shared_ro = next(t for t in tests if t.id == "test_registration[drv-shared-ro-ro-mr]")
     assert shared_ro.verdict is Verdict.FAILED
     assert shared_ro.observations["registered"] is False
+
+
+def test_own_junit_has_one_testsuite_per_suite_and_reads_back():
+    from rig.results import SuiteInfo
+    from rig.suites.rdma_core import case_id
+
+    umem = junit.parse(JUNIT / "base.xml")
+    for t in umem:
+        t.suite = "umem"
+    rdma = junit.parse(Path(__file__).parent / "fixtures" / "suites" / "rdma-core-6.1.192.xml",
+                       case_id)
+    for t in rdma:          # as the suite gives them
+        t.suite = "rdma-core"
+        t.region, _, t.check = t.id.rpartition(".")
+    variant = VariantResult("base", True, Outcome.TESTS_RAN, tests=umem + rdma, suites=[
+        SuiteInfo("umem", Outcome.OK), SuiteInfo("kselftest-mm", Outcome.BUILD_FAILED),
+        SuiteInfo("rdma-core", Outcome.OK)],
+        errors=[StageError("build kselftest-mm", "building cow failed")])
+    root = ET.fromstring(junit.to_junit(variant))
+    suites = {s.get("name"): s for s in root.findall("testsuite")}
+    assert list(suites) == ["base/umem", "base/kselftest-mm", "base/rdma-core"]
+    assert (suites["base/umem"].get("tests"), suites["base/rdma-core"].get("tests")) == (
+        "64", "158")
+    # the suite that could not build fails in CI rather than passing empty
+    failed = suites["base/kselftest-mm"]
+    assert (failed.get("tests"), failed.get("errors")) == ("1", "1")
+    assert failed.find("testcase/error").get("message") == \
+        "build-failed: building cow failed"
+    back = junit.parse_string(junit.to_junit(variant))
+    assert [t for t in back if t.suite] == umem + rdma

@@ -19,7 +19,9 @@ import yaml
 from rig import cli, config, lab, lava, report, results
 from rig.model import Outcome
 from rig.results import LabJob, Verdict
-from rig.testrun import SuiteRequest, SuiteResult
+from rig.suites.base import Limits, Staged
+from rig.suites.umem import GUEST_DIR, GUEST_KO, UmemSuite, stage_tests
+from rig.testrun import TestStageResult
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lab"
 PROJECT = Path(__file__).parent.parent
@@ -61,24 +63,29 @@ def test_a_complete_job_gives_the_console_the_results_and_the_environment():
     assert sum(line.startswith("RIG-RUN-END:") for line in out.console) == 1
 
 
+def _judge(the_lab, out, result, crashed, first):
+    return the_lab._judge(out, UmemSuite(), 1024, 1, result, crashed, first=first)
+
+
 def test_a_complete_job_becomes_the_suite_result_a_local_boot_gives(tmp_path):
-    result = SuiteResult(Outcome.OK)
-    outcome = lab.Lab(_settings(tmp_path))._judge(_read(3), result, {}, first=True)
+    result = TestStageResult(Outcome.OK)
+    outcome = _judge(lab.Lab(_settings(tmp_path)), _read(3), result, {}, first=True)
     assert outcome is Outcome.OK
     assert len(result.tests) == 64
     verdicts = {t.id: t.verdict for t in result.tests}
     assert verdicts["test_registration[drv-shared-ro-ro-mr]"] is Verdict.FAILED  # 6.1's EFAULT
     assert verdicts["test_registration[drv-pfnmap-ro-mr]"] is Verdict.XFAILED
     assert all(t.observations for t in result.tests if t.region)
-    assert result.environment["kernel_release"] == "6.1.192"
+    assert result.kernel_release == "6.1.192"
+    assert result.boot is not None and result.boot.accelerator == "tcg"
 
 
 def test_a_job_whose_qemu_never_started_the_kernel_is_an_infra_error_with_qemus_words(
         tmp_path):
     out = _read(2)
     assert not out.ready and out.job.id == "2"
-    result = SuiteResult(Outcome.OK)
-    outcome = lab.Lab(_settings(tmp_path))._judge(out, result, {}, first=True)
+    result = TestStageResult(Outcome.OK)
+    outcome = _judge(lab.Lab(_settings(tmp_path)), out, result, {}, first=True)
     assert outcome is Outcome.INFRA_ERROR
     (error,) = result.errors
     assert "the kernel never started; the job ended Incomplete" in error.message
@@ -90,15 +97,15 @@ def test_a_test_that_panics_the_guest_is_crashed_and_the_next_job_runs_the_rest(
     """Job 4 panicked in an RDMA WRITE test (a kernel with BUG_ON in rxe); job 5 ran the
     suite again without that test, as the stage does."""
     the_lab = lab.Lab(_settings(tmp_path))
-    result, crashed = SuiteResult(Outcome.OK), {}
-    assert the_lab._judge(_read(4), result, crashed, first=True) is None
+    result, crashed = TestStageResult(Outcome.OK), {}
+    assert _judge(the_lab, _read(4), result, crashed, first=True) is None
     node = "test_umem.py::test_coherent_after_rdma_write[anon-written-rw-mr]"
     assert list(crashed) == [node]
     message, excerpt = crashed[node]
     assert message == "the guest died: panic"
     assert "kernel BUG at drivers/infiniband/sw/rxe/rxe_resp.c:569!" in excerpt
     assert "Kernel panic - not syncing: Fatal exception" in excerpt
-    assert the_lab._judge(_read(5), result, crashed, first=False) is Outcome.TESTS_RAN
+    assert _judge(the_lab, _read(5), result, crashed, first=False) is Outcome.TESTS_RAN
     assert [(t.id, t.verdict) for t in result.tests] == [
         ("test_registration[anon-written-rw-mr]", Verdict.PASSED)]
 
@@ -141,9 +148,11 @@ def test_the_job_definition_boots_the_rigs_kernel_line_with_the_suite_disk(tmp_p
 def test_the_suite_archive_holds_the_suite_the_driver_and_the_run_script(tmp_path):
     module = tmp_path / "umem_test.ko"
     module.write_bytes(b"\x7fELF not really a module")
-    req = SuiteRequest(PROJECT / "guest_tests", module, 60, 1200, "test_registration")
+    tests = stage_tests(PROJECT / "guest_tests", tmp_path / "staged")
+    staged = Staged("umem", ((tests, GUEST_DIR), (module, GUEST_KO)), "guest_tests",
+                    tmp_path / "work", ("test_registration",))
     archive = lab.Lab(_settings(tmp_path)).suite_archive(
-        req, ["test_umem.py::test_x[a]"], tmp_path)
+        staged, Limits(60, 1200), ["test_umem.py::test_x[a]"], tmp_path)
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
         script = tar.extractfile("rig-run.sh").read().decode()
@@ -151,7 +160,7 @@ def test_the_suite_archive_holds_the_suite_the_driver_and_the_run_script(tmp_pat
     assert {"guest_tests/test_umem.py", "guest_tests/rig_markers.py",
             "guest_tests/driver/umem_test.ko", "rig-run.sh"} <= names
     assert "--deselect test_umem.py::test_x[a]" in script.replace("'", "")
-    assert "-k test_registration" in script.replace("'", "")
+    assert "-k (test_registration)" in script.replace("'", "")
     assert "RIG-RESULTS-BEGIN:$nonce" in script
     assert archive.stat().st_size % 512 == 0               # a whole number of disk sectors
 

@@ -146,3 +146,21 @@ def test_a_variant_without_the_base_suite_renders_every_cell():
     assert "not a cell (collection and other errors)" in page
     assert "No module named &#39;pyverbs&#39;" in page
     assert page.count("+ NEW") == 64 * 2          # matrix and observation summaries
+
+
+def test_a_real_run_with_every_suite_renders_one_report():
+    """real-4-variants-3-suites.json.gz: `rig run --suite umem --suite kselftest-mm
+    --suite rdma-core` of the four default variants."""
+    import gzip
+
+    path = FIXTURES / "results" / "real-4-variants-3-suites.json.gz"
+    doc = results.Results.from_json(gzip.decompress(path.read_bytes()).decode(), str(path))
+    page, text = report.render(doc), report.render_text(doc)
+    for title in ("Matrix: umem: region × access × check",
+                  "Matrix: kselftest-mm: program run × test",
+                  "Matrix: rdma-core: test class × test"):
+        assert f"<h2>{title}</h2>" in page
+    for line in compare(doc).headline():
+        assert f"* {line}\n" in text
+    assert "suite kselftest-mm: linux-source-6.12 6.12.117-1~deb12u1" in text
+    assert "    test_qp_ex_rc_atomic_write [test_qpex.QpExTestCase]: failed -> passed\n" in text

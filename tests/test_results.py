@@ -33,7 +33,7 @@ def test_round_trip():
     doc = fresh()
     text = doc.to_json()
     assert json.loads(text)["schema"] == "umem-rig/results"
-    assert json.loads(text)["version"] == 1
+    assert json.loads(text)["version"] == 2
     assert Results.from_json(text) == doc
 
 
@@ -62,7 +62,7 @@ def mutated(change) -> str:
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.update(schema="kcidb"), "schema is 'kcidb', not 'umem-rig/results'"),
-    (lambda d: d.update(version=2), "results version 2 is not supported"),
+    (lambda d: d.update(version=3), "results version 3 is not supported"),
     (lambda d: d["variants"][1].pop("name"), r"results-v1.json.variants\[1\]: 'name' is missing"),
     (lambda d: d["variants"][0]["tests"][3].update(verdict="bogus"),
      r"variants\[0\].tests\[3\].verdict: 'bogus' is not one of passed, failed"),
@@ -117,3 +117,19 @@ def test_merge_refuses_two_bases():
     other = VariantResult("base-6.12", True, Outcome.OK)
     with pytest.raises(ResultsError, match="more than one base variant: base, base-6.12"):
         results.merge([whole, Results([run()], [other])])
+
+
+def test_version_2_keeps_suites_and_version_1_is_the_umem_suite():
+    doc = fresh()
+    for v in doc.variants:
+        for t in v.tests:
+            t.suite = "umem"
+        v.suites = [results.SuiteInfo("umem", v.outcome, "guest_tests 72d6a1647acf"),
+                    results.SuiteInfo("kselftest-mm", Outcome.BUILD_FAILED)]
+    back = Results.from_json(doc.to_json())
+    assert back == doc
+    assert back.variant("umem-rfc").suite("kselftest-mm").has_verdict is False
+    old = results.load(V1)
+    assert {t.suite for v in old.variants for t in v.tests} == {"umem"}
+    assert [s.name for s in old.variant("base").suites] == ["umem"]
+    assert old.variant("write-if-able").suites == []          # it never ran its tests

@@ -18,10 +18,12 @@ from ..status import ExitStatus
 def settings(args: argparse.Namespace, **overrides) -> tuple[RunConfig, Cache]:
     """The run configuration the options ask for, and the cache.  OVERRIDES name load()'s
     keywords; the shared options (--config, --accel, --out, --debug, --select, --lab,
-    --no-sandbox) are read here."""
-    for option in ("accel", "out", "debug", "select", "lab", "sandbox"):
-        if option not in overrides and hasattr(args, option):
-            overrides[option] = getattr(args, option)
+    --no-sandbox, --suite) are read here."""
+    for option, keyword in (("accel", "accel"), ("out", "out"), ("debug", "debug"),
+                            ("select", "select"), ("lab", "lab"), ("sandbox", "sandbox"),
+                            ("suite", "suites")):
+        if keyword not in overrides and hasattr(args, option):
+            overrides[keyword] = getattr(args, option)
     cfg = load_config(args.config, **overrides)
     return cfg, cache_of(args)
 

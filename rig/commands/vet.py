@@ -29,7 +29,7 @@ def command_line(args) -> str:
     words += ["--onto", args.onto] if args.onto else []
     words += ["--debug"] if args.debug else []
     words += ["--no-sandbox"] if args.sandbox is False else []
-    words += ["--select", args.select] if args.select else []
+    words += [w for s in args.select or () for w in ("--select", s)]
     return shlex.join(words)
 
 

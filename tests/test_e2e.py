@@ -130,10 +130,12 @@ def test_a_test_that_crashes_the_kernel_is_a_verdict_and_the_rest_still_run(tmp_
 
 
 def test_select_runs_exactly_the_cells_it_matches(tmp_path):
-    """--select is pytest's -k: 'zero-page' is every zero-page cell and nothing else."""
+    """--select is pytest's -k: 'zero-page and not thp' is every cell of the zero-page region
+    (and not of thp-zero-page, which 'zero-page' alone would match too)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "rig.cli", "run", "--variant", "base", "--select", "zero-page",
-         "--out", str(tmp_path)], capture_output=True, text=True, timeout=3600, check=False)
+        [sys.executable, "-m", "rig.cli", "run", "--variant", "base",
+         "--select", "zero-page and not thp", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=3600, check=False)
     res = results.load(tmp_path / "results.json")
     tests = res.variant("base").tests
     assert tests and {t.region for t in tests} == {"zero-page"}, proc.stderr[-2000:]

@@ -107,7 +107,7 @@ def test_a_read_that_moved_no_data_or_read_another_mr_fails_its_check():
     """guest_tests/test_guards.py in a real guest: every sabotaged READ makes its check fail."""
     proc = subprocess.run(
         [sys.executable, "-m", "rig.cli", "boot", "base", "--", "sh", "-c",
-         ("cd /root/guest_tests && UMEM_TEST_KO=/root/umem_test.ko "
+         ("cd /root/guest_tests && "
           "python3 -m pytest -p no:cacheprovider -v test_guards.py")],
         cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

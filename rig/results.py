@@ -7,12 +7,14 @@ Document (``"schema": "umem-rig/results"``, ``"version": 1``)::
      "variants": [{
         "name", "is_base", "outcome",            # outcome: a rig.model.Outcome value
         "environment": {"source", "source_version", "series", "config_hash",
-                        "patches": [{"subject", "sha256", "origin"}],
+                        "patches": [{"subject", "sha256", "origin", "message_id"}],
                         "qemu_version", "accelerator", "image_hash", "kernel_release",
                         "lab", "lab_jobs": [{"lab", "id", "url", "device", "state",
                                              "health", "submitted", "started", "finished"}],
                         "sandbox", "sandbox_refused": [line...],
-                        "build_machinery": [path...]},
+                        "build_machinery": [path...],
+                        "message_id", "repository", "base_commit_from", "compiler",
+                        "config_name"},
         "timings": {stage: seconds},
         "errors": [{"stage", "message", "excerpt"}],
         "console",                               # an excerpt, not the whole log
@@ -25,39 +27,7 @@ pytest.  Observation keys starting "raw_" are volatile (PFNs, addresses): shown,
 compared.  A reader of version 1 ignores keys it does not know, so fields can be added
 without a version bump; removing or changing the meaning of one needs version 2.
 
-Mapping onto KernelCI's KCIDB (v5) for a later exporter; ids are "umem-rig:<...>":
-
-=====================  ==========================  ==========================================
-rig                    KCIDB                       how
-=====================  ==========================  ==========================================
-run + variant source   checkout                    tree_name = environment.source,
-+ patches                                          git_commit_name = source_version,
-                                                   patchset_files = patches (name = subject),
-                                                   patchset_hash = sha256 over the patches'
-                                                   sha256 lines, start_time = run.started,
-                                                   valid = outcome != patch-failed
-variant build          build (checkout_id above)   config_name = config_hash, architecture
-                                                   x86_64, duration = timings["build"],
-                                                   status PASS, FAIL for build-failed, none
-                                                   for patch-failed; log_excerpt = the
-                                                   build error's excerpt
-variant boot           test path "umem.boot"       PASS when tests ran; FAIL for boot-failed,
-                                                   panicked, hung; MISS for infra-error;
-                                                   log_excerpt = console
-TestResult             test path "umem.<check>.    environment.misc = qemu_version,
-                       <region>.<access>"          accelerator, image_hash, kernel_release,
-                                                   lab and its jobs' urls and devices;
-                                                   duration; misc = observations, doc, kmsg;
-                                                   log_excerpt = message + details
- passed                 PASS
- xfailed                PASS                       expected failure; misc.verdict = "xfailed"
- failed, xpassed        FAIL
- crashed                FAIL                       the kernel oopsed/hung in it: faulty code
- error                  ERROR                      the test itself broke
- lost                   MISS                       never ran: the guest had crashed
- skipped                SKIP
- (none)                 DONE                       unused: every rig test states a verdict
-=====================  ==========================  ==========================================
+rig/kcidb.py exports a document to KernelCI's KCIDB (`rig export --kcidb`).
 """
 
 from __future__ import annotations
@@ -121,6 +91,7 @@ class PatchInfo:
     subject: str
     sha256: str
     origin: str                    # the file it came from
+    message_id: str = ""           # of the mail it came in, without <>
 
 
 @dataclass
@@ -157,6 +128,11 @@ class Environment:
     sandbox_refused: list[str] = field(default_factory=list)   # writes it refused (log lines)
     # files the patches change that run on the host during the build (rig/machinery.py)
     build_machinery: list[str] = field(default_factory=list)
+    message_id: str = ""           # the series' Message-Id: its cover letter's, or its first patch's
+    repository: str = ""           # https URL of the git tree's remote, when it has one
+    base_commit_from: str = ""     # why source_version is the base: the trailer, or the tree's HEAD
+    compiler: str = ""             # e.g. "gcc (Debian 12.2.0-14) 12.2.0"
+    config_name: str = ""          # e.g. "tinyconfig + qemu-guest.config, rdma.config"
 
 
 @dataclass

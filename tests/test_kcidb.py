@@ -1,0 +1,143 @@
+"""KCIDB export, checked with kcidb-io's own validator on real results."""
+
+import copy
+import hashlib
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import kcidb_io
+import pytest
+
+from rig import kcidb, results
+from rig.model import Outcome, StageError
+from rig.results import PatchInfo, VariantResult
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REAL = FIXTURES / "results" / "real-4-variants.json"
+V1 = FIXTURES / "results" / "results-v1.json"
+SERIES = Path(__file__).parent.parent / "patches" / "umem-write-if-able"
+
+
+def by_path(doc, variant):
+    return {t["path"]: t for t in doc["tests"] if t["build_id"].endswith(f"-{variant}-build")}
+
+
+def test_a_real_four_variant_run_exports_to_a_valid_document():
+    doc = kcidb.export(results.load(REAL))
+    kcidb_io.schema.LATEST.validate(doc)
+    assert doc["version"] == {"major": 5, "minor": 3}
+    assert kcidb_io.schema.LATEST.is_compatible_exactly(doc)
+    assert len(doc["checkouts"]) == len(doc["builds"]) == 4
+    assert len(doc["tests"]) == 4 * (1 + 64)            # a boot test and 64 guest tests each
+    for kind in ("checkouts", "builds", "tests"):
+        ids = [o["id"] for o in doc[kind]]
+        assert len(set(ids)) == len(ids), kind
+        assert all(i.startswith("umem_rig:") for i in ids)
+
+
+def test_statuses_follow_the_verdicts_and_observations_travel_in_misc():
+    doc = kcidb.export(results.load(REAL))
+    base, rfc = by_path(doc, "base"), by_path(doc, "umem-rfc")
+    cell = "umem.registration.drv-shared-ro.ro-mr"
+    assert base[cell]["status"] == "FAIL" and rfc[cell]["status"] == "PASS"
+    assert base[cell]["misc"]["observations"]["errno"] == "EFAULT"
+    xfail = base["umem.registration.drv-pfnmap.ro-mr"]
+    assert xfail["status"] == "PASS" and xfail["misc"]["verdict"] == "xfailed"
+    skipped = next(t for t in base.values() if t["misc"].get("verdict") == "skipped")
+    assert skipped["status"] == "SKIP"
+    assert base["umem.boot"]["status"] == "PASS"
+    assert base["umem.boot"]["environment"]["misc"]["accelerator"] == "tcg"
+
+
+def test_checkouts_and_builds_say_what_was_built():
+    doc = kcidb.export(results.load(REAL))
+    checkout = {c["misc"]["variant"]: c for c in doc["checkouts"]}
+    assert checkout["base"]["patchset_hash"] == ""        # KCIDB: "" for no patches
+    assert checkout["base"]["tree_name"] == "debian-6-1"
+    assert "git_commit_hash" not in checkout["base"]       # a Debian package, not a commit
+    assert checkout["write-if-able"]["patchset_hash"] == kcidb.patchset_hash(
+        [p.sha256 for p in results.load(REAL).variant("write-if-able").environment.patches])
+    build = {b["checkout_id"]: b for b in doc["builds"]}[checkout["upstream"]["id"]]
+    assert build["status"] == "PASS" and build["architecture"] == "x86_64"
+    assert build["duration"] == pytest.approx(1803.864)
+
+
+def test_the_patchset_hash_is_kcidbs_shell_definition(tmp_path):
+    """sha256sum *.patch | cut -c-64 | sha256sum, on the diffs the rig applies."""
+    from rig import patches as patchlib
+    series = patchlib.load(SERIES)
+    for p in series:
+        (tmp_path / kcidb.patch_file_name(p.index, p.subject)).write_bytes(
+            p.diff.encode("utf-8", "surrogateescape"))
+    shell = subprocess.run("sha256sum *.patch | cut -c-64 | sha256sum | cut -c-64", shell=True,
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert kcidb.patchset_hash([p.sha256 for p in series]) == shell.strip()
+    assert [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(tmp_path.iterdir())] \
+        == [p.sha256 for p in series]
+
+
+def test_patch_files_beside_the_results_are_linked(tmp_path):
+    res = results.load(REAL)
+    wia = res.variant("write-if-able")
+    folder = tmp_path / kcidb.PATCH_DIR / "write-if-able"
+    folder.mkdir(parents=True)
+    names = [kcidb.patch_file_name(i, p.subject) for i, p in enumerate(wia.environment.patches, 1)]
+    for n in names:
+        (folder / n).write_text("diff\n")
+    doc = kcidb.export(res, results_dir=tmp_path)
+    checkout = {c["misc"]["variant"]: c for c in doc["checkouts"]}
+    files = checkout["write-if-able"]["patchset_files"]
+    assert [f["name"] for f in files] == names
+    assert names[0] == "0001-mm-gup-add-FOLL_WRITE_IF_ABLE.patch"
+    assert files[0]["url"] == f"{tmp_path.resolve().as_uri()}/patches/write-if-able/{names[0]}"
+    assert "patchset_files" not in checkout["umem-rfc"]     # its files are not there
+    published = kcidb.export(res, results_dir=tmp_path, artifacts_url="https://ci.example/r/7/")
+    url = {c["misc"]["variant"]: c for c in published["checkouts"]}["write-if-able"][
+        "patchset_files"][1]["url"]
+    assert url == f"https://ci.example/r/7/patches/write-if-able/{names[1]}"
+
+
+def test_a_build_failure_is_a_failed_build_with_the_compiler_error_and_no_tests():
+    doc = kcidb.export(results.load(V1))
+    kcidb_io.schema.LATEST.validate(doc)
+    checkout = {c["misc"]["variant"]: c for c in doc["checkouts"]}
+    build = {b["checkout_id"]: b for b in doc["builds"]}[checkout["write-if-able"]["id"]]
+    assert build["status"] == "FAIL"
+    assert "'FOLL_WRITE_IF_ABLE' undeclared" in build["log_excerpt"]
+    assert not [t for t in doc["tests"] if t["build_id"] == build["id"]]
+
+
+def test_a_series_that_does_not_apply_is_an_invalid_checkout_without_a_build():
+    """The variant here is made up (real results with one variant's outcome changed)."""
+    res = results.load(V1)
+    v: VariantResult = res.variant("write-if-able")
+    v.outcome = Outcome.PATCH_FAILED
+    v.timings = {}
+    v.errors = [StageError("patch", "patch 2 (IB/umem: ...) does not apply: hunk #1 of "
+                                    "drivers/infiniband/core/umem.c (at line 231) does not match")]
+    v.environment.patches[0] = PatchInfo("mm/gup: add FOLL_WRITE_IF_ABLE", "0" * 64, "x.mbox",
+                                         "20261102.1@umem-rig.invalid")
+    doc = kcidb.export(res)
+    checkout = {c["misc"]["variant"]: c for c in doc["checkouts"]}["write-if-able"]
+    assert checkout["valid"] is False and "hunk #1" in checkout["log_excerpt"]
+    assert checkout["message_id"] == "20261102.1@umem-rig.invalid"
+    assert checkout["id"] not in {b["checkout_id"] for b in doc["builds"]}
+
+
+def test_ids_are_stable_and_the_origin_is_configurable():
+    res = results.load(REAL)
+    assert kcidb.export(res) == kcidb.export(res)
+    doc = kcidb.export(res, origin="my_lab")
+    assert {o["origin"] for k in ("checkouts", "builds", "tests") for o in doc[k]} == {"my_lab"}
+    with pytest.raises(kcidb.ExportError, match="'umem-rig'.*only lower-case"):
+        kcidb.export(res, origin="umem-rig")
+
+
+def test_the_validator_is_really_applied():
+    doc = copy.deepcopy(kcidb.export(results.load(V1)))
+    doc["tests"][0]["path"] = "umem.not a path"
+    with pytest.raises(kcidb.ExportError, match="tests/0/path"):
+        kcidb.validate(doc)
+    with pytest.raises(jsonschema.exceptions.ValidationError):
+        kcidb_io.schema.LATEST.validate(doc)

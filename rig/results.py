@@ -36,6 +36,7 @@ import dataclasses
 import enum
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,6 +85,16 @@ class TestResult:
     @property
     def cell(self) -> str:
         return f"{self.region}-{self.access}" if self.access else self.region
+
+
+PATCHES = "patches"              # OUT/patches/<variant>/: the diffs a run applied, one a file
+
+
+def patch_file(out: Path, variant: str, index: int, subject: str) -> Path:
+    """Where a run writes the INDEX-th patch it applied to VARIANT: exactly the diff it
+    applied, so the file's sha256 is the one recorded (a format-patch-like name)."""
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", subject).strip("-.")[:52].rstrip("-.")
+    return out / PATCHES / variant / f"{index:04d}-{slug or 'patch'}.patch"
 
 
 @dataclass

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rig import config, sources
-from rig.build import Builder, BuildSettings
+from rig.build import Builder
 from rig.cache import Cache
 from rig.kconfig import merge
 from rig.progress import Progress
@@ -74,10 +74,9 @@ def main() -> int:
     cache = Cache()
     source = sources.prepare(base.source, cache)
     merged = merge(source, cfg.base_config, base.fragments, cache)
-    builder = Builder(BuildSettings(cfg.project / "guest_tests" / "driver", cfg.base_config,
-                                    cfg.jobs, ccache=True), cache, Progress(live=False))
+    builder = Builder(cfg.build_settings, cache, Progress(live=False))
     targets = ["bzImage", "modules"] if args.full else ["mm/", "drivers/infiniband/"]
-    make_vars = [v for v in builder._make_vars() if not v.startswith("KCFLAGS=")]
+    make_vars = builder._make_vars()
     mapped = [*make_vars, "KCFLAGS=-fmacro-prefix-map=../linux/="]
     rows = []
     # in the cache's file system, for the hard links; a dot name, so no listing shows it

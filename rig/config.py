@@ -47,6 +47,7 @@ class RunConfig:
     select: str = ""                 # pytest -k expression choosing guest tests; "" = all
     lab: lablib.LabSettings | None = None   # --lab: boot on this lab, not in a local QEMU
     sandbox: bool = True             # build a series only in the sandbox (rig/sandbox.py)
+    vet_tree: Path | None = None     # [vet] tree: the kernel git tree `rig vet` uses
 
     @property
     def build_settings(self) -> BuildSettings:
@@ -169,7 +170,8 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         install_packages=bool(run["install_packages"]),
         timeouts=Timeouts(**data.get("timeouts", {})), variants=chosen, base=base_name,
         unloadable=unloadable, select=select or "",
-        sandbox=bool(run["sandbox"]) if sandbox is None else sandbox)
+        sandbox=bool(run["sandbox"]) if sandbox is None else sandbox,
+        vet_tree=root / Path(data["vet"]["tree"]).expanduser() if data["vet"]["tree"] else None)
     if onto:
         cfg.base = cfg.variant(onto).name
     for extra in extra_patches or []:

@@ -441,7 +441,8 @@ def apply(tree: Path, patches: Sequence[Patch],
     return ApplyResult(len(patches))
 
 
-def dry_run(pristine: Path, patches: Sequence[Patch], scratch: Path) -> ApplyResult:
+def dry_run(pristine: Path, patches: Sequence[Patch], scratch: Path,
+            sandbox: sandboxlib.Settings | None = None) -> ApplyResult:
     """What apply() would make of PATCHES on the tree PRISTINE, tried in SCRATCH on copies of
     only the files they touch (a kernel tree is too big to copy for a check); PRISTINE is
     only read."""
@@ -449,4 +450,4 @@ def dry_run(pristine: Path, patches: Sequence[Patch], scratch: Path) -> ApplyRes
         if (pristine / rel).is_file():
             (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(pristine / rel, scratch / rel)
-    return apply(scratch, patches)
+    return apply(scratch, patches, sandbox)

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import b4
 
+from .status import RigError
+
 _BASE_COMMIT = re.compile(r"^base-commit: .*?([\da-f]{7,40})\s*$", re.IGNORECASE | re.MULTILINE)
 
 
-class ThreadError(Exception):
+class ThreadError(RigError):
     """A thread that holds no usable series; the message names the input and the problem."""
 
     def __init__(self, source: str, problem: str):

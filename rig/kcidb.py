@@ -20,26 +20,25 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kcidb_io
 
+from . import datafiles
 from .model import Outcome
-from .results import Results, TestResult, VariantResult
+from .results import Results, TestResult, VariantResult, patch_file
+from .status import RigError
 
 SCHEMA = {"major": 5, "minor": 3}
 EXCERPT = 16384                  # KCIDB's maxLength for a log excerpt
-PATCH_DIR = "patches"            # OUT/patches/<variant>/NNNN-*.patch: the diffs a run applied
 _SHA1 = re.compile(r"[0-9a-f]{40}")
 _PATH_PART = re.compile(r"[^A-Za-z0-9_-]")
 
 
-class ExportError(Exception):
+class ExportError(RigError):
     """A document that KCIDB would refuse; the message says where and why."""
 
 
@@ -52,14 +51,13 @@ class Settings:
     boot_status: dict[str, str]
 
 
-def settings(origin: str | None = None) -> Settings:
-    """The embedded mapping, with ORIGIN (a user's setting or flag) over its default."""
-    data = tomllib.loads(resources.files("rig").joinpath("data/kcidb.toml").read_text())
-    chosen = origin or data["origin"]
-    if not re.fullmatch(r"[a-z0-9_]+", chosen):
-        raise ExportError(f"KCIDB origin {chosen!r}: only lower-case letters, digits and '_' "
+def settings(origin: str) -> Settings:
+    """The embedded mapping (rig/data/kcidb.toml) under ORIGIN, the [kcidb] origin setting."""
+    if not re.fullmatch(r"[a-z0-9_]+", origin):
+        raise ExportError(f"KCIDB origin {origin!r}: only lower-case letters, digits and '_' "
                           "are allowed")
-    return Settings(chosen, data["architecture"], data["test_root"], data["test_status"],
+    data = datafiles.toml("kcidb.toml")
+    return Settings(origin, data["architecture"], data["test_root"], data["test_status"],
                     data["boot_status"])
 
 
@@ -68,12 +66,6 @@ def patchset_hash(sha256s: list[str]) -> str:
     if not sha256s:
         return ""
     return hashlib.sha256("".join(f"{h}\n" for h in sha256s).encode()).hexdigest()
-
-
-def patch_file_name(index: int, subject: str) -> str:
-    """The name a run gives the file holding its INDEX-th patch (git format-patch style)."""
-    slug = re.sub(r"[^A-Za-z0-9._]+", "-", subject).strip("-.")[:52].rstrip("-.")
-    return f"{index:04d}-{slug or 'patch'}.patch"
 
 
 def _run_id(results: Results) -> str:
@@ -113,12 +105,13 @@ class _Exporter:
     def patch_files(self, v: VariantResult) -> list[dict[str, str]]:
         if self.results_dir is None or self.artifacts_url is None:
             return []
-        names = [patch_file_name(i, p.subject) for i, p in enumerate(v.environment.patches, 1)]
-        folder = self.results_dir / PATCH_DIR / v.name
-        if not names or not all((folder / n).is_file() for n in names):
+        files = [patch_file(self.results_dir, v.name, i, p.subject)
+                 for i, p in enumerate(v.environment.patches, 1)]
+        if not files or not all(f.is_file() for f in files):
             return []
         base = self.artifacts_url.rstrip("/")
-        return [{"name": n, "url": f"{base}/{PATCH_DIR}/{v.name}/{n}"} for n in names]
+        return [{"name": f.name, "url": f"{base}/{f.relative_to(self.results_dir).as_posix()}"}
+                for f in files]
 
     def checkout(self, v: VariantResult) -> dict[str, Any]:
         env = v.environment
@@ -233,9 +226,9 @@ class _Exporter:
         return doc
 
 
-def export(results: Results, origin: str | None = None, results_dir: Path | None = None,
+def export(results: Results, origin: str, results_dir: Path | None = None,
            artifacts_url: str | None = None) -> dict[str, Any]:
-    """RESULTS as a validated KCIDB document.
+    """RESULTS as a validated KCIDB document, its ids under ORIGIN.
 
     RESULTS_DIR is where the results file is (the run's patch files are under it);
     ARTIFACTS_URL is where that directory is published, for the links to the patch files

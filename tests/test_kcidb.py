@@ -9,7 +9,7 @@ import jsonschema
 import kcidb_io
 import pytest
 
-from rig import kcidb, results
+from rig import config, kcidb, results
 from rig.model import Outcome, StageError
 from rig.results import PatchInfo, VariantResult
 
@@ -17,6 +17,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REAL = FIXTURES / "results" / "real-4-variants.json"
 V1 = FIXTURES / "results" / "results-v1.json"
 SERIES = Path(__file__).parent.parent / "patches" / "umem-write-if-able"
+ORIGIN = config.read(None)["kcidb"]["origin"]              # the default setting
 
 
 def by_path(doc, variant):
@@ -24,7 +25,7 @@ def by_path(doc, variant):
 
 
 def test_a_real_four_variant_run_exports_to_a_valid_document():
-    doc = kcidb.export(results.load(REAL))
+    doc = kcidb.export(results.load(REAL), ORIGIN)
     kcidb_io.schema.LATEST.validate(doc)
     assert doc["version"] == {"major": 5, "minor": 3}
     assert kcidb_io.schema.LATEST.is_compatible_exactly(doc)
@@ -37,7 +38,7 @@ def test_a_real_four_variant_run_exports_to_a_valid_document():
 
 
 def test_statuses_follow_the_verdicts_and_observations_travel_in_misc():
-    doc = kcidb.export(results.load(REAL))
+    doc = kcidb.export(results.load(REAL), ORIGIN)
     base, rfc = by_path(doc, "base"), by_path(doc, "umem-rfc")
     cell = "umem.registration.drv-shared-ro.ro-mr"
     assert base[cell]["status"] == "FAIL" and rfc[cell]["status"] == "PASS"
@@ -51,7 +52,7 @@ def test_statuses_follow_the_verdicts_and_observations_travel_in_misc():
 
 
 def test_checkouts_and_builds_say_what_was_built():
-    doc = kcidb.export(results.load(REAL))
+    doc = kcidb.export(results.load(REAL), ORIGIN)
     checkout = {c["misc"]["variant"]: c for c in doc["checkouts"]}
     assert checkout["base"]["patchset_hash"] == ""        # KCIDB: "" for no patches
     assert checkout["base"]["tree_name"] == "debian-6-1"
@@ -68,7 +69,7 @@ def test_the_patchset_hash_is_kcidbs_shell_definition(tmp_path):
     from rig import patches as patchlib
     series = patchlib.load(SERIES)
     for p in series:
-        (tmp_path / kcidb.patch_file_name(p.index, p.subject)).write_bytes(
+        (tmp_path / results.patch_file(tmp_path, "v", p.index, p.subject).name).write_bytes(
             p.diff.encode("utf-8", "surrogateescape"))
     shell = subprocess.run("sha256sum *.patch | cut -c-64 | sha256sum | cut -c-64", shell=True,
                            cwd=tmp_path, capture_output=True, text=True, check=True).stdout
@@ -80,26 +81,28 @@ def test_the_patchset_hash_is_kcidbs_shell_definition(tmp_path):
 def test_patch_files_beside_the_results_are_linked(tmp_path):
     res = results.load(REAL)
     wia = res.variant("write-if-able")
-    folder = tmp_path / kcidb.PATCH_DIR / "write-if-able"
-    folder.mkdir(parents=True)
-    names = [kcidb.patch_file_name(i, p.subject) for i, p in enumerate(wia.environment.patches, 1)]
-    for n in names:
-        (folder / n).write_text("diff\n")
-    doc = kcidb.export(res, results_dir=tmp_path)
+    files = [results.patch_file(tmp_path, "write-if-able", i, p.subject)
+             for i, p in enumerate(wia.environment.patches, 1)]
+    files[0].parent.mkdir(parents=True)
+    for f in files:
+        f.write_text("diff\n")
+    names = [f.name for f in files]
+    doc = kcidb.export(res, ORIGIN, results_dir=tmp_path)
     checkout = {c["misc"]["variant"]: c for c in doc["checkouts"]}
     files = checkout["write-if-able"]["patchset_files"]
     assert [f["name"] for f in files] == names
     assert names[0] == "0001-mm-gup-add-FOLL_WRITE_IF_ABLE.patch"
     assert files[0]["url"] == f"{tmp_path.resolve().as_uri()}/patches/write-if-able/{names[0]}"
     assert "patchset_files" not in checkout["umem-rfc"]     # its files are not there
-    published = kcidb.export(res, results_dir=tmp_path, artifacts_url="https://ci.example/r/7/")
+    published = kcidb.export(res, ORIGIN, results_dir=tmp_path,
+                             artifacts_url="https://ci.example/r/7/")
     url = {c["misc"]["variant"]: c for c in published["checkouts"]}["write-if-able"][
         "patchset_files"][1]["url"]
     assert url == f"https://ci.example/r/7/patches/write-if-able/{names[1]}"
 
 
 def test_a_build_failure_is_a_failed_build_with_the_compiler_error_and_no_tests():
-    doc = kcidb.export(results.load(V1))
+    doc = kcidb.export(results.load(V1), ORIGIN)
     kcidb_io.schema.LATEST.validate(doc)
     checkout = {c["misc"]["variant"]: c for c in doc["checkouts"]}
     build = {b["checkout_id"]: b for b in doc["builds"]}[checkout["write-if-able"]["id"]]
@@ -118,7 +121,7 @@ def test_a_series_that_does_not_apply_is_an_invalid_checkout_without_a_build():
                                     "drivers/infiniband/core/umem.c (at line 231) does not match")]
     v.environment.patches[0] = PatchInfo("mm/gup: add FOLL_WRITE_IF_ABLE", "0" * 64, "x.mbox",
                                          "20261102.1@umem-rig.invalid")
-    doc = kcidb.export(res)
+    doc = kcidb.export(res, ORIGIN)
     checkout = {c["misc"]["variant"]: c for c in doc["checkouts"]}["write-if-able"]
     assert checkout["valid"] is False and "hunk #1" in checkout["log_excerpt"]
     assert checkout["message_id"] == "20261102.1@umem-rig.invalid"
@@ -127,15 +130,15 @@ def test_a_series_that_does_not_apply_is_an_invalid_checkout_without_a_build():
 
 def test_ids_are_stable_and_the_origin_is_configurable():
     res = results.load(REAL)
-    assert kcidb.export(res) == kcidb.export(res)
-    doc = kcidb.export(res, origin="my_lab")
+    assert kcidb.export(res, ORIGIN) == kcidb.export(res, ORIGIN)
+    doc = kcidb.export(res, "my_lab")
     assert {o["origin"] for k in ("checkouts", "builds", "tests") for o in doc[k]} == {"my_lab"}
     with pytest.raises(kcidb.ExportError, match="'umem-rig'.*only lower-case"):
-        kcidb.export(res, origin="umem-rig")
+        kcidb.export(res, "umem-rig")
 
 
 def test_the_validator_is_really_applied():
-    doc = copy.deepcopy(kcidb.export(results.load(V1)))
+    doc = copy.deepcopy(kcidb.export(results.load(V1), ORIGIN))
     doc["tests"][0]["path"] = "umem.not a path"
     with pytest.raises(kcidb.ExportError, match="tests/0/path"):
         kcidb.validate(doc)

@@ -192,7 +192,8 @@ def _release(v: VariantResult) -> str:
 def _kernel(v: VariantResult) -> str:
     env = v.environment
     release = f" ({_release(v)})" if _release(v) else ""
-    return f"{env.source} {env.source_version}{release}".strip()
+    version = env.source_version[:12] if env.base_commit_from else env.source_version
+    return f"{env.source} {version}{release}".strip()
 
 
 def _what(vetted: Vetted, base: VariantResult) -> list[str]:
@@ -202,8 +203,8 @@ def _what(vetted: Vetted, base: VariantResult) -> list[str]:
     lines += [f"  Message-Id: <{vetted.message_id}>"] if vetted.message_id else []
     if vetted.base is not None:
         b = vetted.base
-        lines.append(f"  Base: {b.source.name} {b.commit[:12]} ({b.described}), "
-                     f"from {b.reason}")
+        described = f" ({b.described})" if b.described != b.commit[:12] else ""
+        lines.append(f"  Base: {b.source.name} {b.commit[:12]}{described}, from {b.reason}")
     else:
         lines.append(f"  Base: {_kernel(base) or base.name}, the rig's {base.name} variant")
         if vetted.base_commit:

@@ -2,6 +2,8 @@
 
 import copy
 import hashlib
+import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import jsonschema
 import kcidb_io
 import pytest
 
-from rig import config, kcidb, results
+from rig import cli, config, kcidb, results
 from rig.model import Outcome, StageError
 from rig.results import PatchInfo, VariantResult
 
@@ -144,3 +146,27 @@ def test_the_validator_is_really_applied():
         kcidb.validate(doc)
     with pytest.raises(jsonschema.exceptions.ValidationError):
         kcidb_io.schema.LATEST.validate(doc)
+
+
+def test_rig_export_writes_the_document_beside_the_results(tmp_path, capsys):
+    shutil.copyfile(REAL, tmp_path / "results.json")
+    assert cli.main(["export", "--kcidb", str(tmp_path / "results.json")]) == 0
+    kcidb_io.schema.LATEST.validate(json.loads((tmp_path / "kcidb.json").read_text()))
+    assert capsys.readouterr().out == (f"{tmp_path / 'kcidb.json'}: KCIDB 5.3, 4 checkouts, "
+                                       "4 builds, 260 tests\n")
+    config_file = tmp_path / "lab.toml"
+    config_file.write_text('[kcidb]\norigin = "my_lab"\n')
+    assert cli.main(["export", "--kcidb", str(tmp_path / "results.json"), "--config",
+                     str(config_file), "-o", str(tmp_path / "lab.json")]) == 0
+    doc = json.loads((tmp_path / "lab.json").read_text())
+    assert doc["checkouts"][0]["id"].startswith("my_lab:")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--origin", "Lab-1"], "KCIDB origin 'Lab-1': only lower-case letters, digits and '_'"),
+    (["-o", "/nonexistent/k.json"], "/nonexistent/k.json: cannot write it"),
+])
+def test_rig_export_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, says):
+    assert cli.main(["export", "--kcidb", str(REAL), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rig: ") and says in err and len(err.splitlines()) == 1, err

@@ -170,12 +170,16 @@ class _Exporter:
 
     def environment(self, v: VariantResult) -> dict[str, Any]:
         env = v.environment
-        qemu = f"QEMU {env.qemu_version} ({env.accelerator})" if env.qemu_version else ""
+        where = f"QEMU {env.qemu_version} ({env.accelerator})" if env.qemu_version else ""
+        if env.lab:
+            where = f"lab {env.lab}" + (f", {where}" if where else "")
         return _drop_empty({
-            "comment": f"{qemu}, soft-RoCE (rdma_rxe)" if qemu else None,
+            "comment": f"{where}, soft-RoCE (rdma_rxe)" if where else None,
             "misc": _drop_empty({"qemu_version": env.qemu_version,
                                  "accelerator": env.accelerator, "image_hash": env.image_hash,
-                                 "kernel_release": env.kernel_release}),
+                                 "kernel_release": env.kernel_release, "lab": env.lab,
+                                 "lab_jobs": [{"id": j.id, "url": j.url, "device": j.device}
+                                              for j in env.lab_jobs] or None}),
         })
 
     def boot(self, v: VariantResult) -> dict[str, Any] | None:

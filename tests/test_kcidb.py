@@ -13,7 +13,7 @@ import pytest
 
 from rig import cli, config, kcidb, results
 from rig.model import Outcome, StageError
-from rig.results import PatchInfo, VariantResult
+from rig.results import LabJob, PatchInfo, VariantResult
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = FIXTURES / "results" / "real-4-variants.json"
@@ -170,3 +170,20 @@ def test_rig_export_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, say
     assert cli.main(["export", "--kcidb", str(REAL), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rig: ") and says in err and len(err.splitlines()) == 1, err
+
+
+def test_a_lab_boot_says_so_in_the_test_environment():
+    """Real results with the base's boot said to be LAVA job 3 (tests/fixtures/lab/job3.json):
+    the lab fields are made up here, the job's are real."""
+    res = results.load(REAL)
+    job = json.loads((FIXTURES / "lab" / "job3.json").read_text())
+    base = res.variant("base")
+    base.environment.lab = "lavalab"
+    base.environment.lab_jobs = [LabJob("lavalab", str(job["id"]), "http://lab/scheduler/job/3",
+                                        job["actual_device"], job["state"], job["health"])]
+    doc = kcidb.export(res, ORIGIN)
+    env = by_path(doc, "base")["umem.boot"]["environment"]
+    assert env["comment"].startswith("lab lavalab, QEMU 7.2.22")
+    assert env["misc"]["lab_jobs"] == [{"id": "3", "url": "http://lab/scheduler/job/3",
+                                        "device": "qemu01"}]
+    assert "lab" not in by_path(doc, "umem-rfc")["umem.boot"]["environment"]["misc"]

@@ -126,8 +126,11 @@ def test_the_series_applies_with_git_am_at_its_base(tmp_path):
     assert "return umem->writable ? FOLL_WRITE : 0;" in (tmp_path / UMEM).read_text()
 
 
+@pytest.mark.e2e
 def test_a_thread_that_cannot_be_fetched_says_why():
-    """Offline here (only package registries are reachable): lore cannot be reached."""
+    """Goes to lore.kernel.org: with the network, lore has no such thread; without it (as
+    where this was written, which reaches only package registries), lore is not reached.
+    Either way one clear error."""
     with pytest.raises(ThreadError, match=r"^<no-such-thread@umem-rig.invalid>: cannot fetch "
                                           r"the thread from lore"):
         thread.fetch("<no-such-thread@umem-rig.invalid>")

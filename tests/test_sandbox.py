@@ -249,4 +249,4 @@ def test_no_sandbox_reaches_the_builder_and_the_reproduce_line():
     assert config.load().build_settings.sandbox is True
     assert config.load(sandbox=False).build_settings.sandbox is False
     args = cli.parse(["vet", "s.mbox", "--no-sandbox"])
-    assert vet_command.command_line(args) == "rig vet s.mbox --no-sandbox"
+    assert vet_command.command_words(args, None) == ("rig", "vet", "s.mbox", "--no-sandbox")

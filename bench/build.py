@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rig import config, patches, sandbox, sources
-from rig.build import Builder
+from rig.build import Builder, relocatable
 from rig.cache import Cache
 from rig.kconfig import merge
 from rig.progress import Progress
@@ -66,7 +66,8 @@ def settle_at_base(builder: Builder, cache: Cache, base, log: Path) -> None:
     with WorkTree(source, cache).lock() as work:
         work.checkout(())
         tree, objdir = work.tree, work.objdir(cfg.key)
-        builder._make(builder.steps(tree, objdir, objdir)["build"], log, base.name, None)
+        builder._make(builder.steps(tree, objdir, objdir, relocated=relocatable(cfg.text))["build"],
+                      log, base.name, None)
 
 
 def sandbox_cost(builder: Builder, cache: Cache, variant, repeat: int) -> dict[bool, float]:
@@ -82,7 +83,8 @@ def sandbox_cost(builder: Builder, cache: Cache, variant, repeat: int) -> dict[b
             tempfile.TemporaryDirectory(prefix="driver-", dir=work.root) as tmp:
         moddir = Path(tmp) / "driver"
         shutil.copytree(builder.settings.driver, moddir)
-        steps = builder.steps(work.tree, work.objdir(cfg.key), moddir)
+        steps = builder.steps(work.tree, work.objdir(cfg.key), moddir,
+                              relocated=relocatable(cfg.text))
         for i in range(repeat):
             for confined in (False, True) if i % 2 == 0 else (True, False):
                 box = settings if confined else None

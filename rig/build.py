@@ -67,6 +67,13 @@ class MakeStep:
         return sandbox.Box(settings, self.writable, self.readable) if settings else None
 
 
+def relocatable(config_text: str) -> bool:
+    """Whether a kernel with this .config may be built relocated for ccache (Builder.steps):
+    not with debug information, as ccache then hashes the working directory anyway
+    (hash_dir) and the relative paths would end up in the DWARF decode_stacktrace.sh reads."""
+    return not re.search(r"^CONFIG_DEBUG_INFO=y$", config_text, re.MULTILINE)
+
+
 class _Failed(Exception):
     """A build step failed: WHAT, and the command's failure."""
 
@@ -143,7 +150,7 @@ class Builder:
                 return BuildResult(who, Outcome.PATCH_FAILED, key, environment=env,
                                    error=StageError("patch", applied.message, applied.detail))
             objdir, moddir = work.objdir(config.key), Path(tmp) / "driver"
-            steps = self.steps(work.tree, objdir, moddir)
+            steps = self.steps(work.tree, objdir, moddir, relocated=relocatable(config.text))
             failure = None
             try:
                 release = self._make_kernel(variant, config, work, steps, log,
@@ -168,19 +175,31 @@ class Builder:
         return BuildResult(who, Outcome.OK, key, self.cache.lookup("kernel", key),
                            environment=env)
 
-    def steps(self, tree: Path, objdir: Path, moddir: Path) -> dict[str, MakeStep]:
-        """The make runs of a build: "config" (olddefconfig), "build", "driver"."""
+    def steps(self, tree: Path, objdir: Path, moddir: Path, *,
+              relocated: bool) -> dict[str, MakeStep]:
+        """The make runs of a build: "config" (olddefconfig), "build", "driver".
+
+        RELOCATED (see relocatable()): kbuild hands gcc absolute paths (srctree is absolute
+        with O=); with CCACHE_BASEDIR they become relative, so the same source in another
+        work tree (a git tree exported from a cached Debian source) hits ccache, as
+        bench/ccache_paths.py measures.  gcc then sees ../linux/mm/gup.c, which kbuild's own
+        -fmacro-prefix-map=$(srctree)/= no longer strips from __FILE__: KCFLAGS strips it,
+        so the objects are the bytes they are without ccache.
+        """
         ccache = Path(os.environ.get("CCACHE_DIR", str(self.cache.root / "ccache")))
         env = (("CCACHE_DIR", str(ccache)),)
+        kernel_env = (*env, ("CCACHE_BASEDIR", str(self.cache.root))) if relocated else env
         make = ("make", "-C", str(tree), f"O={objdir}", f"-j{self.settings.jobs}",
-                *self._make_vars())
+                *self._make_vars(),
+                *([f"KCFLAGS=-fmacro-prefix-map={os.path.relpath(tree, objdir)}/="]
+                  if relocated else []))
         # The source tree stays read-only: with O= kbuild writes only the build directory.
         return {
             "config": MakeStep("config", (*make, "olddefconfig"), (objdir, ccache), (tree,),
-                               env),
+                               kernel_env),
             # `modules` as well: 6.12 needs Module.symvers for out-of-tree modules.
             "build": MakeStep("build", (*make, "bzImage", "modules"), (objdir, ccache),
-                              (tree,), env),
+                              (tree,), kernel_env),
             "driver": MakeStep("driver module", ("make", "-C", str(objdir), f"M={moddir}",
                                                  *self._make_vars(), "modules"),
                                (moddir, ccache), (tree, objdir), env),

@@ -53,6 +53,7 @@ class RunConfig:
     suites: tuple[str, ...] = ("umem",)          # the test suites each variant runs, in order
     suite_settings: dict[str, dict] = field(default_factory=dict)   # [suites.NAME] tables
     sources: dict[str, SourceSpec] = field(default_factory=dict)
+    vet_tree: Path | None = None     # [vet] tree: the kernel git tree `rig vet` uses
 
     @property
     def build_settings(self) -> BuildSettings:
@@ -177,7 +178,8 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         unloadable=unloadable, select=tuple(select or ()),
         sandbox=bool(run["sandbox"]) if sandbox is None else sandbox,
         suites=tuple(suites or run.get("suites", ["umem"])),
-        suite_settings=data.get("suites", {}), sources=sources)
+        suite_settings=data.get("suites", {}), sources=sources,
+        vet_tree=root / Path(data["vet"]["tree"]).expanduser() if data["vet"]["tree"] else None)
     unknown = [s for s in cfg.suites if s not in SUITES]
     if unknown or len(set(cfg.suites)) != len(cfg.suites):
         raise ConfigFileError(f"suites {list(cfg.suites)}: each must be one of "

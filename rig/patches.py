@@ -18,6 +18,7 @@ import hashlib
 import mailbox
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -438,3 +439,15 @@ def apply(tree: Path, patches: Sequence[Patch],
             if ran.status != 0:
                 return _failure(done, patch, ran.stderr)
     return ApplyResult(len(patches))
+
+
+def dry_run(pristine: Path, patches: Sequence[Patch], scratch: Path,
+            sandbox: sandboxlib.Settings | None = None) -> ApplyResult:
+    """What apply() would make of PATCHES on the tree PRISTINE, tried in SCRATCH on copies of
+    only the files they touch (a kernel tree is too big to copy for a check); PRISTINE is
+    only read."""
+    for rel in dict.fromkeys(f for p in patches for f in patch_files(p)):
+        if (pristine / rel).is_file():
+            (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(pristine / rel, scratch / rel)
+    return apply(scratch, patches, sandbox)

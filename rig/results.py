@@ -7,12 +7,14 @@ Document (``"schema": "umem-rig/results"``, ``"version": 2``)::
      "variants": [{
         "name", "is_base", "outcome",            # outcome: a rig.model.Outcome value
         "environment": {"source", "source_version", "series", "config_hash",
-                        "patches": [{"subject", "sha256", "origin"}],
+                        "patches": [{"subject", "sha256", "origin", "message_id"}],
                         "qemu_version", "accelerator", "image_hash", "kernel_release",
                         "lab", "lab_jobs": [{"lab", "id", "url", "device", "state",
                                              "health", "submitted", "started", "finished"}],
                         "sandbox", "sandbox_refused": [line...],
-                        "build_machinery": [path...]},
+                        "build_machinery": [path...],
+                        "message_id", "repository", "base_commit_from", "compiler",
+                        "config_name"},
         "timings": {stage: seconds},
         "errors": [{"stage", "message", "excerpt"}],
         "console",                               # an excerpt, not the whole log
@@ -32,9 +34,6 @@ suite's own report (pytest's, or KTAP's ok / not ok / SKIP / XFAIL).  Observatio
 compared.  A reader ignores keys it does not know, so fields can be added
 without a version bump; removing or changing the meaning of one needs a new version.
 
-Mapping onto KernelCI's KCIDB (v5) for a later exporter; ids are "umem-rig:<...>":
-
-=====================  ==========================  ==========================================
 rig                    KCIDB                       how
 =====================  ==========================  ==========================================
 run + variant source   checkout                    tree_name = environment.source,
@@ -65,6 +64,8 @@ TestResult             test path "<suite>.<check>. environment.misc = qemu_versi
  skipped                SKIP
  (none)                 DONE                       unused: every rig test states a verdict
 =====================  ==========================  ==========================================
+=======
+rig/kcidb.py exports a document to KernelCI's KCIDB (`rig export --kcidb`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ import dataclasses
 import enum
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -136,11 +138,22 @@ class TestResult:
         return self.suite, self.id
 
 
+PATCHES = "patches"              # OUT/patches/<variant>/: the diffs a run applied, one a file
+
+
+def patch_file(out: Path, variant: str, index: int, subject: str) -> Path:
+    """Where a run writes the INDEX-th patch it applied to VARIANT: exactly the diff it
+    applied, so the file's sha256 is the one recorded (a format-patch-like name)."""
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", subject).strip("-.")[:52].rstrip("-.")
+    return out / PATCHES / variant / f"{index:04d}-{slug or 'patch'}.patch"
+
+
 @dataclass
 class PatchInfo:
     subject: str
     sha256: str
     origin: str                    # the file it came from
+    message_id: str = ""           # of the mail it came in, without <>
 
 
 @dataclass
@@ -177,6 +190,11 @@ class Environment:
     sandbox_refused: list[str] = field(default_factory=list)   # writes it refused (log lines)
     # files the patches change that run on the host during the build (rig/machinery.py)
     build_machinery: list[str] = field(default_factory=list)
+    message_id: str = ""           # the series' Message-Id: its cover letter's, or its first patch's
+    repository: str = ""           # https URL of the git tree's remote, when it has one
+    base_commit_from: str = ""     # why source_version is the base: the trailer, or the tree's HEAD
+    compiler: str = ""             # e.g. "gcc (Debian 12.2.0-14) 12.2.0"
+    config_name: str = ""          # e.g. "tinyconfig + qemu-guest.config, rdma.config"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import platform
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,16 @@ from .image import ensure_image
 from .lab import Lab, LabError
 from .model import BootRequest, ImageResult, Outcome, StageError, Variant
 from .progress import Progress
-from .results import Environment, PatchInfo, Results, RunInfo, VariantResult, Verdict
+from .results import (
+    PATCHES,
+    Environment,
+    PatchInfo,
+    Results,
+    RunInfo,
+    VariantResult,
+    Verdict,
+    patch_file,
+)
 from .status import ExitStatus
 from .suites.base import Limits
 from .testrun import TestRequest, prepare_suites, run_tests
@@ -86,11 +96,14 @@ class Runner:
 
     def variant(self, variant: Variant) -> VariantResult:
         cfg = self.cfg
+        config_name = " + ".join([cfg.base_config, *(f.name for f in variant.fragments)])
+        patches = [PatchInfo(p.subject, p.sha256, str(p.origin), p.message_id)
+                   for p in variant.patches]
         vr = VariantResult(variant.name, variant.name == cfg.base, Outcome.INFRA_ERROR,
                            Environment(source=variant.source.name, series=variant.series,
-                                       patches=[PatchInfo(p.subject, p.sha256, str(p.origin))
-                                                for p in variant.patches],
+                                       patches=patches, config_name=config_name,
                                        build_machinery=machinery.files(variant.patches)))
+        save_patches(cfg.out, variant)
         if variant.name in cfg.unloadable:
             vr.outcome = Outcome.PATCH_FAILED
             vr.errors.append(StageError("patch", cfg.unloadable[variant.name]))
@@ -101,6 +114,7 @@ class Runner:
         env = built.environment
         if env is not None:
             vr.environment.source_version = env.source_version
+            vr.environment.compiler = env.toolchain.gcc
             vr.environment.config_hash = env.config_hash
             vr.environment.kernel_release = env.kernel_release
             vr.environment.sandbox = env.sandbox
@@ -165,6 +179,12 @@ class Runner:
         vr.console = decode.decode(vr.console, vmlinux, tree, confine.settings)
 
     def run(self) -> RunOutput:
+        """Every variant, then the reports from the results."""
+        return write_outputs(self.results(), self.cfg.out)
+
+    def results(self) -> Results:
+        """Every variant built, booted and tested; results.json and the reports not yet
+        written (a caller may add to the results first: see write_outputs)."""
         cfg = self.cfg
         started = now()
         hostdeps.ensure(["source", "build", "image", "boot"], cfg.install_packages,
@@ -185,7 +205,16 @@ class Runner:
         if self.image_seconds:
             for v in variants:
                 v.timings.setdefault("image", self.image_seconds)
-        return write_outputs(results, cfg.out)
+        return results
+
+
+def save_patches(out: Path, variant: Variant) -> None:
+    """The diffs VARIANT applies, one a file under OUT (for KCIDB's patchset files)."""
+    shutil.rmtree(out / PATCHES / variant.name, ignore_errors=True)   # an earlier run's
+    for index, p in enumerate(variant.patches, 1):
+        path = patch_file(out, variant.name, index, p.subject)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(p.diff.encode("utf-8", "surrogateescape"))
 
 
 def write_outputs(results: Results, out: Path) -> RunOutput:

@@ -18,6 +18,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 V1 = results.load(FIXTURES / "results" / "results-v1.json")
 CANARY = patchlib.load(FIXTURES / "vet" / "build-canary.synthetic.patch")
 RFC = patchlib.load(FIXTURES / "vet" / "umem-rfc.mbox")
+
+
+def vetted(series) -> vet.Vetted:
+    """The series as vet reads a patch file (no thread, no tree)."""
+    return vet.Vetted(tuple(series), str(series[0].origin), series[0].subject, "", "")
+
+
 REFUSED = ["/bin/sh: 1: cannot create /root/.cache/rig-build-canary: Read-only file system"]
 
 
@@ -54,8 +61,8 @@ def _with_canary(sandbox: str) -> results.Results:
 
 
 def test_vet_summary_flags_the_makefile_and_the_refused_writes():
-    text = vet.summary(compare.compare(_with_canary("bubblewrap 0.8.0")), "umem-rfc", CANARY,
-                       "rig vet build-canary.synthetic.patch")
+    text = vet.summary(compare.compare(_with_canary("bubblewrap 0.8.0")), "umem-rfc",
+                       vetted(CANARY), "rig vet build-canary.synthetic.patch")
     flag = ("BUILD MACHINERY: the series changes files that run on the host while the kernel "
             "is built:\n  drivers/infiniband/core/Makefile\n"
             "  Applied and built in the sandbox: bubblewrap 0.8.0\n")
@@ -67,13 +74,13 @@ def test_vet_summary_flags_the_makefile_and_the_refused_writes():
 
 def test_vet_summary_says_when_there_was_no_sandbox():
     text = vet.summary(compare.compare(_with_canary("none: --no-sandbox")), "umem-rfc",
-                       CANARY, "rig vet x --no-sandbox")
+                       vetted(CANARY), "rig vet x --no-sandbox")
     assert ("  Applied and built WITHOUT a sandbox (none: --no-sandbox): its code ran on "
             "the host\n") in text
 
 
 def test_a_series_without_build_machinery_is_not_flagged():
-    text = vet.summary(compare.compare(V1), "umem-rfc", RFC, "rig vet umem-rfc.mbox")
+    text = vet.summary(compare.compare(V1), "umem-rfc", vetted(RFC), "rig vet umem-rfc.mbox")
     assert "BUILD MACHINERY" not in text and "refused" not in text
 
 

@@ -64,7 +64,8 @@ def test_each_build_step_command_line(tmp_path: Path):
     os.environ["CCACHE_DIR"] = str(ccache)
     try:
         steps = Builder(BuildSettings(config.project_root() / "guest_tests" / "driver", jobs=2),
-                        cache, Progress(live=False)).steps(tree, objdir, moddir)
+                        cache, Progress(live=False)).steps(tree, objdir, moddir,
+                                                           relocated=True)
     finally:
         del os.environ["CCACHE_DIR"]
     vmlinux = cache.root / "kernel" / "0123" / "vmlinux"
@@ -96,6 +97,11 @@ def test_each_build_step_command_line(tmp_path: Path):
     assert f"M={moddir}" in lines["driver"]
     for name in ("config", "build", "driver"):
         assert _env(lines[name])["CCACHE_DIR"] == str(ccache)
+    # relocated for ccache: the kernel's paths relative to the cache, __FILE__ as without it
+    for name in ("config", "build"):
+        assert _env(lines[name])["CCACHE_BASEDIR"] == str(cache.root)
+        assert "KCFLAGS=-fmacro-prefix-map=../linux/=" in lines[name]
+    assert "CCACHE_BASEDIR" not in _env(lines["driver"])
 
 
 def test_a_writable_path_inside_a_readable_one_is_bound_after_it(tmp_path: Path):
@@ -243,4 +249,4 @@ def test_no_sandbox_reaches_the_builder_and_the_reproduce_line():
     assert config.load().build_settings.sandbox is True
     assert config.load(sandbox=False).build_settings.sandbox is False
     args = cli.parse(["vet", "s.mbox", "--no-sandbox"])
-    assert vet_command.command_line(args) == "rig vet s.mbox --no-sandbox"
+    assert vet_command.command_words(args, None) == ("rig", "vet", "s.mbox", "--no-sandbox")

@@ -2,22 +2,27 @@
 
 import argparse
 import copy
+import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 
-from rig import cli, compare, junit, results, vet
+from rig import cli, compare, junit, results, tree, vet
 from rig import patches as patchlib
 from rig.commands import vet as vet_command
 from rig.model import Outcome, SourceSpec, StageError, Variant
 from rig.results import Environment, PatchInfo, Results, VariantResult, Verdict
+from rig.status import RigError
 from rig.text import variant_name
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VET = FIXTURES / "vet"
 V1 = results.load(FIXTURES / "results" / "results-v1.json")
 RFC = patchlib.load(VET / "umem-rfc.mbox")
+VETTED = vet.Vetted(tuple(RFC), str(VET / "umem-rfc.mbox"),
+                    "IB/umem: Pin read-only MRs with the access userspace has",
+                    RFC[0].author, "cover.1795701157.git.maintainers@umem-rig.invalid", 1, (1,))
 CRASHED = "test_coherent_after_cpu_write[anon-untouched-ro-mr]"
 
 
@@ -28,8 +33,13 @@ def test_the_mbox_is_the_two_patch_rfc_without_its_cover_letter():
 
 
 def test_summary_names_what_the_series_fixed_and_regressed():
-    text = vet.summary(compare.compare(V1), "umem-rfc", RFC, "rig vet umem-rfc.mbox")
+    text = vet.summary(compare.compare(V1), "umem-rfc", VETTED, "rig vet umem-rfc.mbox")
     assert text.startswith(
+        "Vetted: IB/umem: Pin read-only MRs with the access userspace has (v1)\n"
+        "  From: umem-rig maintainers <maintainers@umem-rig.invalid>\n"
+        "  Message-Id: <cover.1795701157.git.maintainers@umem-rig.invalid>\n"
+        "  Base: debian-6.1 6.1.192-2 (kernel 6.1.192), the rig's base variant\n"
+        "\n"
         "Series (2 patches):\n"
         "  [PATCH RFC 1/2] IB/umem: Choose the GUP flags in umem_gup_flags()\n"
         "    From: umem-rig maintainers <maintainers@umem-rig.invalid>\n"
@@ -52,13 +62,13 @@ def test_summary_names_what_the_series_fixed_and_regressed():
 
 def test_a_long_list_points_to_the_report(monkeypatch):
     monkeypatch.setattr(vet, "LIMIT", 2)
-    text = vet.summary(compare.compare(V1), "umem-rfc", RFC, "rig vet x")
+    text = vet.summary(compare.compare(V1), "umem-rfc", VETTED, "rig vet x")
     assert "  ... and 1 more in report.html\n" in text       # 3 regressed, 2 shown
     assert "  ... and 5 more in report.html\n" in text       # 7 changed
 
 
 def test_summary_of_a_series_that_does_not_build():
-    text = vet.summary(compare.compare(V1), "write-if-able", RFC, "rig vet x")
+    text = vet.summary(compare.compare(V1), "write-if-able", VETTED, "rig vet x")
     assert "\nThe kernel with the series does not build: drivers/infiniband/core/umem.c:231:49:" \
            " error: 'FOLL_WRITE_IF_ABLE' undeclared\n" in text
     assert "    231 |                 gup_flags |= FOLL_WRITE_IF_ABLE;\n" in text
@@ -82,9 +92,14 @@ def not_applying(name: str, tmp_path: Path) -> tuple[Results, list]:
     return Results(V1.runs, [V1.variant("base"), cand]), series
 
 
+def plain(series) -> vet.Vetted:
+    """A patch read as a file, not from a thread."""
+    return vet.Vetted(tuple(series), str(series[0].origin), series[0].subject, "", "")
+
+
 def test_summary_names_the_patch_and_hunk_that_do_not_apply(tmp_path):
     res, series = not_applying("stale-2012.patch", tmp_path)
-    text = vet.summary(compare.compare(res), "cand", series, "rig vet stale-2012.patch")
+    text = vet.summary(compare.compare(res), "cand", plain(series), "rig vet stale-2012.patch")
     assert "\nThe series does not apply: patch 1 (IB/umem: Don't force write access for " \
            "read-only MRs) does not apply: hunk #1 of drivers/infiniband/core/umem.c " \
            "(at line 160) does not match\n" in text
@@ -94,7 +109,7 @@ def test_summary_names_the_patch_and_hunk_that_do_not_apply(tmp_path):
 
 def test_a_patch_for_another_tree_names_the_missing_file(tmp_path):
     res, series = not_applying("other-tree.patch", tmp_path)
-    text = vet.summary(compare.compare(res), "cand", series, "rig vet other-tree.patch")
+    text = vet.summary(compare.compare(res), "cand", plain(series), "rig vet other-tree.patch")
     assert "The series does not apply: patch 1 (hw/rdma: Pin guest MRs read-only when the " \
            "guest asks for it) does not apply: hw/rdma/rdma_backend.c: No such file or " \
            "directory" in text
@@ -117,14 +132,35 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def test_the_reproduce_line():
     args = parse(["vet", "my series.mbox", "--onto", "upstream", "--select", "zero-page"])
-    assert vet_command.command_line(args) == \
+    req = vet_command.request(args, None)
+    assert vet.reproduce(req, VETTED) == \
         "rig vet 'my series.mbox' --onto upstream --select zero-page"
+    # a configured tree is named; a thread's revision and a HEAD base are pinned
+    args = parse(["vet", "t.mbox"])
+    req = vet_command.request(args, Path("/src/linux"))
+    base = tree.Base(SourceSpec("linux", "git", path=Path("/src/linux"), ref="c" * 40),
+                     "c" * 40, "v6.1-1-gcccccccccccc", "the tree's HEAD", "")
+    vetted = dataclasses.replace(VETTED, revision=3, revisions=(1, 2, 3), base=base)
+    assert vet.reproduce(req, vetted) == \
+        f"rig vet t.mbox --tree /src/linux --revision 3 --base {'c' * 40}"
+    vetted = dataclasses.replace(vetted, base_commit="c" * 12)   # the series names its base
+    assert vet.reproduce(req, vetted) == "rig vet t.mbox --tree /src/linux --revision 3"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["vet"], "give the series to vet: a file or folder, or --msgid MESSAGE-ID"),
+    (["vet", "a.mbox", "--msgid", "x@y"], "give the series to vet"),
+    (["vet", "a.mbox", "--tree", "/t", "--onto", "upstream"], "--onto and --tree both say"),
+])
+def test_what_to_vet_and_where_is_one_thing_each(argv, says):
+    with pytest.raises(RigError, match=says):
+        vet_command.request(parse(argv), None)
 
 
 @pytest.mark.parametrize("name, problem", [
     ("empty.mbox", "empty file, not a patch"),
     ("garbage.bin", "binary data, not a patch"),
-    ("cover-only.mbox", "no patches in it: 1 message, only cover letters and replies"),
+    ("cover-only.mbox", "no patches in it: 1 message, none with a diff"),
     ("escape.patch", "refusing a patch that reaches outside the tree with '..'"),
     ("no-such.mbox", "no such file"),
 ])
@@ -160,7 +196,7 @@ def test_summary_when_the_guest_crashed_with_the_series():
         junit.host_result(t.id, Verdict.LOST, "never ran", "", rfc.tests)
         for t in rfc.tests[at + 1:]]
     rfc.outcome = Outcome.TESTS_RAN
-    text = vet.summary(compare.compare(res), "umem-rfc", RFC, "rig vet x")
+    text = vet.summary(compare.compare(res), "umem-rfc", VETTED, "rig vet x")
     assert f"\nThe guest crashed in: {CRASHED}\n" in text
     assert "2 fixed, 1 regressed, 4 changed, 14 lost, 15 not-comparable, of 64 tests\n" in text
     assert "  coherent_after_cpu_write [anon-untouched ro-mr]: passed -> crashed\n" in text

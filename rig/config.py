@@ -25,7 +25,7 @@ class ConfigFileError(RigError):
 class Timeouts:
     boot: float = 120
     silence: float = 60
-    test: float = 60
+    test: float = 30
     suite: float = 1200
 
 

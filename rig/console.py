@@ -34,6 +34,7 @@ class SplatKind:
     event: ConsoleEvent
     start: tuple[re.Pattern[str], ...]
     end: tuple[re.Pattern[str], ...]
+    attributable: bool = True        # see ConsoleReport.attributable
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class Patterns:
             return tuple(re.compile(p) for p in items)
 
         kinds = tuple(SplatKind(k["name"], ConsoleEvent(k["event"]), compile_all(k["start"]),
-                                compile_all(k["end"])) for k in data["splat"])
+                                compile_all(k["end"]), k.get("attributable", True))
+                      for k in data["splat"])
         return cls(re.compile(data["timestamp"]), data["ready"],
                    compile_all(data["trace"]["preamble"]), float(data["trace"]["quiet_seconds"]),
                    int(data["trace"]["max_lines"]), kinds)
@@ -123,7 +125,7 @@ class _Scanner:
         if self.kind is None:
             return []
         report = ConsoleReport(self.kind.event, "\n".join(self.trace),
-                               self.trace_start - self.started)
+                               self.trace_start - self.started, self.kind.attributable)
         self.kind, self.trace = None, []
         return [report]
 

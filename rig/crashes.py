@@ -79,9 +79,10 @@ class CrashPolicy:
 
     def why_not(self, cell: Cell) -> str | None:
         """Why a test of CELL is not run, or None when it runs."""
-        for kind, ids in self.stopped().items():
-            if kind.matches(cell):
-                shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
-                return (f"not run: tests of {kind.describe()} crashed the guest "
-                        f"{len(ids)} times ({shown})")
-        return None
+        return next((self.why(kind) for kind in self.stopped() if kind.matches(cell)), None)
+
+    def why(self, kind: Kind) -> str:
+        """What a test of KIND that does not run is told, naming the crashes that stopped it."""
+        ids = self.stopped().get(kind, [])
+        shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        return f"not run: tests of {kind.describe()} crashed the guest {len(ids)} times ({shown})"

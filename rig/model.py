@@ -189,6 +189,9 @@ class ConsoleReport:
     event: ConsoleEvent
     excerpt: str = ""                # the splat with its trace, or the console tail
     seconds: float = 0.0             # since QEMU started
+    # a splat printed when it happened (an Oops, a WARNING), not when a watchdog noticed
+    # something that began earlier (a hung task, a soft lockup): it belongs to the test then
+    attributable: bool = True
 
 
 @dataclass

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import suites as suitelib
+from . import sysrq
 from .cache import Cache
 from .console import Console, Patterns
+from .crashes import CrashPolicy
 from .guest import BootError, Guest, GuestCrashed, boot
 from .model import (
     BootEnvironment,
@@ -46,6 +48,7 @@ from .suites.base import (
 )
 
 PASSING_OR_SKIPPED = frozenset({Verdict.PASSED, Verdict.XFAILED, Verdict.SKIPPED})
+KERNEL_LOG = "kernel log"            # the id of a variant's kernel-log verdict
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,9 @@ class TestRequest:
     who: str                         # the variant, for progress and console log names
     console_dir: Path
     limits: Limits = field(default_factory=Limits)
-    max_crashes: int = 4
+    # reboots after crashes before the rig gives up; crash patterns (crashes.py) stop a kind
+    # of test long before, so this only bounds crashes that show no pattern
+    max_crashes: int = 12
 
 
 @dataclass
@@ -126,6 +131,8 @@ class _Stage:
         self.crashed: dict[str, dict[str, tuple[str, str]]] = {s.name: {} for s, _ in req.suites}
         self.salvaged: dict[str, list[TestResult]] = {s.name: [] for s, _ in req.suites}
         self.broken: set[str] = set()     # suites that died outside a test: not run again
+        self.patterns = {s.name: CrashPolicy() for s, _ in req.suites}
+        self.kernel_log: list[str] = []   # splats no test owns: the kernel-log verdict
         self.boot_error: BootError | None = None
         self.timestamp = Patterns.load().timestamp
 
@@ -197,17 +204,21 @@ class _Stage:
             try:
                 for local, remote in staged.uploads:
                     guest.put(local, remote)
+                policy = self.patterns[suite.name]
+                stopped = {kind: policy.why(kind) for kind in policy.stopped()}
                 report = suite.run(guest, staged, frozenset(self.crashed[suite.name]),
-                                   self.req.limits)
+                                   self.req.limits, stopped)
             except Hung as exc:
                 hung = exc
             else:
                 hung = None
         _add(self.result.timings, suite_timing(suite.name), timing["seconds"])
         if hung is not None:
-            self.result.console += guest.console.tail() + "\n"
-            self._crash(suite, console_since(guest.console_log, mark), str(hung),
-                        guest.console.tail())
+            # before the guest is killed: where are its tasks stuck?
+            blocked = sysrq.blocked_tasks(guest.console, guest.session)
+            excerpt = "\n".join(filter(None, [guest.console.tail(), blocked]))
+            self.result.console += excerpt + "\n"
+            self._crash(suite, console_since(guest.console_log, mark), str(hung), excerpt)
             return False
         self._attribute(guest, suite, report, mark)
         self.reports[suite.name] = report
@@ -225,11 +236,17 @@ class _Stage:
             self.pending = [p for p in self.pending if p[0] is not suite]
         else:
             self.crashed[suite.name][key] = (message, excerpt)
+            if (cell := suite.cell_of(key)) is not None:
+                self.patterns[suite.name].record(suite.test_id(key), cell)
 
     def _unattributed(self, guest: Guest) -> None:
-        """Splats between suites belong to no test: the variant's console excerpt."""
+        """Splats between suites belong to no test: the kernel-log verdict's."""
         for splat in guest.console.splats():
-            self.result.console += splat.excerpt + "\n"
+            self._no_test(splat.excerpt)
+
+    def _no_test(self, excerpt: str) -> None:
+        self.result.console += excerpt + "\n"
+        self.kernel_log.append(excerpt)
 
     def _attribute(self, guest: Guest, suite: Suite, report: SuiteReport, mark: int) -> None:
         """Fail the test each splat of the suite's run came in; the rest go to the console."""
@@ -240,11 +257,11 @@ class _Stage:
         by_id = {t.id: t for t in report.tests}
         for splat in splats:
             first = splat.excerpt.splitlines()[0] if splat.excerpt else ""
-            at = console.find(first) if first else -1
+            at = console.find(first) if first and splat.attributable else -1
             key = suite.running_test(console[:at]) if at >= 0 else None
             test = by_id.get(suite.test_id(key)) if key else None
             if test is None:
-                self.result.console += splat.excerpt + "\n"
+                self._no_test(splat.excerpt)
                 continue
             said = self.timestamp.sub("", first)
             if not any(said in line for line in test.kmsg):
@@ -278,6 +295,19 @@ class _Stage:
         if self.result.outcome is Outcome.OK and any(
                 s.outcome is not Outcome.OK for s in self.result.suites):
             self.result.outcome = Outcome.TESTS_RAN
+        if self.result.kernel_release and self.req.suites:
+            self.result.tests.append(self._kernel_log_verdict(self.req.suites[0][0].name))
+
+    def _kernel_log_verdict(self, suite: str) -> TestResult:
+        """One result for the splats no test owns (between tests, or a watchdog's): the
+        kernel under test printed them, so they compare like any test; with the first suite."""
+        found = len(self.kernel_log)
+        return TestResult(
+            KERNEL_LOG, "kernel_log", "", "", Verdict.FAILED if found else Verdict.PASSED,
+            f"{found} kernel splat(s) outside any test: {self.kernel_log[0].splitlines()[0]}"
+            if found else "", "\n\n".join(self.kernel_log),
+            "The kernel log shows no splat outside the tests (contract 5).",
+            {"splats_outside_tests": found}, suite=suite)
 
 
 def _add(timings: dict[str, float], stage: str, seconds: float) -> None:

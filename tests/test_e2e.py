@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -226,4 +227,76 @@ def test_a_ktap_program_that_crashes_or_warns_is_pinned_on_its_test(tmp_path):
     regressed = {c.id for vc in compare.compare(res).variants for c in vc.cells
                  if c.change is Change.REGRESSED}
     assert regressed == {"gup_test-a: test 1", "gup_test-L: test 1"}
+    assert proc.returncode == 1, proc.stdout[-2000:]
+
+
+def test_a_kernel_that_bugs_on_every_read_only_registration_costs_a_few_crashes(tmp_path):
+    """BUG_ON(!umem->writable) in ib_umem_get(): the read-only tests stop once their crashes
+    show the pattern (lost, naming the crashes), every writable-MR test still gets its verdict,
+    and the evidence is the BUG itself with a reliable trace (ORC: no '?' frames)."""
+    patch = FIXTURES / "build" / "bug-on-readonly.patch"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rig.cli", "run", "--variant", "base", "--patch", str(patch),
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=3600, check=False)
+    res = results.load(tmp_path / "results.json")
+    v = res.variant("bug-on-readonly")
+    base = {t.id: t for t in res.variant("base").tests}
+    crashed = [t for t in v.tests if t.verdict.value == "crashed"]
+    assert 2 <= len(crashed) <= 4, [t.id for t in crashed]
+    assert all(t.access == "ro-mr" for t in crashed)
+    bug = crashed[0].details
+    assert "kernel BUG at drivers/infiniband/core/umem.c:" in bug, bug[:3000]
+    assert "ib_umem_get+" in bug and "Kernel panic - not syncing" in bug
+    trace = [line for line in bug.splitlines() if "+0x" in line]
+    assert trace and not [line for line in trace if " ? " in line], trace
+    lost = [t for t in v.tests if t.verdict.value == "lost"]
+    assert lost and all(t.access == "ro-mr" for t in lost)
+    assert all(t.message.startswith("not run: tests of ") for t in lost), lost[0].message
+    writable = [t for t in base.values() if t.access == "rw-mr"]
+    got = {t.id: t for t in v.tests}
+    assert all(got[t.id].verdict.value not in ("lost", "crashed") for t in writable)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+
+
+def test_a_kernel_that_hangs_on_read_only_registrations_shows_where(tmp_path):
+    """msleep() for ever in ib_umem_get() for read-only MRs: each hang's evidence holds the
+    blocked task's stack (SysRq-w); the pattern stops the rest after two hangs."""
+    patch = FIXTURES / "build" / "sleep-on-readonly.patch"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "rig.cli", "run", "--variant", "base", "--patch", str(patch),
+         "--select", "registration and (anon or zero)", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=3600, check=False)
+    took = time.monotonic() - start
+    res = results.load(tmp_path / "results.json")
+    v = res.variant("sleep-on-readonly")
+    hung = [t for t in v.tests if t.verdict.value == "crashed"]
+    assert len(hung) == 2 and all(t.message.startswith("hung") for t in hung), \
+        [(t.id, t.message) for t in hung]
+    assert "sysrq: Show Blocked State" in hung[0].details
+    assert "ib_umem_get" in hung[0].details and "msleep" in hung[0].details, hung[0].details
+    lost = [t for t in v.tests if t.verdict.value == "lost"]
+    assert {t.access for t in lost} <= {"ro-mr"}
+    assert all(t.verdict.value == "passed" for t in v.tests if t.access == "rw-mr")
+    print(f"\nthe hanging kernel's run took {took:.0f} s")
+    assert proc.returncode in (1, 2), proc.stdout[-2000:]
+
+
+def test_a_warning_fails_the_test_it_came_in_and_no_other(tmp_path):
+    """WARN_ON_ONCE on the first read-only registration: that test fails with the splat; the
+    guest goes on and no other test, and not the kernel-log verdict, is blamed."""
+    patch = FIXTURES / "build" / "warn-on-readonly.patch"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rig.cli", "run", "--variant", "base", "--patch", str(patch),
+         "--select", "registration and anon", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=3600, check=False)
+    res = results.load(tmp_path / "results.json")
+    v = res.variant("warn-on-readonly")
+    failed = [t for t in v.tests if t.verdict.value == "failed"]
+    first_ro = next(t for t in v.tests if t.access == "ro-mr")
+    assert [t.id for t in failed] == [first_ro.id], [(t.id, t.message) for t in failed]
+    assert "WARNING: CPU: 0 PID: " in failed[0].details and "ib_umem_get" in failed[0].details
+    assert v.outcome.value == "ok"
+    log = next(t for t in v.tests if t.id == "kernel log")
+    assert log.verdict.value == "passed"
     assert proc.returncode == 1, proc.stdout[-2000:]

@@ -2,9 +2,14 @@
 
 The serial console carries the kernel log to the host even when the guest dies, so after a
 panic or a hang the host knows which test was running (the JUnit file is lost with the guest).
+After crashes that show a pattern, the host names kinds of test not to run again; the plugin
+leaves them out and says which it left (rig/crashes.py).
 """
 
+import json
 import os
+
+import pytest
 
 
 def _kmsg(text: str) -> None:
@@ -24,3 +29,37 @@ def pytest_runtest_logstart(nodeid, location):
 
 def pytest_runtest_logfinish(nodeid, location):
     _kmsg(f"test end {nodeid}")
+
+
+def _cell(item) -> dict:
+    """The cell the suite's conftest recorded at collection ({} for a test without one)."""
+    for name, value in item.user_properties:
+        if name == "cell":
+            return json.loads(value)
+    return {}
+
+
+@pytest.hookimpl(trylast=True)         # after the suite's conftest has named each test's cell
+def pytest_collection_modifyitems(config, items):
+    """Leave out the tests of the kinds in $RIG_STOPPED_KINDS (they kept crashing the guest),
+    and write which and why to /tmp/rig-stopped.json for the host to record as lost."""
+    path = os.environ.get("RIG_STOPPED_KINDS")
+    if not path:
+        return
+    with open(path) as fh:
+        kinds = json.load(fh)
+    keep, left, said = [], [], []
+    for item in items:
+        cell = _cell(item)
+        why = next((k["why"] for k in kinds if cell and all(
+            not k[f] or k[f] == cell.get(f) for f in ("check", "region", "access"))), None)
+        if why is None:
+            keep.append(item)
+        else:
+            left.append(item)
+            said.append({"id": item.name, **cell, "why": why})
+    with open("/tmp/rig-stopped.json", "w") as fh:
+        json.dump(said, fh)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = keep

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from rig.cache import Cache
+from rig.crashes import Cell, Kind
 from rig.guest import Guest
 from rig.model import BuildResult, CommandResult, ImageResult, SourceSpec, StageError
 from rig.results import TestResult, Verdict
 from rig.status import RigError
 
-HANG_MARGIN = 30.0                   # seconds of console silence beyond a test's own limit
+HANG_MARGIN = 15.0                   # seconds of console silence beyond a test's own limit
 
 
 class SuiteError(Exception):
@@ -42,7 +43,7 @@ class Hung(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    test: float = 60.0               # seconds one test may take
+    test: float = 30.0               # seconds one test may take
     suite: float = 1200.0            # seconds one suite may take in one boot
 
 
@@ -93,11 +94,17 @@ class Suite(abc.ABC):
         """Build (or find in the cache) what the suite needs; SuiteError if it can't."""
 
     @abc.abstractmethod
-    def run(self, guest: Guest, staged: Staged, skip: frozenset[str],
-            limits: Limits) -> SuiteReport:
+    def run(self, guest: Guest, staged: Staged, skip: frozenset[str], limits: Limits,
+            stopped: Mapping[Kind, str] | None = None) -> SuiteReport:
         """Run in GUEST (the uploads are in place) without the tests in SKIP (keys from
-        running_test()).  Raises Hung for a hang and lets GuestCrashed through: the test
-        stage reboots."""
+        running_test()), nor those of a STOPPED kind (crashes.py; where the suite's tests
+        have cells), which it reports lost with the reason.  Raises Hung for a hang and lets
+        GuestCrashed through: the test stage reboots."""
+
+    def cell_of(self, key: str) -> Cell | None:
+        """Where the test KEY sits in a region x access x check matrix, for crash patterns;
+        None for a suite whose tests have no such cells."""
+        return None
 
     @abc.abstractmethod
     def running_test(self, console: str) -> str | None:

@@ -23,14 +23,15 @@ import shutil
 import subprocess
 import time
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-from rig import sources
+from rig import datafiles, sources
 from rig.build import toolchain
 from rig.cache import Cache, digest
 from rig.console import Patterns
+from rig.crashes import Kind
 from rig.guest import Guest
 from rig.model import SourceSpec, StageError
 from rig.results import TestResult, Verdict
@@ -76,7 +77,7 @@ class Recipe:
     @classmethod
     def load(cls, text: str | None = None) -> Recipe:
         if text is None:
-            text = resources.files("rig").joinpath("data/kselftest-mm.toml").read_text()
+            text = datafiles.text("kselftest-mm.toml")
         data = tomllib.loads(text)
         return cls(tuple(data["dirs"]), tuple(data["cflags"]), tuple(data["ldlibs"]),
                    {p: tuple(srcs) for p, srcs in data["programs"].items()},
@@ -264,8 +265,8 @@ class KselftestMM(Suite):
                       f"{origin}: {self.recipe.dirs[0]}", req.scratch / self.name, req.select,
                       cache_hit=hit)
 
-    def run(self, guest: Guest, staged: Staged, skip: frozenset[str],
-            limits: Limits) -> SuiteReport:
+    def run(self, guest: Guest, staged: Staged, skip: frozenset[str], limits: Limits,
+            stopped: Mapping[Kind, str] | None = None) -> SuiteReport:
         report = SuiteReport()
         for setup in (reserve_hugepages(guest, self.recipe.hugepages, limits),
                       run_step(guest, self.recipe.setup, limits)):

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import shutil
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
+from rig import datafiles
+from rig.crashes import Kind
 from rig.guest import Guest
 from rig.image import PACKAGES
 from rig.model import ImageResult, StageError
@@ -51,7 +53,7 @@ class Recipe:
     @classmethod
     def load(cls, text: str | None = None) -> Recipe:
         if text is None:
-            text = resources.files("rig").joinpath("data/rdma-core.toml").read_text()
+            text = datafiles.text("rdma-core.toml")
         data = tomllib.loads(text)
         return cls(data["tests"], tuple(data["args"]), int(data["hugepages"]),
                    tuple(data["modules"]),
@@ -108,8 +110,8 @@ class RdmaCore(Suite):
         return Staged(self.name, ((plugins, guest_pytest.GUEST_PLUGINS),), origin,
                       req.scratch / self.name, req.select)
 
-    def run(self, guest: Guest, staged: Staged, skip: frozenset[str],
-            limits: Limits) -> SuiteReport:
+    def run(self, guest: Guest, staged: Staged, skip: frozenset[str], limits: Limits,
+            stopped: Mapping[Kind, str] | None = None) -> SuiteReport:
         tests = self.recipe.tests
         reserve_hugepages(guest, self.recipe.hugepages, limits)
         copy = run_step(guest, f"test -d {tests} && rm -rf {WORK} && mkdir -p {WORK} && "

@@ -6,11 +6,16 @@ entry); the suite itself is uploaded as it is in the checkout, with the rig's ma
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 from rig import junit
 from rig.cache import digest
+from rig.crashes import Cell, Kind
 from rig.guest import Guest
 from rig.results import TestResult, Verdict
 
@@ -20,6 +25,10 @@ from .base import Limits, Staged, StageRequest, Suite, SuiteReport
 GUEST_DIR = "/root/guest_tests"
 GUEST_KO = f"{GUEST_DIR}/driver/umem_test.ko"   # where the suite looks for it by default
 GUEST_XML = "/tmp/rig-results.xml"
+# the kinds of test the rig stopped running (crashes.py) and the tests the plugin left out
+STOPPED_KINDS = "/tmp/rig-stopped-kinds.json"
+STOPPED_TESTS = "/tmp/rig-stopped.json"
+_NODE = re.compile(r"test_(?P<check>\w+)\[(?P<region>[\w-]+)-(?P<access>r[ow]-mr)\]$")
 _SKIP_UPLOAD = shutil.ignore_patterns("__pycache__", "*.o", "*.ko", "*.mod*", "*.cmd",
                                       "Module.symvers", "modules.order", ".pytest_cache")
 
@@ -51,16 +60,42 @@ class UmemSuite(Suite):
         return Staged(self.name, tuple(uploads), f"guest_tests {version[:12]}",
                       req.scratch / self.name, req.select)
 
-    def run(self, guest: Guest, staged: Staged, skip: frozenset[str],
-            limits: Limits) -> SuiteReport:
+    def run(self, guest: Guest, staged: Staged, skip: frozenset[str], limits: Limits,
+            stopped: Mapping[Kind, str] | None = None) -> SuiteReport:
         env = {"PYTHONPATH": GUEST_DIR, "UMEM_TEST_KO": GUEST_KO,
                "UMEM_TEST_TIMEOUT": f"{limits.test:g}"}
-        return guest_pytest.run(
+        if stopped:
+            kinds = [{**asdict(kind), "why": why} for kind, why in stopped.items()]
+            local = staged.workdir / "stopped-kinds.json"
+            local.write_text(json.dumps(kinds))
+            guest.put(local, STOPPED_KINDS)
+            env["RIG_STOPPED_KINDS"] = STOPPED_KINDS
+        report = guest_pytest.run(
             guest, lambda died: guest_pytest.command(GUEST_DIR, GUEST_XML,
                                                      keyword(staged.select), env,
                                                      sorted(skip) + died),
             GUEST_XML, limits, staged.workdir / "umem.xml", self.host_result,
             selected=staged.select)
+        if stopped:
+            report.tests += self._not_run(guest, staged, report.tests)
+        return report
+
+    def _not_run(self, guest: Guest, staged: Staged, known: list[TestResult]) -> list[TestResult]:
+        """The tests the plugin left out because their kind kept crashing: lost, and why."""
+        local = staged.workdir / "stopped.json"
+        guest.get(STOPPED_TESTS, local)
+        lost = []
+        for left in json.loads(local.read_text()):
+            result = junit.host_result(left["id"], Verdict.LOST, left["why"], "", known)
+            result.check, result.region, result.access = (left["check"], left["region"],
+                                                          left["access"])
+            lost.append(result)
+        return lost
+
+    def cell_of(self, key: str) -> Cell | None:
+        """"test_umem.py::test_registration[anon-written-ro-mr]": check, region and access."""
+        m = _NODE.search(key)
+        return Cell(m["check"], m["region"], m["access"]) if m else None
 
     def running_test(self, console: str) -> str | None:
         return guest_pytest.running_test(console)

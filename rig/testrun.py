@@ -215,8 +215,9 @@ class _Stage:
         _add(self.result.timings, suite_timing(suite.name), timing["seconds"])
         if hung is not None:
             # before the guest is killed: where are its tasks stuck?
-            blocked = sysrq.blocked_tasks(guest.console, guest.session)
-            excerpt = "\n".join(filter(None, [guest.console.tail(), blocked]))
+            tail = guest.console.tail()
+            excerpt = "\n".join(filter(None, [tail, sysrq.blocked_tasks(guest.console,
+                                                                      guest.session)]))
             self.result.console += excerpt + "\n"
             self._crash(suite, console_since(guest.console_log, mark), str(hung), excerpt)
             return False

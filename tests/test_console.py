@@ -18,6 +18,7 @@ import pytest
 
 from rig.console import Console, Patterns
 from rig.model import ConsoleEvent
+from rig.suites.guest_pytest import running_test
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures" / "console"
@@ -66,36 +67,55 @@ def test_ready_line_of_another_boot_never_matches(watch):
 
 
 def test_log_is_complete_byte_for_byte(watch, tmp_path: Path):
-    console = watch("oops-during-test.log", after="exit", chunk=61)
+    console = watch("bug-in-test-panics.log", after="exit", chunk=61)
     assert console.wait_event(30) is not None
     console.join(30)
-    assert console.log_path.read_bytes() == (FIXTURES / "oops-during-test.log").read_bytes()
+    assert console.log_path.read_bytes() == (FIXTURES / "bug-in-test-panics.log").read_bytes()
 
 
 @pytest.mark.parametrize("chunk", [509, 7])
-def test_oops_during_a_test_with_its_whole_trace(watch, chunk: int):
-    console = watch("oops-during-test.log", chunk=chunk)
+def test_a_bug_in_a_test_is_the_splat_then_the_panic_it_causes(watch, chunk: int):
+    """oops=panic: the BUG's whole report first (cut here to end trace), then the panic."""
+    console = watch("bug-in-test-panics.log", after="exit", chunk=chunk)
     assert console.wait_ready(timeout=30, silence=10).event is ConsoleEvent.READY
     report = console.wait_event(timeout=30)
     assert report.event is ConsoleEvent.SPLAT
     lines = report.excerpt.splitlines()
-    assert "BUG: kernel NULL pointer dereference, address: 0000000000000000" in lines[0]
-    assert "Oops: 0000 [#1] SMP" in report.excerpt
-    assert "rig_splat_init+0x1f/0x1000 [rig_splat]" in report.excerpt
+    assert "------------[ cut here ]------------" in lines[0]
+    assert "kernel BUG at drivers/infiniband/core/umem.c:204!" in lines[1]
+    assert "RIP: 0010:ib_umem_get+0xaa/0x313" in report.excerpt
+    assert "rxe_mr_init_user+0x33/0x1cb" in report.excerpt          # ORC: no '?' on it
     assert "---[ end trace 0000000000000000 ]---" in lines[-1]
-    # The guest survived the Oops: nothing fatal, and nothing more to hand out.
-    assert console.fatal() is None and console.splats() == []
+    panic = console.wait_event(timeout=30)
+    assert panic.event is ConsoleEvent.PANIC
+    assert "Kernel panic - not syncing: Fatal exception" in panic.excerpt.splitlines()[0]
+    assert console.wait_event(timeout=30).event is ConsoleEvent.QEMU_EXITED
+    assert console.fatal().event is ConsoleEvent.PANIC
 
 
 def test_warning_includes_cut_here(watch):
     console = watch("warn-during-test.log")
     assert console.wait_ready(timeout=30, silence=10).event is ConsoleEvent.READY
     report = console.wait_event(timeout=30)
-    assert report.event is ConsoleEvent.SPLAT
+    assert report.event is ConsoleEvent.SPLAT and report.attributable
     lines = report.excerpt.splitlines()
     assert "------------[ cut here ]------------" in lines[0]
-    assert "WARNING: CPU: 0 PID: 55 at /tmp/splatmod/rig_splat.c:24" in lines[1]
+    assert re.search(r"WARNING: CPU: 0 PID: \d+ at drivers/infiniband/core/umem.c:\d+ "
+                     r"ib_umem_get", lines[1]), lines[1]
     assert "---[ end trace" in lines[-1]
+    # The guest lived on: nothing fatal.
+    assert console.fatal() is None
+
+
+def test_a_test_that_hangs_in_the_kernel_leaves_the_console_quiet(watch):
+    """The test started (its marker is the last thing the rig's plugin wrote) and then the
+    console said nothing: the watcher's quiet time is what the rig's hang deadline reads."""
+    console = watch("hang-in-test.log")
+    assert console.wait_ready(timeout=30, silence=10).event is ConsoleEvent.READY
+    time.sleep(2.5)
+    assert console.quiet_for() >= 2.0 and console.fatal() is None
+    assert running_test(console.log_path.read_text()) == \
+        "test_umem.py::test_registration[anon-written-ro-mr]"
 
 
 def test_panic_during_a_test_then_qemu_exits(watch):

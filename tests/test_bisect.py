@@ -1,4 +1,4 @@
-"""Bisection logic driven by recorded step results (fixtures/bisect/steps.json), the summary
+"""Bisection logic driven by recorded step results (fixtures/bisect/steps.synthetic.json), the summary
 and result document, git ranges as series, and an end-to-end bisection of series-6."""
 
 import argparse
@@ -27,7 +27,7 @@ from rig.sources import SourceError
 from rig.status import ExitStatus
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bisect"
-STEPS = results.load(FIXTURES / "steps.json")
+STEPS = results.load(FIXTURES / "steps.synthetic.json")
 SERIES6 = patchlib.load(FIXTURES / "series-6")
 FLIPPED = "test_coherent_after_cpu_write[zero-page-ro-mr]"
 # the tests whose verdicts differ between the base and the RFC in the recordings

@@ -1,6 +1,6 @@
 """The comparison on results built from real parsed JUnit: one run per fake kernel.
 
-In fake_guest_suite.py the "rfc" kernel pins the zero page for read-only MRs (so the MR goes
+In synthetic_guest_suite.py the "rfc" kernel pins the zero page for read-only MRs (so the MR goes
 stale when the CPU writes) and stops forcing a COW on driver memory; these tests check that
 the comparison reports exactly that.
 """
@@ -24,7 +24,7 @@ def variant(name, xml, outcome=Outcome.OK, is_base=False):
 
 
 def run(*variants):
-    return compare.compare(Results([], [variant("base", "base.xml", is_base=True), *variants]))
+    return compare.compare(Results([], [variant("base", "base.synthetic.xml", is_base=True), *variants]))
 
 
 def ids(vc, change):
@@ -32,7 +32,7 @@ def ids(vc, change):
 
 
 def test_rfc_against_base():
-    c = run(variant("umem-rfc", "rfc.xml"))
+    c = run(variant("umem-rfc", "rfc.synthetic.xml"))
     [vc] = c.variants
     stale = {f"test_coherent_after_cpu_write[{r}-ro-mr]"
              for r in ("anon-untouched", "zero-page", "anon-prot-read")}
@@ -48,7 +48,7 @@ def test_rfc_against_base():
 
 
 def test_differences_name_the_keys_and_both_values():
-    [vc] = run(variant("umem-rfc", "rfc.xml")).variants
+    [vc] = run(variant("umem-rfc", "rfc.synthetic.xml")).variants
     cells = {c.id: c for c in vc.cells}
     assert cells["test_no_side_effect[zero-page-ro-mr]"].differences == [
         Difference("page_after", "new", "zero")]
@@ -63,7 +63,7 @@ def test_differences_name_the_keys_and_both_values():
 
 
 def test_volatile_observations_are_not_compared():
-    [vc] = run(variant("umem-rfc", "rfc.xml")).variants
+    [vc] = run(variant("umem-rfc", "rfc.synthetic.xml")).variants
     cell = next(c for c in vc.cells if c.id == "test_no_side_effect[drv-shared-rw-ro-mr]")
     assert cell.change is Change.UNCHANGED
     assert cell.base.observations["raw_pfn_after"] == cell.other.observations["raw_pfn_after"]
@@ -74,20 +74,20 @@ def test_volatile_observations_are_not_compared():
 
 
 def test_xfail_to_xfail_is_unchanged():
-    [vc] = run(variant("umem-rfc", "rfc.xml")).variants
+    [vc] = run(variant("umem-rfc", "rfc.synthetic.xml")).variants
     cell = next(c for c in vc.cells if c.id == "test_registration_matches_access[drv-pfnmap-ro-mr]")
     assert (cell.base.verdict, cell.change) == (Verdict.XFAILED, Change.UNCHANGED)
 
 
 def test_the_base_against_itself():
-    c = run(variant("again", "base.xml"))
+    c = run(variant("again", "base.synthetic.xml"))
     assert {cell.change for cell in c.variants[0].cells} == {Change.UNCHANGED}
     assert c.headline()[1] == "again vs base: 0 fixed, 0 regressed, 0 changed"
     assert c.exit_status() == ExitStatus.OK
 
 
 def test_a_crash_regresses_and_the_tests_it_kept_from_running_are_lost():
-    rfc = variant("umem-rfc", "rfc.xml", Outcome.TESTS_RAN)
+    rfc = variant("umem-rfc", "rfc.synthetic.xml", Outcome.TESTS_RAN)
     by_id = {t.id: i for i, t in enumerate(rfc.tests)}
     crash_id = "test_coherent_after_rdma_write[zero-page-rw-mr]"
     lost_id = "test_coherent_after_rdma_write[drv-shared-rw-rw-mr]"
@@ -105,7 +105,7 @@ def test_a_crash_regresses_and_the_tests_it_kept_from_running_are_lost():
 
 
 def test_lost_tests_leave_the_run_without_a_full_verdict():
-    again = variant("again", "base.xml", Outcome.TESTS_RAN)
+    again = variant("again", "base.synthetic.xml", Outcome.TESTS_RAN)
     at = max(i for i, t in enumerate(again.tests) if t.verdict is Verdict.PASSED)
     again.tests[at] = junit.host_result(again.tests[at].id, Verdict.LOST, "never ran", "",
                                         again.tests)
@@ -119,12 +119,12 @@ def test_lost_tests_leave_the_run_without_a_full_verdict():
 def test_a_candidate_whose_driver_tests_all_error_loses_coverage_and_exits_2():
     """The driver failed to load with the series: every driver cell errors.  That is lost
     coverage, never a pass: exit 2, "N lost" in the headline."""
-    cand = variant("no-driver", "base.xml")
+    cand = variant("no-driver", "base.synthetic.xml")
     for i, t in enumerate(cand.tests):
         if t.region.startswith("drv-"):
             cand.tests[i] = dataclasses.replace(
                 t, verdict=Verdict.ERROR, message="/dev/umem_test: the driver did not load")
-    driver = [t for t in variant("base", "base.xml").tests if t.region.startswith("drv-")]
+    driver = [t for t in variant("base", "base.synthetic.xml").tests if t.region.startswith("drv-")]
     ran = sum(1 for t in driver if t.verdict in compare.RAN)
     c = run(cand)
     [vc] = c.variants
@@ -136,7 +136,7 @@ def test_a_candidate_whose_driver_tests_all_error_loses_coverage_and_exits_2():
 
 
 def test_new_tests_and_tests_gone_missing():
-    rfc = variant("umem-rfc", "rfc.xml")
+    rfc = variant("umem-rfc", "rfc.synthetic.xml")
     dropped = rfc.tests.pop(0)
     rfc.tests.append(dataclasses.replace(rfc.tests[0], id="test_new_check[zero-page-ro-mr]"))
     [vc] = run(rfc).variants
@@ -146,7 +146,7 @@ def test_new_tests_and_tests_gone_missing():
 
 
 def test_a_verdict_on_the_same_side_is_a_change():
-    again = variant("again", "base.xml")
+    again = variant("again", "base.synthetic.xml")
     target = next(t for t in again.tests if t.verdict is Verdict.PASSED)
     target.verdict = Verdict.XFAILED
     [vc] = run(again).variants
@@ -169,14 +169,14 @@ def test_a_variant_without_verdict():
     assert c.variants[0].cells == []
     assert c.exit_status() == ExitStatus.NO_VERDICT
     # a regression found elsewhere is still the exit status
-    c = run(wia, variant("umem-rfc", "rfc.xml"))
+    c = run(wia, variant("umem-rfc", "rfc.synthetic.xml"))
     assert c.exit_status() == ExitStatus.REGRESSION
 
 
 def test_a_base_without_verdict():
     base = VariantResult("base", True, Outcome.PANICKED,
                          errors=[StageError("boot", "Kernel panic - not syncing: VFS")])
-    c = compare.compare(Results([], [base, variant("umem-rfc", "rfc.xml")]))
+    c = compare.compare(Results([], [base, variant("umem-rfc", "rfc.synthetic.xml")]))
     assert c.headline() == ["base: panicked: Kernel panic - not syncing: VFS",
                             "umem-rfc vs base: not comparable, base has no verdict"]
     assert c.exit_status() == ExitStatus.NO_VERDICT
@@ -189,7 +189,7 @@ def test_the_base_headline_counts_its_verdicts():
 
 def test_no_base():
     with pytest.raises(CompareError, match=r"no base variant .*\(variants: umem-rfc\)"):
-        compare.compare(Results([], [variant("umem-rfc", "rfc.xml")]))
+        compare.compare(Results([], [variant("umem-rfc", "rfc.synthetic.xml")]))
 
 
 def test_a_real_run_of_the_four_default_variants():
@@ -234,8 +234,8 @@ def three_suites(name, umem_xml, is_base=False):
 
 
 def test_each_suite_is_counted_on_its_own():
-    base = three_suites("base", "base.xml", is_base=True)
-    rfc = three_suites("umem-rfc", "rfc.xml")
+    base = three_suites("base", "base.synthetic.xml", is_base=True)
+    rfc = three_suites("umem-rfc", "rfc.synthetic.xml")
     # one kselftest verdict turned, by hand, so that two suites have news
     turned = next(t for t in rfc.tests if t.id == "cow: Basic COW after fork() ... with base page")
     turned.verdict = Verdict.FAILED
@@ -253,8 +253,8 @@ def test_each_suite_is_counted_on_its_own():
 
 
 def test_a_suite_that_did_not_build_leaves_the_others_verdicts():
-    base = three_suites("base", "base.xml", is_base=True)
-    again = three_suites("again", "base.xml")
+    base = three_suites("base", "base.synthetic.xml", is_base=True)
+    again = three_suites("again", "base.synthetic.xml")
     again.tests = [t for t in again.tests if t.suite != "kselftest-mm"]
     again.suites[1] = results.SuiteInfo("kselftest-mm", Outcome.BUILD_FAILED)
     again.outcome = Outcome.TESTS_RAN
@@ -266,8 +266,8 @@ def test_a_suite_that_did_not_build_leaves_the_others_verdicts():
 
 
 def test_the_same_id_in_two_suites_is_two_tests():
-    base = variant("base", "base.xml", is_base=True)
-    other = variant("other", "base.xml")
+    base = variant("base", "base.synthetic.xml", is_base=True)
+    other = variant("other", "base.synthetic.xml")
     for t in base.tests + other.tests:
         t.suite = "umem"
     twin = dataclasses.replace(other.tests[0], suite="rdma-core", verdict=Verdict.FAILED)

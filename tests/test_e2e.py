@@ -103,7 +103,7 @@ def test_reports_are_written_and_rerender_from_the_json(run, tmp_path):
     _, out, _ = run
     html = (out / "report.html").read_text()
     assert "umem-rfc vs base" in html and "REGRESSED" in html.upper()
-    assert (out / "junit" / "umem-rfc.xml").exists()
+    assert (out / "junit" / "umem-rfc.synthetic.xml").exists()
     proc = subprocess.run([sys.executable, "-m", "rig.cli", "report", str(out / "results.json"),
                            "--out", str(tmp_path)], capture_output=True, text=True, check=False)
     assert proc.returncode == 1 and (tmp_path / "report.html").exists(), proc.stderr

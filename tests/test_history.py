@@ -7,7 +7,7 @@ from pathlib import Path
 from rig import cli, history, results
 from rig.model import Outcome, StageError
 
-V1 = results.load(Path(__file__).parent / "fixtures" / "results" / "results-v1.json")
+V1 = results.load(Path(__file__).parent / "fixtures" / "results" / "results-v1.synthetic.json")
 REGRESSED = "test_coherent_after_cpu_write[zero-page-ro-mr]"
 
 

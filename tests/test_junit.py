@@ -19,7 +19,7 @@ def by_id(results):
 
 
 def test_verdict_counts_match_pytests_own_summary():
-    for name in ("base.xml", "rfc.xml", "odd.xml"):
+    for name in ("base.synthetic.xml", "rfc.synthetic.xml", "odd.xml"):
         suite = ET.parse(JUNIT / name).getroot().find("testsuite")
         counts = Counter(r.verdict for r in junit.parse(JUNIT / name))
         assert counts[Verdict.FAILED] + counts[Verdict.XPASSED] == int(suite.get("failures"))
@@ -27,7 +27,7 @@ def test_verdict_counts_match_pytests_own_summary():
 
 
 def test_base_cells_carry_their_properties():
-    results = junit.parse(JUNIT / "base.xml")
+    results = junit.parse(JUNIT / "base.synthetic.xml")
     assert len({r.id for r in results}) == len(results) == 64
     r = by_id(results)["test_no_side_effect[drv-private-ro-ro-mr]"]
     assert (r.check, r.region, r.access, r.verdict) == (
@@ -43,7 +43,7 @@ def test_base_cells_carry_their_properties():
 
 
 def test_regions_and_checks_come_from_the_data():
-    results = junit.parse(JUNIT / "base.xml")
+    results = junit.parse(JUNIT / "base.synthetic.xml")
     regions = list(dict.fromkeys(r.region for r in results))
     assert regions[0] == "anon-written" and regions[-1] == "drv-pfnmap" and len(regions) == 8
     assert {r.access for r in results} == {"ro-mr", "rw-mr"}
@@ -51,7 +51,7 @@ def test_regions_and_checks_come_from_the_data():
 
 
 def test_xfail_and_skip():
-    results = by_id(junit.parse(JUNIT / "base.xml"))
+    results = by_id(junit.parse(JUNIT / "base.synthetic.xml"))
     xfail = results["test_registration_matches_access[drv-pfnmap-ro-mr]"]
     assert xfail.verdict is Verdict.XFAILED
     assert xfail.message == "VM_PFNMAP has no struct pages: GUP cannot pin it"
@@ -118,7 +118,7 @@ def test_collection_error():
 
 
 def test_a_broken_property_becomes_an_error_verdict():
-    text = (JUNIT / "base.xml").read_text()
+    text = (JUNIT / "base.synthetic.xml").read_text()
     target = 'name="test_registration_matches_access[zero-page-ro-mr]"'
     head, tail = text.split(target)
     tail = tail.replace('name="observations" value="{', 'name="observations" value="{oops', 1)
@@ -131,7 +131,7 @@ def test_a_broken_property_becomes_an_error_verdict():
 
 def test_a_cut_short_file_is_named(tmp_path):
     cut = tmp_path / "results.xml"
-    text = (JUNIT / "base.xml").read_text()
+    text = (JUNIT / "base.synthetic.xml").read_text()
     cut.write_text(text[: len(text) // 2])
     with pytest.raises(junit.JUnitError, match=f"{cut}: not well-formed XML"):
         junit.parse(cut)
@@ -145,7 +145,7 @@ def test_not_junit(tmp_path):
 
 
 def test_host_result_splits_the_id_like_the_suite_does():
-    known = junit.parse(JUNIT / "base.xml")
+    known = junit.parse(JUNIT / "base.synthetic.xml")
     r = junit.host_result("test_coherent_after_cpu_write[zero-page-ro-mr]", Verdict.CRASHED,
                           "the guest died: panic", "Kernel panic - not syncing", known)
     assert (r.check, r.region, r.access, r.verdict) == (
@@ -154,7 +154,7 @@ def test_host_result_splits_the_id_like_the_suite_does():
 
 
 def test_own_junit_reads_back_with_host_verdicts():
-    tests = junit.parse(JUNIT / "base.xml") + junit.parse(JUNIT / "odd.xml")
+    tests = junit.parse(JUNIT / "base.synthetic.xml") + junit.parse(JUNIT / "odd.xml")
     tests.append(junit.host_result("test_x[zero-page-rw-mr]", Verdict.CRASHED, "hung",
                                    "rcu: INFO: rcu_sched self-detected stall\x1b[0m", tests))
     tests.append(junit.host_result("test_y[zero-page-rw-mr]", Verdict.LOST, "never ran", "",
@@ -194,7 +194,7 @@ def test_own_junit_has_one_testsuite_per_suite_and_reads_back():
     from rig.results import SuiteInfo
     from rig.suites.rdma_core import case_id
 
-    umem = junit.parse(JUNIT / "base.xml")
+    umem = junit.parse(JUNIT / "base.synthetic.xml")
     for t in umem:
         t.suite = "umem"
     rdma = junit.parse(Path(__file__).parent / "fixtures" / "suites" / "rdma-core-6.1.192.xml",

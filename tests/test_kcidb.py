@@ -17,7 +17,7 @@ from rig.results import LabJob, PatchInfo, VariantResult
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = FIXTURES / "results" / "real-4-variants.json"
-V1 = FIXTURES / "results" / "results-v1.json"
+V1 = FIXTURES / "results" / "results-v1.synthetic.json"
 SERIES = Path(__file__).parent.parent / "patches" / "umem-write-if-able"
 ORIGIN = config.read(None)["kcidb"]["origin"]              # the default setting
 

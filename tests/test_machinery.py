@@ -1,6 +1,6 @@
 """A series that changes build machinery is flagged in the vet summary and the reports.
 
-The comparisons are the real run in tests/fixtures/results/results-v1.json, with the
+The comparisons are the real run in tests/fixtures/results/results-v1.synthetic.json, with the
 candidate's build environment set as a build of the synthetic canary patch records it.
 """
 
@@ -15,7 +15,7 @@ from rig import compare, machinery, report, results, vet
 from rig import patches as patchlib
 
 FIXTURES = Path(__file__).parent / "fixtures"
-V1 = results.load(FIXTURES / "results" / "results-v1.json")
+V1 = results.load(FIXTURES / "results" / "results-v1.synthetic.json")
 CANARY = patchlib.load(FIXTURES / "vet" / "build-canary.synthetic.patch")
 RFC = patchlib.load(FIXTURES / "vet" / "umem-rfc.mbox")
 

@@ -9,7 +9,7 @@ from rig.model import Outcome, StageError
 from rig.results import PatchInfo, Results, VariantResult, Verdict
 
 FIXTURES = Path(__file__).parent / "fixtures"
-V1 = FIXTURES / "results" / "results-v1.json"
+V1 = FIXTURES / "results" / "results-v1.synthetic.json"
 HOSTILE = '<script>alert("x")</script>'
 
 
@@ -141,7 +141,7 @@ def test_a_variant_without_the_base_suite_renders_every_cell():
         VariantResult("base", True, Outcome.OK,
                       tests=junit.parse(FIXTURES / "junit" / "collection-error.xml")),
         VariantResult("umem-rfc", False, Outcome.OK,
-                      tests=junit.parse(FIXTURES / "junit" / "rfc.xml"))])
+                      tests=junit.parse(FIXTURES / "junit" / "rfc.synthetic.xml"))])
     page = report.render(doc)
     assert "not a cell (collection and other errors)" in page
     assert "No module named &#39;pyverbs&#39;" in page

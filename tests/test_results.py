@@ -10,7 +10,7 @@ from rig.model import Outcome
 from rig.results import Results, ResultsError, RunInfo, VariantResult, Verdict
 
 FIXTURES = Path(__file__).parent / "fixtures"
-V1 = FIXTURES / "results" / "results-v1.json"
+V1 = FIXTURES / "results" / "results-v1.synthetic.json"
 
 
 def run(host="vm"):
@@ -20,9 +20,9 @@ def run(host="vm"):
 
 def fresh() -> Results:
     base = VariantResult("base", True, Outcome.OK, timings={"boot": 3.8},
-                         tests=junit.parse(FIXTURES / "junit" / "base.xml"))
+                         tests=junit.parse(FIXTURES / "junit" / "base.synthetic.xml"))
     rfc = VariantResult("umem-rfc", False, Outcome.TESTS_RAN,
-                        tests=junit.parse(FIXTURES / "junit" / "rfc.xml"))
+                        tests=junit.parse(FIXTURES / "junit" / "rfc.synthetic.xml"))
     rfc.tests.append(junit.host_result("test_coherent_after_rdma_write[zero-page-rw-mr]",
                                        Verdict.CRASHED, "the guest died: panic",
                                        "Kernel panic - not syncing: Fatal exception", rfc.tests))
@@ -63,7 +63,7 @@ def mutated(change) -> str:
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.update(schema="kcidb"), "schema is 'kcidb', not 'umem-rig/results'"),
     (lambda d: d.update(version=3), "results version 3 is not supported"),
-    (lambda d: d["variants"][1].pop("name"), r"results-v1.json.variants\[1\]: 'name' is missing"),
+    (lambda d: d["variants"][1].pop("name"), r"results-v1.synthetic.json.variants\[1\]: 'name' is missing"),
     (lambda d: d["variants"][0]["tests"][3].update(verdict="bogus"),
      r"variants\[0\].tests\[3\].verdict: 'bogus' is not one of passed, failed"),
     (lambda d: d["variants"][0].update(outcome="exploded"),
@@ -79,7 +79,7 @@ def mutated(change) -> str:
 ])
 def test_a_broken_document_is_named(change, message):
     with pytest.raises(ResultsError, match=message):
-        Results.from_json(mutated(change), "results-v1.json")
+        Results.from_json(mutated(change), "results-v1.synthetic.json")
 
 
 def test_not_json(tmp_path):

@@ -1,4 +1,6 @@
-"""`rig vet`: the summary for a reply on the list, from real comparisons, and bad input."""
+"""`rig vet`: the summary for a reply on the list, and bad input.  The summaries are built on
+the synthetic version 1 results (tests/fixtures/results/results-v1.synthetic.json: a model of
+the kernels, for formatting); the e2e test vets a real mbox on real kernels."""
 
 import argparse
 import copy
@@ -18,7 +20,7 @@ from rig.text import variant_name
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VET = FIXTURES / "vet"
-V1 = results.load(FIXTURES / "results" / "results-v1.json")
+V1 = results.load(FIXTURES / "results" / "results-v1.synthetic.json")
 RFC = patchlib.load(VET / "umem-rfc.mbox")
 VETTED = vet.Vetted(tuple(RFC), str(VET / "umem-rfc.mbox"),
                     "IB/umem: Pin read-only MRs with the access userspace has",
@@ -78,8 +80,8 @@ def test_summary_of_a_series_that_does_not_build():
 
 
 def not_applying(name: str, tmp_path: Path) -> tuple[Results, list]:
-    """The base's real results beside a candidate whose patch git apply refused on a copy
-    of 6.1's umem.c, recorded as the build stage records it."""
+    """The synthetic base results beside a candidate whose patch git apply refused on a copy
+    of 6.1's umem.c (a real git apply), recorded as the build stage records it."""
     series = patchlib.load(VET / name)
     tree = tmp_path / "tree"
     shutil.copytree(FIXTURES / "patches" / "tree", tree)

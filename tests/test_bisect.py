@@ -366,7 +366,12 @@ def test_bisect_series_6_end_to_end(tmp_path):
     assert steps[:3] == [(0, "before"), (6, "after"), (3, "skip")]
     assert doc["steps"][2]["outcome"] == "build-failed"
     assert doc["runs_beyond_ends"] <= 4
-    assert "First patch that changes the verdicts: 5/6" in (out / "summary.txt").read_text()
+    text = (out / "summary.txt").read_text()
+    assert "First patch that changes the verdicts: 5/6\n" \
+           "  [PATCH 5/6] IB/umem: Don't force write access for read-only MRs\n" in text
+    # the evidence: the tests that flip at patch 5, with what changed
+    assert "  * test_coherent_after_cpu_write[zero-page-ro-mr]: passed -> failed\n" in text
+    assert "  * test_registration[drv-shared-ro-ro-mr]: failed -> passed\n" in text
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

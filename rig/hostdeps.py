@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
-from . import datafiles
+from . import datafiles, proc
 from .status import RigError
 
 
@@ -28,8 +27,8 @@ def required(stages: list[str]) -> list[str]:
 
 
 def missing(packages: list[str]) -> list[str]:
-    out = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages],
-                         capture_output=True, text=True, check=False).stdout
+    out = proc.run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages],
+                   "dpkg-query", check=False).stdout
     installed = {line.split()[0] for line in out.splitlines() if line.endswith(" installed")}
     return [p for p in packages if p not in installed]
 
@@ -44,10 +43,10 @@ def ensure(stages: list[str], may_install: bool = True, log=print) -> None:
     if not may_install or os.geteuid() != 0:
         raise MissingPackages(todo, "not root" if may_install else "installing is disabled")
     log(f"installing host packages: {' '.join(todo)}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    proc = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *todo],
-                          env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise MissingPackages(todo, f"apt-get failed:\n{tail}")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        proc.run(["apt-get", "update", "-q"], "apt-get update", env=env)
+        proc.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *todo],
+                 "apt-get install", env=env)
+    except proc.CommandFailed as e:
+        raise MissingPackages(todo, f"apt-get failed:\n{e.excerpt}") from None

@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pexpect
 
-from rig import datafiles
+from rig import datafiles, proc
 from rig.console import Console, Patterns
 
 ACCELS = ("auto", "kvm", "tcg")
@@ -59,12 +58,10 @@ class Settings:
 def version(binary: str) -> str:
     """QEMU's version, e.g. "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"."""
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
-                             check=True).stdout
-    except FileNotFoundError:
-        raise QemuError(f"{binary} is not installed (Debian package qemu-system-x86)") from None
-    except subprocess.CalledProcessError as e:
-        raise QemuError(f"{binary} --version failed: {e.stderr.strip()}") from None
+        out = proc.run([binary, "--version"], f"{binary} --version").stdout
+    except proc.CommandFailed as e:
+        raise QemuError(f"{binary} is not installed (Debian package qemu-system-x86)"
+                        if e.status is None else e.detailed()) from None
     m = re.search(r"version (.+)", out)
     return m.group(1).strip() if m else out.splitlines()[0]
 
@@ -83,12 +80,10 @@ def create_overlay(settings: Settings, image: Path, dest: Path) -> Path:
     cmd = [settings.image_tool, "create", "-q", "-f", "qcow2", "-F", "raw",
            "-b", str(image.resolve()), str(dest)]
     try:
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise QemuError(f"{settings.image_tool} is not installed (Debian package qemu-utils)") \
-            from None
-    if proc.returncode != 0:
-        raise QemuError(f"cannot create an overlay on {image}: {proc.stderr.strip()}")
+        proc.run(cmd, f"creating an overlay on {image}")
+    except proc.CommandFailed as e:
+        raise QemuError(f"{settings.image_tool} is not installed (Debian package qemu-utils)"
+                        if e.status is None else e.detailed()) from None
     return dest
 
 

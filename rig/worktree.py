@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from . import patches as patchlib
+from . import proc
 from . import sandbox as sandboxlib
 from .cache import Cache, locked
 from .model import Patch, PreparedSource
@@ -48,8 +48,8 @@ class WorkTree:
         partial = self.root / "linux.partial"
         shutil.rmtree(partial, ignore_errors=True)
         self.root.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cp", "-a", "--reflink=auto", str(self.source.tree), str(partial)],
-                       check=True)
+        proc.run(["cp", "-a", "--reflink=auto", str(self.source.tree), str(partial)],
+                 f"copying {self.source.tree}")
         partial.rename(self.tree)
         self._save([], [])
 

@@ -20,14 +20,13 @@ import json
 import re
 import shlex
 import shutil
-import subprocess
 import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rig import datafiles, sources
+from rig import datafiles, proc, sources
 from rig.build import toolchain
 from rig.cache import Cache, digest
 from rig.console import Patterns
@@ -88,12 +87,7 @@ class Recipe:
 
 def libc() -> str:
     """The host libc's version: a static binary carries it."""
-    try:
-        out = subprocess.run(["ldd", "--version"], capture_output=True, text=True,
-                             check=False).stdout
-    except OSError:
-        return "missing"
-    return out.splitlines()[0] if out else "unknown"
+    return proc.first_line(["ldd", "--version"])
 
 
 def build(recipe: Recipe, tree: Path, out: Path, log: Path, work: Path) -> None:
@@ -122,15 +116,10 @@ def build(recipe: Recipe, tree: Path, out: Path, log: Path, work: Path) -> None:
 
 
 def _step(cmd: list[str], log: Path, what: str, cwd: Path | None = None) -> None:
-    with open(log, "a") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, check=False)
-    if proc.returncode:
-        lines = log.read_text(errors="replace").splitlines()
-        first = next((i for i, line in enumerate(lines) if " error: " in line), None)
-        excerpt = "\n".join(lines[first:first + 8] if first is not None else lines[-8:])
-        raise SuiteError(f"{what} failed (exit {proc.returncode}; log {log}):\n{excerpt}")
+    try:
+        proc.run(cmd, what, log=log, cwd=cwd)
+    except proc.CommandFailed as e:
+        raise SuiteError(e.detailed()) from None
 
 
 def ensure_built(spec: SourceSpec, cache: Cache, recipe: Recipe,

@@ -36,6 +36,7 @@ KINDS = {
     "logs": "build and boot logs",
     "suite": "guest suites built per kernel source",
     "tmp": "scratch space",
+    "apt": "the rig's own apt lists of Debian's archive (where kernel sources come from)",
     "keys": "the rig's SSH client key (a new one means a new guest image)",
     "lava-root": "the local LAVA lab the end-to-end tests bring up",
     "testroot": "the clean Debian root the end-to-end set-up test starts from",

@@ -11,10 +11,12 @@ import json
 import os
 import re
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from . import datafiles, proc
 from . import patches as patchlib
-from . import proc
 from .cache import Cache
 from .model import Patch, PreparedSource, SourceSpec
 from .status import RigError
@@ -35,27 +37,79 @@ def _run(cmd: list[str], what: str, **kw) -> proc.Ran:
 APT_LISTS = Path("/var/lib/apt/lists")
 
 
-def _lists_stamp() -> str:
+@dataclass(frozen=True)
+class DebianArchive:
+    """The rig's own apt view of one Debian release's archive (rig/data/debian-archive.toml):
+    its configuration and lists under ROOT, so a package comes from RELEASE whatever the
+    host's apt knows, and without root."""
+
+    release: str
+    root: Path
+
+    @property
+    def lists(self) -> Path:
+        return self.root / "state" / "lists"
+
+    def options(self) -> list[str]:
+        state, etc = self.root / "state", self.root / "etc"
+        opts = {"Dir::State": state, "Dir::State::status": state / "status",
+                "Dir::Cache": self.root / "cache", "Dir::Etc::SourceList": etc / "sources.list",
+                "Dir::Etc::SourceParts": etc / "sources.list.d",
+                "Dir::Etc::Preferences": etc / "preferences",
+                "Dir::Etc::PreferencesParts": etc / "preferences.d"}
+        if os.geteuid() == 0:
+            # apt's sandbox user cannot write the rig's directories; the lists are verified
+            # against the release's signature either way
+            opts["APT::Sandbox::User"] = "root"
+        return [a for k, v in opts.items() for a in ("-o", f"{k}={v}")]
+
+    def ensure(self) -> None:
+        """The configuration in place, and lists younger than the data file's limit."""
+        data = datafiles.toml("debian-archive.toml")
+        for d in ("state/lists/partial", "cache/archives/partial", "etc/sources.list.d",
+                  "etc/preferences.d"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        (self.root / "state" / "status").touch()
+        (self.root / "etc" / "sources.list").write_text("".join(
+            f"deb [signed-by={data['keyring']}] {line.format(release=self.release)}\n"
+            for line in data["sources"]))
+        stamp = _lists_stamp(self.lists)
+        age = time.time() - int(stamp) / 1e9 if stamp else None
+        if age is None or age > data["refresh_hours"] * 3600:
+            self.update()
+
+    def update(self) -> None:
+        _run(["apt-get", *self.options(), "update", "-q"],
+             f"fetching Debian {self.release}'s package lists")
+
+
+def _lists_stamp(lists: Path = APT_LISTS) -> str:
     """Changes whenever `apt-get update` changes what apt knows."""
     try:
-        return str(max(p.stat().st_mtime_ns for p in APT_LISTS.iterdir()))
+        return str(max(p.stat().st_mtime_ns for p in lists.iterdir() if p.is_file()))
     except (OSError, ValueError):
         return ""
 
 
-def debian_candidate(package: str, memo: Path | None = None) -> str:
-    """The version apt would download, refreshing the package lists once if they know none.
+def debian_candidate(package: str, memo: Path | None = None,
+                     archive: DebianArchive | None = None) -> str:
+    """The version apt would download, refreshing the package lists once if they know none:
+    ARCHIVE's, or the host's apt's.
 
     `apt-cache policy` takes a second or more on a loaded machine; MEMO keeps its answer for
     as long as apt's lists are unchanged, so a cache hit stays fast.
     """
-    stamp = _lists_stamp()
+    if archive is not None:
+        archive.ensure()
+    lists = archive.lists if archive else APT_LISTS
+    name = f"{archive.release}/{package}" if archive else package
+    stamp = _lists_stamp(lists)
     memory = json.loads(memo.read_text()) if memo and memo.exists() else {}
-    if stamp and memory.get(package, {}).get("stamp") == stamp:
-        return memory[package]["version"]
-    version = _apt_candidate(package)
+    if stamp and memory.get(name, {}).get("stamp") == stamp:
+        return memory[name]["version"]
+    version = _apt_candidate(package, archive)
     if memo and stamp:
-        memory[package] = {"stamp": _lists_stamp(), "version": version}
+        memory[name] = {"stamp": _lists_stamp(lists), "version": version}
         memo.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(memory))
@@ -74,15 +128,19 @@ def candidate_in(policy: str, package: str) -> str | None:
     return m.group(1) if m and m.group(1) != "(none)" else None
 
 
-def _apt_candidate(package: str) -> str:
+def _apt_candidate(package: str, archive: DebianArchive | None) -> str:
+    options = archive.options() if archive else []
     for attempt in (1, 2):
-        out = _run(["apt-cache", "policy", package], f"looking up {package}").stdout
+        out = _run(["apt-cache", *options, "policy", package], f"looking up {package}").stdout
         if version := candidate_in(out, package):
             return version
-        if attempt == 1:
+        if attempt == 1 and archive:
+            archive.update()
+        elif attempt == 1:
             proc.run(["apt-get", "update", "-q"], "apt-get update", check=False)
+    where = f"Debian {archive.release}'s archive" if archive else "this host's apt sources"
     raise SourceError(f"Debian package {package!r} is unknown to apt (apt-cache policy has no "
-                      "candidate; is it in this host's apt sources?)")
+                      f"candidate in {where})")
 
 
 def _pipe(producer: list[str], consumer: list[str], what: str) -> None:
@@ -112,13 +170,16 @@ def _unpack_tarball(archive: Path, dest: Path) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _fetch_debian(package: str, version: str, dest: Path, cache: Cache) -> None:
+def _fetch_debian(spec: SourceSpec, version: str, dest: Path, cache: Cache) -> None:
+    package = spec.package
     with cache.scratch("deb") as tmpdir:
         tmp = str(tmpdir)
         # apt's sandbox user can't write to a root-owned temp dir; the download is verified
         # against the signed lists either way.
-        _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
-              f"{package}={version}"], f"downloading {package} {version}", cwd=tmp)
+        options = archive_of(spec, cache).options() if spec.release else \
+            ["-o", "APT::Sandbox::User=root"]
+        _run(["apt-get", *options, "download", "-q", f"{package}={version}"],
+             f"downloading {package} {version}", cwd=tmp)
         deb = next(Path(tmp).glob("*.deb"))
         # dpkg-deb | tar -x, keeping only the source tarball
         _pipe(["dpkg-deb", "--fsys-tarfile", str(deb)],
@@ -130,11 +191,17 @@ def _fetch_debian(package: str, version: str, dest: Path, cache: Cache) -> None:
         _unpack_tarball(tarballs[0], dest)
 
 
+def archive_of(spec: SourceSpec, cache: Cache) -> DebianArchive:
+    return DebianArchive(spec.release, cache.root / "apt" / spec.release)
+
+
 def identify(spec: SourceSpec, cache: Cache | None = None) -> str:
     """What makes this source unique: package version, commit id or tarball hash."""
     if spec.kind == "debian":
+        archive = archive_of(spec, cache) if cache and spec.release else None
         return debian_candidate(spec.package,
-                                cache.root / "source" / ".apt-candidates.json" if cache else None)
+                                cache.root / "source" / ".apt-candidates.json" if cache else None,
+                                archive)
     if spec.kind == "git":
         if spec.path is None or not spec.path.is_dir():
             raise SourceError(f"source {spec.name}: {spec.path} is not a git repository")
@@ -168,7 +235,7 @@ def prepare(spec: SourceSpec, cache: Cache) -> PreparedSource:
             with cache.publish("source", key) as tmp:
                 tree = tmp / "linux"
                 if spec.kind == "debian":
-                    _fetch_debian(spec.package, version, tree, cache)
+                    _fetch_debian(spec, version, tree, cache)
                 elif spec.kind == "tarball":
                     _unpack_tarball(spec.path, tree)
                 else:

@@ -69,3 +69,27 @@ def test_tarball_that_is_not_a_kernel_is_refused(tmp_path):
         sources._unpack_tarball(tarball, dest)
     with pytest.raises(sources.SourceError, match="does not exist"):
         sources.identify(SourceSpec("t", "tarball", path=tmp_path / "missing.tar"))
+
+
+def test_the_rigs_own_apt_view_of_a_release(tmp_path):
+    """The lists of Debian bookworm's archive live in the cache, whatever the host runs; fresh
+    lists are not fetched again (no network here: a fetch would fail the test's fence)."""
+    archive = sources.DebianArchive("bookworm", tmp_path / "apt" / "bookworm")
+    archive.lists.mkdir(parents=True)
+    (archive.lists / "deb.debian.org_debian_dists_bookworm_InRelease").write_text("fresh")
+    archive.ensure()
+    listed = (archive.root / "etc" / "sources.list").read_text().splitlines()
+    assert listed == [
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+        f"http://deb.debian.org/{where} main" for where in
+        ("debian bookworm", "debian bookworm-updates", "debian-security bookworm-security")]
+    options = archive.options()
+    assert f"Dir::State={archive.root / 'state'}" in options
+    assert f"Dir::Etc::SourceList={archive.root / 'etc' / 'sources.list'}" in options
+    assert all(str(tmp_path) in o for o in options if o.startswith("Dir::"))
+
+
+def test_the_default_sources_come_from_bookworm_whatever_the_host():
+    from rig import config
+    cfg = config.load()
+    assert {cfg.variant(v).source.release for v in ("base", "upstream")} == {"bookworm"}

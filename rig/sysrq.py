@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from .ssh import SSHError
+
 SERIAL_BREAK = b"\x01b"              # QEMU's mux escape (Ctrl-A) then "b": send a break
 SSH_TIMEOUT = 5.0
 SETTLE = 1.5                         # console quiet this long: the dump is over
@@ -38,7 +40,7 @@ def blocked_tasks(console: _Console, session: _Session | None, key: str = "w") -
         try:
             session.run(f"echo {key} > /proc/sysrq-trigger", timeout=SSH_TIMEOUT)
             asked = True
-        except Exception:  # noqa: BLE001 - any SSH failure means: use the serial line
+        except SSHError:                # sshd is gone too: the serial line it is
             asked = False
     if not asked:
         console.child.send(SERIAL_BREAK)

@@ -12,6 +12,8 @@ both run again on each variant's kernel, alternately (--suite-runs times each, m
 that the load of a shared machine falls on both alike.
 Limits measured in the same run: the first-userspace boot of the base kernel (a trivial init,
 bench/boot.py) and, with --cold, the in-place incremental build (bench/build.py).
+Last, the same run with the variants side by side (the default, parallel = "auto"), beside the
+one-at-a-time run above.
 Figures are printed, not asserted: the machine is shared and noisy.
 """
 

@@ -17,6 +17,7 @@ import pytest
 
 from rig import compare, results
 from rig.compare import Change
+from rig.testrun import KERNEL_LOG
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -103,7 +104,7 @@ def test_reports_are_written_and_rerender_from_the_json(run, tmp_path):
     _, out, _ = run
     html = (out / "report.html").read_text()
     assert "umem-rfc vs base" in html and "REGRESSED" in html.upper()
-    assert (out / "junit" / "umem-rfc.synthetic.xml").exists()
+    assert (out / "junit" / "umem-rfc.xml").exists()
     proc = subprocess.run([sys.executable, "-m", "rig.cli", "report", str(out / "results.json"),
                            "--out", str(tmp_path)], capture_output=True, text=True, check=False)
     assert proc.returncode == 1 and (tmp_path / "report.html").exists(), proc.stderr
@@ -126,7 +127,9 @@ def test_a_test_that_crashes_the_kernel_is_a_verdict_and_the_rest_still_run(tmp_
     assert "kernel BUG at" in crashed.details or "Kernel panic" in crashed.details
     assert verdicts[wanted[1]].verdict.value == "passed"
     assert v.outcome.value == "tests-ran"
-    assert {t.id for t in res.variant("base").tests} == set(wanted)
+    # the kernel-log verdict: the BUG is that test's, nothing is left outside the tests
+    assert {t.id for t in res.variant("base").tests} == {*wanted, KERNEL_LOG}
+    assert verdicts[KERNEL_LOG].verdict.value == "passed", verdicts[KERNEL_LOG].message
     assert proc.returncode == 1, proc.stdout[-2000:]
 
 
@@ -138,7 +141,7 @@ def test_select_runs_exactly_the_cells_it_matches(tmp_path):
          "--select", "zero-page and not thp", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=3600, check=False)
     res = results.load(tmp_path / "results.json")
-    tests = res.variant("base").tests
+    tests = [t for t in res.variant("base").tests if t.id != KERNEL_LOG]
     assert tests and {t.region for t in tests} == {"zero-page"}, proc.stderr[-2000:]
     assert {t.access for t in tests} == {"ro-mr", "rw-mr"}
 
@@ -186,7 +189,8 @@ def test_every_suite_gives_verdicts_in_one_report(tmp_path):
         ("umem", "ok"), ("kselftest-mm", "ok"), ("rdma-core", "ok")]
     assert base.suite("kselftest-mm").origin.startswith("linux-source-6.12 ")
     by_suite = {s: [t for t in base.tests if t.suite == s] for s in base.suite_names()}
-    assert [t.id for t in by_suite["umem"]] == ["test_registration[anon-written-rw-mr]"]
+    assert [t.id for t in by_suite["umem"]] == ["test_registration[anon-written-rw-mr]",
+                                                KERNEL_LOG]
     # 6.1's gup_test has no PIN_LONGTERM_TEST_START (6.3): every long-term pin test skips
     longterm = [t for t in by_suite["kselftest-mm"] if t.region == "gup_longterm@tmpfs"]
     assert len(longterm) == 32
@@ -197,7 +201,7 @@ def test_every_suite_gives_verdicts_in_one_report(tmp_path):
     assert {t.region for t in mw} == {"test_mr.MWTest"} and len(mw) == 7
     assert all(t.verdict.value == "passed" for t in mw), [(t.id, t.message) for t in mw]
     text = (tmp_path / "report.txt").read_text()
-    assert "base: umem 1 tests: 1 passed; kselftest-mm 33 tests: 1 passed, 32 skipped; " \
+    assert "base: umem 2 tests: 2 passed; kselftest-mm 33 tests: 1 passed, 32 skipped; " \
            "rdma-core 7 tests: 7 passed" in text
     assert proc.returncode == 0, proc.stdout[-2000:]
 
@@ -214,7 +218,8 @@ def test_a_ktap_program_that_crashes_or_warns_is_pinned_on_its_test(tmp_path):
     res = results.load(tmp_path / "results.json")
     v = res.variant("gup-test-warn-and-bug")
     got = {t.id: t for t in v.tests}
-    assert set(got) == {f"{r}: test 1" for r in runs}, got
+    assert set(got) == {*(f"{r}: test 1" for r in runs), KERNEL_LOG}, got
+    assert got[KERNEL_LOG].verdict.value == "passed", got[KERNEL_LOG].details
     warned = got["gup_test-a: test 1"]
     assert warned.verdict.value == "failed"
     assert warned.message.startswith("kernel splat during the test: ")
@@ -302,6 +307,6 @@ def test_a_warning_fails_the_test_it_came_in_and_no_other(tmp_path):
     assert [t.id for t in failed] == [first_ro.id], [(t.id, t.message) for t in failed]
     assert "WARNING: CPU: 0 PID: " in failed[0].details and "ib_umem_get" in failed[0].details
     assert v.outcome.value == "ok"
-    log = next(t for t in v.tests if t.id == "kernel log")
+    log = next(t for t in v.tests if t.id == KERNEL_LOG)
     assert log.verdict.value == "passed"
     assert proc.returncode == 1, proc.stdout[-2000:]

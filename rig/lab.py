@@ -42,7 +42,7 @@ from .results import LabJob, SuiteInfo, Verdict
 from .suites import guest_pytest
 from .suites.base import HANG_MARGIN, Limits, Staged, Suite
 from .suites.umem import GUEST_DIR, GUEST_KO, GUEST_XML, UmemSuite, keyword
-from .testrun import TestRequest, TestStageResult
+from .testrun import TestRequest, TestStageResult, kernel_log_verdict, pin_splats
 
 KINDS = ("lava",)
 RUN_DISK = "vdb"                      # the suite archive's disk in the guest (rig.run=vdb)
@@ -334,9 +334,10 @@ class Lab:
             return result
         suite, staged = umem
         crashed: dict[str, tuple[str, str]] = {}
+        kernel_log: list[str] = []            # splats no test owns, as testrun keeps them
         try:
             with progress.stage(req.who, "lab"):
-                self._jobs(req, suite, staged, result, crashed, progress)
+                self._jobs(req, suite, staged, result, crashed, kernel_log, progress)
         except LabError as e:
             progress.log(f"{req.who}: {e}")
             result.errors.append(StageError("lab", str(e)))
@@ -350,13 +351,16 @@ class Lab:
                          for node, (message, excerpt) in crashed.items()]
         if crashed and result.outcome is Outcome.OK:
             result.outcome = Outcome.TESTS_RAN
+        if result.kernel_release:
+            result.tests.append(kernel_log_verdict(kernel_log, suite.name))
         for t in result.tests:
             t.suite = suite.name
         result.suites.insert(0, SuiteInfo(suite.name, result.outcome, staged.origin))
         return result
 
     def _jobs(self, req: TestRequest, suite: Suite, staged: Staged, result: TestStageResult,
-              crashed: dict[str, tuple[str, str]], progress: Progress) -> None:
+              crashed: dict[str, tuple[str, str]], kernel_log: list[str],
+              progress: Progress) -> None:
         """One job, and one more after each test that crashed the kernel."""
         try:
             self.check(progress)
@@ -388,7 +392,7 @@ class Lab:
             result.lab_jobs.append(out.job)
             log.write_text("".join(line + "\n" for line in out.console))
             outcome = self._judge(out, suite, boot.memory_mb, boot.cpus, result, crashed,
-                                  first=attempt == 0)
+                                  kernel_log, first=attempt == 0)
             if outcome is not None:
                 result.outcome = outcome
                 return
@@ -397,7 +401,7 @@ class Lab:
 
     def _judge(self, out: JobOutcome, suite: Suite, memory_mb: int, cpus: int,
                result: TestStageResult, crashed: dict[str, tuple[str, str]],
-               first: bool) -> Outcome | None:
+               kernel_log: list[str], first: bool) -> Outcome | None:
         """Fold one job into RESULT; the final outcome, or None to run another job."""
         for stage, seconds in out.timings.items():
             result.timings[stage] = round(result.timings.get(stage, 0.0) + seconds, 3)
@@ -453,8 +457,9 @@ class Lab:
         except junit.JUnitError as e:
             result.errors.append(StageError("tests", f"{where}: {e}"))
             return Outcome.TESTS_RAN
-        for r in reports:
-            result.console += r.excerpt + "\n"
+        for excerpt in pin_splats(reports, text, suite, result.tests):
+            result.console += excerpt + "\n"
+            kernel_log.append(excerpt)
         if out.pytest_status not in (0, 1):
             result.errors.append(StageError(
                 "tests", f"pytest exited {out.pytest_status} ({out.job.url})",

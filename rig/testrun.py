@@ -27,6 +27,7 @@ from .model import (
     BootRequest,
     BuildResult,
     ConsoleEvent,
+    ConsoleReport,
     ImageResult,
     Outcome,
     StageError,
@@ -134,7 +135,6 @@ class _Stage:
         self.patterns = {s.name: CrashPolicy() for s, _ in req.suites}
         self.kernel_log: list[str] = []   # splats no test owns: the kernel-log verdict
         self.boot_error: BootError | None = None
-        self.timestamp = Patterns.load().timestamp
 
     def run(self) -> TestStageResult:
         for attempt in range(self.req.max_crashes + 1):
@@ -255,22 +255,8 @@ class _Stage:
         if not splats:
             return
         console = console_since(guest.console_log, mark)
-        by_id = {t.id: t for t in report.tests}
-        for splat in splats:
-            first = splat.excerpt.splitlines()[0] if splat.excerpt else ""
-            at = console.find(first) if first and splat.attributable else -1
-            key = suite.running_test(console[:at]) if at >= 0 else None
-            test = by_id.get(suite.test_id(key)) if key else None
-            if test is None:
-                self._no_test(splat.excerpt)
-                continue
-            said = self.timestamp.sub("", first)
-            if not any(said in line for line in test.kmsg):
-                test.kmsg += splat.excerpt.splitlines()
-            if test.verdict in PASSING_OR_SKIPPED:
-                test.message = f"kernel splat during the test: {first}"
-                test.verdict = Verdict.FAILED
-            test.details = "\n".join(filter(None, [test.details, splat.excerpt]))
+        for excerpt in pin_splats(splats, console, suite, report.tests):
+            self._no_test(excerpt)
 
     def _collect(self) -> None:
         """Every suite's results in order, with the host's verdicts and each one's outcome."""
@@ -297,18 +283,45 @@ class _Stage:
                 s.outcome is not Outcome.OK for s in self.result.suites):
             self.result.outcome = Outcome.TESTS_RAN
         if self.result.kernel_release and self.req.suites:
-            self.result.tests.append(self._kernel_log_verdict(self.req.suites[0][0].name))
+            self.result.tests.append(
+                kernel_log_verdict(self.kernel_log, self.req.suites[0][0].name))
 
-    def _kernel_log_verdict(self, suite: str) -> TestResult:
-        """One result for the splats no test owns (between tests, or a watchdog's): the
-        kernel under test printed them, so they compare like any test; with the first suite."""
-        found = len(self.kernel_log)
-        return TestResult(
-            KERNEL_LOG, "kernel_log", "", "", Verdict.FAILED if found else Verdict.PASSED,
-            f"{found} kernel splat(s) outside any test: {self.kernel_log[0].splitlines()[0]}"
-            if found else "", "\n\n".join(self.kernel_log),
-            "The kernel log shows no splat outside the tests (contract 5).",
-            {"splats_outside_tests": found}, suite=suite)
+
+def pin_splats(splats: list[ConsoleReport], console: str, suite: Suite,
+               tests: list[TestResult]) -> list[str]:
+    """Fail the test of TESTS each splat came in (the suite's markers in CONSOLE, the
+    console of its run, say which test was running); the excerpts no test owns."""
+    timestamp = Patterns.load().timestamp
+    by_id = {t.id: t for t in tests}
+    unowned = []
+    for splat in splats:
+        first = splat.excerpt.splitlines()[0] if splat.excerpt else ""
+        at = console.find(first) if first and splat.attributable else -1
+        key = suite.running_test(console[:at]) if at >= 0 else None
+        test = by_id.get(suite.test_id(key)) if key else None
+        if test is None:
+            unowned.append(splat.excerpt)
+            continue
+        said = timestamp.sub("", first)
+        if not any(said in line for line in test.kmsg):
+            test.kmsg += splat.excerpt.splitlines()
+        if test.verdict in PASSING_OR_SKIPPED:
+            test.message = f"kernel splat during the test: {first}"
+            test.verdict = Verdict.FAILED
+        test.details = "\n".join(filter(None, [test.details, splat.excerpt]))
+    return unowned
+
+
+def kernel_log_verdict(splats: list[str], suite: str) -> TestResult:
+    """One result for the splats no test owns (between tests, or a watchdog's): the kernel
+    under test printed them, so they compare like any test; it goes with SUITE."""
+    found = len(splats)
+    return TestResult(
+        KERNEL_LOG, "kernel_log", "", "", Verdict.FAILED if found else Verdict.PASSED,
+        f"{found} kernel splat(s) outside any test: {splats[0].splitlines()[0]}"
+        if found else "", "\n\n".join(splats),
+        "The kernel log shows no splat outside the tests (contract 5).",
+        {"splats_outside_tests": found}, suite=suite)
 
 
 def _add(timings: dict[str, float], stage: str, seconds: float) -> None:

@@ -63,14 +63,15 @@ def test_a_complete_job_gives_the_console_the_results_and_the_environment():
     assert sum(line.startswith("RIG-RUN-END:") for line in out.console) == 1
 
 
-def _judge(the_lab, out, result, crashed, first):
-    return the_lab._judge(out, UmemSuite(), 1024, 1, result, crashed, first=first)
+def _judge(the_lab, out, result, crashed, first, kernel_log=None):
+    return the_lab._judge(out, UmemSuite(), 1024, 1, result, crashed,
+                          [] if kernel_log is None else kernel_log, first=first)
 
 
 def test_a_complete_job_becomes_the_suite_result_a_local_boot_gives(tmp_path):
-    result = TestStageResult(Outcome.OK)
-    outcome = _judge(lab.Lab(_settings(tmp_path)), _read(3), result, {}, first=True)
-    assert outcome is Outcome.OK
+    result, kernel_log = TestStageResult(Outcome.OK), []
+    outcome = _judge(lab.Lab(_settings(tmp_path)), _read(3), result, {}, True, kernel_log)
+    assert outcome is Outcome.OK and kernel_log == []
     assert len(result.tests) == 64
     verdicts = {t.id: t.verdict for t in result.tests}
     assert verdicts["test_registration[drv-shared-ro-ro-mr]"] is Verdict.FAILED  # 6.1's EFAULT

@@ -1,0 +1,44 @@
+"""Which test a kernel splat belongs to, from a real console (the same for local boots and lab
+jobs), and the kernel-log verdict of the splats no test owns."""
+
+from pathlib import Path
+
+from rig.console import scan
+from rig.results import TestResult, Verdict
+from rig.suites.umem import UmemSuite
+from rig.testrun import KERNEL_LOG, kernel_log_verdict, pin_splats
+
+# WARN_ON_ONCE() in ib_umem_get() while test_registration[anon-written-ro-mr] ran
+WARNED = (Path(__file__).parent / "fixtures" / "console" / "warn-during-test.log").read_text()
+RO, RW = "test_registration[anon-written-ro-mr]", "test_registration[anon-written-rw-mr]"
+
+
+def _tests() -> list[TestResult]:
+    return [TestResult(RO, "registration", "anon-written", "ro-mr", Verdict.PASSED),
+            TestResult(RW, "registration", "anon-written", "rw-mr", Verdict.PASSED)]
+
+
+def _splats():
+    return scan([(i * 0.01, line) for i, line in enumerate(WARNED.splitlines())])
+
+
+def test_a_splat_fails_the_test_it_came_in_and_no_other():
+    tests = _tests()
+    assert pin_splats(_splats(), WARNED, UmemSuite(), tests) == []
+    ro, rw = tests
+    assert ro.verdict is Verdict.FAILED
+    assert ro.message.startswith("kernel splat during the test: ")
+    assert "ib_umem_get" in ro.details and any("WARNING" in line for line in ro.kmsg)
+    assert rw.verdict is Verdict.PASSED and not rw.details
+
+
+def test_a_splat_no_test_marker_covers_goes_to_the_kernel_log_verdict():
+    tests = _tests()
+    before_any_test = WARNED[:WARNED.index("umem-rig: test start")]
+    unowned = pin_splats(_splats(), before_any_test, UmemSuite(), tests)
+    assert len(unowned) == 1 and "ib_umem_get" in unowned[0]
+    assert all(t.verdict is Verdict.PASSED for t in tests)
+    verdict = kernel_log_verdict(unowned, "umem")
+    assert (verdict.id, verdict.verdict, verdict.suite) == (KERNEL_LOG, Verdict.FAILED, "umem")
+    assert verdict.message.startswith("1 kernel splat(s) outside any test: ")
+    assert kernel_log_verdict([], "umem").verdict is Verdict.PASSED

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import datafiles, proc
 from . import patches as patchlib
-from .cache import Cache
+from .cache import Cache, locked
 from .model import Patch, PreparedSource, SourceSpec
 from .status import RigError
 from .text import few, variant_name
@@ -63,22 +63,32 @@ class DebianArchive:
             opts["APT::Sandbox::User"] = "root"
         return [a for k, v in opts.items() for a in ("-o", f"{k}={v}")]
 
+    def _locked(self):
+        # The variants of one run (threads) and other runs prepare their sources at once; a
+        # second `apt-get update` on the same lists fails at once on apt's lock.
+        return locked(self.root.with_name(f".{self.root.name}.lock"))
+
     def ensure(self) -> None:
         """The configuration in place, and lists younger than the data file's limit."""
         data = datafiles.toml("debian-archive.toml")
-        for d in ("state/lists/partial", "cache/archives/partial", "etc/sources.list.d",
-                  "etc/preferences.d"):
-            (self.root / d).mkdir(parents=True, exist_ok=True)
-        (self.root / "state" / "status").touch()
-        (self.root / "etc" / "sources.list").write_text("".join(
-            f"deb [signed-by={data['keyring']}] {line.format(release=self.release)}\n"
-            for line in data["sources"]))
-        stamp = _lists_stamp(self.lists)
-        age = time.time() - int(stamp) / 1e9 if stamp else None
-        if age is None or age > data["refresh_hours"] * 3600:
-            self.update()
+        with self._locked():
+            for d in ("state/lists/partial", "cache/archives/partial", "etc/sources.list.d",
+                      "etc/preferences.d"):
+                (self.root / d).mkdir(parents=True, exist_ok=True)
+            (self.root / "state" / "status").touch()
+            (self.root / "etc" / "sources.list").write_text("".join(
+                f"deb [signed-by={data['keyring']}] {line.format(release=self.release)}\n"
+                for line in data["sources"]))
+            stamp = _lists_stamp(self.lists)
+            age = time.time() - int(stamp) / 1e9 if stamp else None
+            if age is None or age > data["refresh_hours"] * 3600:
+                self._update()
 
     def update(self) -> None:
+        with self._locked():
+            self._update()
+
+    def _update(self) -> None:
         _run(["apt-get", *self.options(), "update", "-q"],
              f"fetching Debian {self.release}'s package lists")
 
@@ -86,7 +96,9 @@ class DebianArchive:
 def _lists_stamp(lists: Path = APT_LISTS) -> str:
     """Changes whenever `apt-get update` changes what apt knows."""
     try:
-        return str(max(p.stat().st_mtime_ns for p in lists.iterdir() if p.is_file()))
+        # apt's lock file comes before any list: an update that failed leaves only it
+        return str(max(p.stat().st_mtime_ns for p in lists.iterdir()
+                       if p.is_file() and p.name != "lock"))
     except (OSError, ValueError):
         return ""
 

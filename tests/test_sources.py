@@ -4,6 +4,8 @@ The apt tests ask this host's real apt (which may run `apt-get update`): e2e.
 """
 
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,34 @@ def test_the_candidate_is_read_from_the_packages_own_block():
     assert sources.candidate_in(trixie, "linux-source-6.1") is None
     assert sources.candidate_in(trixie, "linux-source-6.12") == "6.12.117-1"
     assert sources.candidate_in("", "linux-source-6.1") is None
+
+
+def test_the_variants_of_a_cold_run_fetch_the_lists_once(tmp_path, monkeypatch):
+    """The four variants of a cold run prepare their sources at once (threads, as here); a
+    second `apt-get update` on the same lists fails on apt's lock (a first run on a fresh
+    bookworm lost three variants so), so the archive takes its own lock.  apt is stood in
+    for by a slow update that writes a list."""
+    archive = sources.DebianArchive("bookworm", tmp_path / "apt" / "bookworm")
+    running, updates, overlaps = [], [], []
+
+    def apt_get_update(cmd, what):
+        running.append(cmd)
+        overlaps.extend(running[1:])
+        time.sleep(0.2)
+        (archive.lists / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages") \
+            .write_text("Package: linux-source-6.1\n")
+        updates.append(cmd)
+        running.remove(cmd)
+
+    monkeypatch.setattr(sources, "_run", apt_get_update)
+    (archive.lists).mkdir(parents=True)
+    (archive.lists / "lock").touch()          # what a failed update leaves: not fresh lists
+    threads = [threading.Thread(target=archive.ensure) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == [] and len(updates) == 1
 
 
 @pytest.mark.e2e

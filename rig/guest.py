@@ -219,8 +219,11 @@ class Guest:
             raise self._crashed(f"put {local}", e) from None
 
     def get(self, remote: str, local: Path) -> None:
+        """REMOTE into LOCAL as ssh.Session.get() takes it; Refused names what it would not."""
         try:
             self.session.get(remote, local)
+        except ssh.Refused:
+            raise
         except ssh.SSHError as e:
             raise self._crashed(f"get {remote}", e) from None
 

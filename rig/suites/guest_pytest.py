@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from rig import junit
+from rig import junit, ssh
 from rig.guest import Guest
 from rig.model import StageError
 from rig.results import TestResult, Verdict
@@ -74,6 +74,8 @@ def run(guest: Guest, command_for: Callable[[list[str]], str], junit_xml: str,
     report = SuiteReport()
     try:
         guest.get(junit_xml, local)
+    except ssh.Refused as exc:
+        report.errors.append(StageError("tests", str(exc), (ran.stdout + ran.stderr)[-3000:]))
     except Exception as exc:  # noqa: BLE001 - any transfer failure is the same
         report.errors.append(StageError(
             "tests", f"pytest exited {ran.status} and wrote no JUnit file: {exc}",

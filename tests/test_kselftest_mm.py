@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from rig import datafiles
 from rig.results import Verdict
 from rig.suites import ktap
 from rig.suites.kselftest_mm import KselftestMM, Recipe, results, segment
@@ -106,3 +107,20 @@ def test_a_program_that_stops_early_is_an_error():
     got = results(RUNS["cow"], cut, 139, True)
     assert got[-1].verdict is Verdict.ERROR
     assert got[-1].message == "cow reported 29 of 151 planned tests (exit status 139)"
+
+
+def test_output_past_the_cap_is_cut_and_said(monkeypatch):
+    """The real cow run's console part with 100 000 lines of the kernel's spam in the middle:
+    what comes past the cap is not read, and the run says so in an error result."""
+    text, status, ended = segment(CONSOLE, "cow")
+    lines = text.splitlines()
+    spam = ["printk spam from the kernel under test " * 3] * 100_000
+    hostile = "\n".join(lines[:40] + spam + lines[40:])
+    monkeypatch.setattr(datafiles, "guest_limits",
+                        lambda section: {"ktap_bytes": len(text) * 4})
+    got = results(RUNS["cow"], hostile, status, ended)
+    cut = [t for t in got if t.id == "cow: (output)"]
+    assert [(t.verdict, t.message) for t in cut] == [(
+        Verdict.ERROR, (f"cow: more than {len(text) * 4} characters of output ([parse] "
+                       "ktap_bytes): only the first were read"))]
+    assert any(t.verdict is Verdict.ERROR and "planned tests" in t.message for t in got)

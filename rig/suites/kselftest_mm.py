@@ -193,6 +193,9 @@ def results(run: Run, text: str, status: int | None, ended: bool) -> list[TestRe
             message or line.reason, "\n".join(line.diagnostics), run.doc,
             {"result": line.description} if line.description else {}, line.other,
             suite=NAME))
+    if report.cut:
+        out.append(TestResult(f"{run.name}: (output)", "", run.name, "", Verdict.ERROR,
+                              f"{run.name}: {report.cut}", "", run.doc, suite=NAME))
     if not ended:
         return out
     planned = report.plan if report.plan is not None else len(out)

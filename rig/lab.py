@@ -27,13 +27,14 @@ import shutil
 import tarfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 
-from . import junit, qemu
+from . import datafiles, junit, qemu
 from .console import Patterns, scan
 from .lava import CANCELED, Devices, Job, LabError, LavaServer, LogLine
 from .model import BootEnvironment, ConsoleEvent, Outcome, StageError
@@ -159,6 +160,7 @@ class JobOutcome:
     ready: bool = False
     results_xml: str | None = None
     results_error: str = ""           # why a results block that was there could not be read
+    malformed: bool = False           # ... because the block itself was bad (not pytest)
     pytest_status: int | None = None
     kernel_release: str = ""
     qemu_version: str = ""
@@ -443,6 +445,9 @@ class Lab:
                            f"{': ' + out.lab_error if out.lab_error else ''}")
                 excerpt = "\n".join(out.console[-EXCERPT_LINES:])
             result.console += excerpt + "\n"
+            if out.malformed:       # the guest's block, not the lab: no verdict from it
+                result.errors.append(StageError("lab", f"{where}: {out.results_error}"))
+                return Outcome.INFRA_ERROR if first else Outcome.TESTS_RAN
             if out.results_error:
                 result.errors.append(StageError("tests", f"{where}: {out.results_error}"))
                 return Outcome.TESTS_RAN
@@ -495,6 +500,7 @@ def read_log(record: LabJob, job: Job, log: list[LogLine], nonce: str) -> JobOut
     ready = Patterns.load().ready_line(nonce)
     times: dict[str, float] = {}
     block: list[str] | None = None
+    block_size = 0
     begin: re.Match[str] | None = None
     errors: list[str] = []
     for line in log:
@@ -511,10 +517,11 @@ def read_log(record: LabJob, job: Job, log: list[LogLine], nonce: str) -> JobOut
             elif (m := _UNAME.match(bare)) and m["nonce"] == nonce:
                 out.kernel_release = m["release"]
             elif (m := _BEGIN.match(bare)) and m["nonce"] == nonce:
-                begin, block = m, []
+                begin, block, block_size = m, [], 0
                 out.pytest_status = int(m["status"])
             elif (m := _END.match(bare)) and m["nonce"] == nonce and begin and block is not None:
                 out.results_xml, out.results_error = _decode(block, begin["sha"])
+                out.malformed = out.results_xml is None
                 times.setdefault("results", t)
                 block = None
             elif (m := _NONE.match(bare)) and m["nonce"] == nonce:
@@ -523,6 +530,12 @@ def read_log(record: LabJob, job: Job, log: list[LogLine], nonce: str) -> JobOut
                 times.setdefault("results", t)
             elif block is not None:
                 block.append(bare.strip())
+                block_size += len(block[-1])
+                if block_size > _limits()["block_bytes"]:
+                    out.results_error = (f"the results block on the console is more than "
+                                         f"{_limits()['block_bytes']} bytes ([lab] "
+                                         "block_bytes): not read")
+                    out.malformed, block = True, None
         elif isinstance(line.msg, str):
             if line.lvl == "error":
                 errors.append(line.msg)
@@ -551,7 +564,23 @@ def _decode(block: list[str], sha: str) -> tuple[str | None, str]:
     if hashlib.sha256(data).hexdigest() != sha:
         return None, ("the results block on the console was garbled (sha256 mismatch): "
                       "console output mixed into it?")
-    return gzip.decompress(data).decode("utf-8", "replace"), ""
+    cap = _limits()["results_bytes"]
+    unzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)     # gzip, one member
+    try:
+        xml = unzip.decompress(data, cap + 1)
+    except zlib.error as e:
+        return None, f"the results block on the console is malformed: not gzip data ({e})"
+    if len(xml) > cap:
+        return None, (f"the results block on the console unpacks to more than {cap} bytes "
+                      "([lab] results_bytes): not read")
+    if not unzip.eof:
+        return None, ("the results block on the console is malformed: its gzip data is cut "
+                      "short")
+    return xml.decode("utf-8", "replace"), ""
+
+
+def _limits() -> dict[str, int]:
+    return datafiles.guest_limits("lab")
 
 
 def _fill(record: LabJob, job: Job) -> None:

@@ -8,6 +8,9 @@ was made.
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
 import json
 import socket
 import tarfile
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rig import cli, config, lab, lava, report, results
+from rig import cli, config, datafiles, lab, lava, report, results
 from rig.model import Outcome
 from rig.results import LabJob, Verdict
 from rig.suites.base import Limits, Staged
@@ -244,3 +247,55 @@ def test_lab_jobs_round_trip_through_results_json_and_show_in_the_html_report():
 @pytest.mark.parametrize("argv", [["run"], ["vet", "series.mbox"], ["bisect", "series"]])
 def test_the_matrix_commands_take_a_lab_by_name(argv):
     assert cli.parse([*argv, "--lab", "nightly"]).lab == "nightly"
+
+
+def _with_block(data: bytes) -> tuple[lava.Job, list[lava.LogLine], str]:
+    """Job 3's real log with its results block replaced by DATA (base64, the sha256 of DATA
+    on the begin line, as a guest that made it would print them)."""
+    job, log, nonce = _job(3)
+    begin = next(i for i, line in enumerate(log) if isinstance(line.msg, str)
+                 and line.msg.startswith("RIG-RESULTS-BEGIN:"))
+    end = next(i for i, line in enumerate(log) if isinstance(line.msg, str)
+               and line.msg.startswith("RIG-RESULTS-END:"))
+    first, last = log[begin], log[end]
+    head = first.msg.rsplit("sha256=", 1)[0] + f"sha256={hashlib.sha256(data).hexdigest()}"
+    text = base64.encodebytes(data).decode().splitlines()
+    block = [lava.LogLine(first.dt, "target", line) for line in text]
+    return job, [*log[:begin], lava.LogLine(first.dt, first.lvl, head), *block, last,
+                 *log[end + 1:]], nonce
+
+
+def _real_xml() -> bytes:
+    """The JUnit file job 3's guest sent, as it sent it (gzip)."""
+    out = _read(3)
+    return out.results_xml.encode()
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda xml: gzip.compress(xml)[:-200], "malformed: its gzip data is cut short"),
+    (lambda xml: xml, "malformed: not gzip data"),
+    (lambda xml: gzip.compress(b"\0" * (65 << 20)), "unpacks to more than 67108864 bytes"),
+], ids=["truncated", "not-gzip", "bomb"])
+def test_a_malformed_results_block_is_the_variants_infra_error_with_the_reason(
+        tmp_path, make, says):
+    """Job 3's real log with its block truncated, not gzip, or a gzip bomb (65 MiB of zeros
+    in a 65 KiB block), each with a sha256 that matches: the variant gets an infra error
+    saying what was wrong, nothing raises, and another variant's job keeps its results."""
+    job, log, nonce = _with_block(make(_real_xml()))
+    out = lab.read_log(LabJob("test", "3", "u"), job, log, nonce)
+    assert out.results_xml is None and says in out.results_error
+    the_lab = lab.Lab(_settings(tmp_path))
+    result = TestStageResult(Outcome.OK)
+    assert _judge(the_lab, out, result, {}, True) is Outcome.INFRA_ERROR
+    assert [(e.stage, says in e.message) for e in result.errors] == [("lab", True)]
+    other = TestStageResult(Outcome.OK)
+    assert _judge(the_lab, _read(3), other, {}, True) is Outcome.OK and len(other.tests) == 64
+
+
+def test_a_results_block_past_its_cap_is_not_kept(monkeypatch):
+    job, log, nonce = _with_block(gzip.compress(_real_xml()))
+    monkeypatch.setattr(datafiles, "guest_limits", lambda section: {
+        "block_bytes": 1000, "results_bytes": 1 << 20})
+    out = lab.read_log(LabJob("test", "3", "u"), job, log, nonce)
+    assert out.results_xml is None
+    assert "results block on the console is more than 1000 bytes" in out.results_error

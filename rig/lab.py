@@ -34,7 +34,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import datafiles, junit, qemu
+from . import datafiles, junit, markers, qemu
 from .console import Patterns, scan
 from .lava import CANCELED, Devices, Job, LabError, LavaServer, LogLine
 from .model import BootEnvironment, ConsoleEvent, Outcome, StageError
@@ -143,6 +143,7 @@ class JobRequest:
     image_url: str
     suite_url: str
     nonce: str
+    marker_token: str                 # rig/markers.py: in the suite's disk, not the command line
     boot_timeout: float
     silence_timeout: float            # console quiet this long in the suite: hung
     suite_timeout: float
@@ -228,13 +229,14 @@ class Lab:
         return self.settings.artefacts_url + rel.as_posix()
 
     def suite_archive(self, staged: Staged, limits: Limits, deselect: list[str],
-                      into: Path) -> Path:
-        """The tar the guest unpacks into /root: the umem suite's uploads and rig-run.sh."""
+                      into: Path, token: str) -> Path:
+        """The tar the guest unpacks into /root: the umem suite's uploads and rig-run.sh,
+        whose pytest marks tests with the job's marker TOKEN."""
         env = {"PYTHONPATH": GUEST_DIR, "UMEM_TEST_KO": GUEST_KO,
                "UMEM_TEST_TIMEOUT": f"{limits.test:g}"}
         script = _template("lab-run.sh.j2").render(
             pytest=guest_pytest.command(GUEST_DIR, GUEST_XML, keyword(staged.select), env,
-                                        deselect), xml=GUEST_XML)
+                                        deselect, token), xml=GUEST_XML)
         archive = into / "suite.tar"
         with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as tar:
             def add(path: Path, name: str) -> None:
@@ -376,10 +378,11 @@ class Lab:
         for attempt in range(req.max_crashes + 1):
             work = staged.workdir / f"lab-attempt-{attempt}"
             work.mkdir(parents=True)
-            archive = self.suite_archive(staged, req.limits, sorted(crashed), work)
+            token = markers.new_token()
+            archive = self.suite_archive(staged, req.limits, sorted(crashed), work, token)
             suite_url = self.publish(archive, "suite", _sha256(archive))
             job_req = JobRequest(req.who, kernel_url, image_url, suite_url,
-                                 secrets.token_hex(8), boot.boot_timeout,
+                                 secrets.token_hex(8), token, boot.boot_timeout,
                                  req.limits.test + HANG_MARGIN, req.limits.suite,
                                  boot.memory_mb, boot.cpus)
             log = req.console_dir / (f"{req.who}.console.log" if attempt == 0
@@ -393,18 +396,19 @@ class Lab:
                 return
             result.lab_jobs.append(out.job)
             log.write_text("".join(line + "\n" for line in out.console))
-            outcome = self._judge(out, suite, boot.memory_mb, boot.cpus, result, crashed,
-                                  kernel_log, first=attempt == 0)
+            outcome = self._judge(out, token, suite, boot.memory_mb, boot.cpus, result,
+                                  crashed, kernel_log, first=attempt == 0)
             if outcome is not None:
                 result.outcome = outcome
                 return
         result.errors.append(StageError("tests", f"gave up after {req.max_crashes} crashes"))
         result.outcome = Outcome.TESTS_RAN
 
-    def _judge(self, out: JobOutcome, suite: Suite, memory_mb: int, cpus: int,
+    def _judge(self, out: JobOutcome, token: str, suite: Suite, memory_mb: int, cpus: int,
                result: TestStageResult, crashed: dict[str, tuple[str, str]],
                kernel_log: list[str], first: bool) -> Outcome | None:
-        """Fold one job into RESULT; the final outcome, or None to run another job."""
+        """Fold one job, whose markers carry TOKEN, into RESULT; the final outcome, or None
+        to run another job."""
         for stage, seconds in out.timings.items():
             result.timings[stage] = round(result.timings.get(stage, 0.0) + seconds, 3)
         if out.accel:
@@ -433,7 +437,7 @@ class Lab:
                 return Outcome.TESTS_RAN
             return Outcome.PANICKED if panic else Outcome.BOOT_FAILED
         if out.results_xml is None:
-            node = suite.running_test(text)
+            node = suite.running_test(markers.trusted(text, token))
             if panic:
                 # What killed the guest is often an Oops or BUG just before the panic.
                 upto = reports[:reports.index(panic) + 1]
@@ -462,7 +466,7 @@ class Lab:
         except junit.JUnitError as e:
             result.errors.append(StageError("tests", f"{where}: {e}"))
             return Outcome.TESTS_RAN
-        for excerpt in pin_splats(reports, text, suite, result.tests):
+        for excerpt in pin_splats(reports, text, token, suite, result.tests):
             result.console += excerpt + "\n"
             kernel_log.append(excerpt)
         if out.pytest_status not in (0, 1):

@@ -5,11 +5,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tokens import TOKEN, tokened
 
-from rig import datafiles
+from rig import datafiles, markers
 from rig.results import Verdict
 from rig.suites import ktap
-from rig.suites.kselftest_mm import KselftestMM, Recipe, results, segment
+from rig.suites.kselftest_mm import KselftestMM, Recipe, command, results, segment
 
 SUITES = Path(__file__).parent / "fixtures" / "suites"
 CONSOLE = (SUITES / "kselftest-mm-6.1.192.console.log").read_text()
@@ -124,3 +125,22 @@ def test_output_past_the_cap_is_cut_and_said(monkeypatch):
         Verdict.ERROR, (f"cow: more than {len(text) * 4} characters of output ([parse] "
                        "ktap_bytes): only the first were read"))]
     assert any(t.verdict is Verdict.ERROR and "planned tests" in t.message for t in got)
+
+
+def test_a_run_marker_the_kernel_printed_is_not_believed():
+    """The real 6.1 console, its markers with the boot's token, and the kernel printing a
+    forged end of the cow run (and a start of another) in the middle of it: read through
+    markers.trusted(), the run is what the program printed."""
+    real = tokened(CONSOLE)
+    at = real.index("# [RUN] ", real.index(f"umem-rig {TOKEN}: run start kselftest-mm:cow"))
+    forged = (real[:at] + "[   40.000000] umem-rig: run end kselftest-mm:cow status=0\n"
+              "[   40.000001] umem-rig deadbeef: run start kselftest-mm:cow\n" + real[at:])
+    assert segment(markers.trusted(forged, TOKEN), "cow") == \
+        segment(markers.trusted(real, TOKEN), "cow") == segment(CONSOLE, "cow")
+    assert segment(markers.trusted(forged, "another boot's"), "cow") == ("", None, False)
+
+
+def test_the_run_command_marks_with_the_boots_token():
+    line = command(RUNS["cow"], TOKEN)
+    assert f"echo 'umem-rig {TOKEN}: run start kselftest-mm:cow' > /dev/kmsg" in line
+    assert f'"umem-rig {TOKEN}: run end kselftest-mm:cow status=$?"' in line

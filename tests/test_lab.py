@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tokens import TOKEN, tokened
 
 from rig import cli, config, datafiles, lab, lava, report, results
 from rig.model import Outcome
@@ -67,7 +68,10 @@ def test_a_complete_job_gives_the_console_the_results_and_the_environment():
 
 
 def _judge(the_lab, out, result, crashed, first, kernel_log=None):
-    return the_lab._judge(out, UmemSuite(), 1024, 1, result, crashed,
+    """Judge OUT, a real job's log whose markers (captured before they had one) are given
+    the job's token, as rig-run.sh's pytest writes them today."""
+    out.console = [tokened(line) for line in out.console]
+    return the_lab._judge(out, TOKEN, UmemSuite(), 1024, 1, result, crashed,
                           [] if kernel_log is None else kernel_log, first=first)
 
 
@@ -132,7 +136,7 @@ def test_output_of_another_boot_is_not_taken_for_this_ones():
 
 def test_the_job_definition_boots_the_rigs_kernel_line_with_the_suite_disk(tmp_path):
     req = lab.JobRequest("umem-rfc", "file:///a/bzImage", "file:///a/disk.img.gz",
-                         "file:///a/suite.tar", "cafe0123cafe0123", 120, 90, 1200)
+                         "file:///a/suite.tar", "cafe0123cafe0123", TOKEN, 120, 90, 1200)
     job = yaml.safe_load(lab.Lab(_settings(tmp_path)).definition(req))
     assert job["device_type"] == "qemu" and job["job_name"] == "umem-rig umem-rfc"
     assert job["timeouts"]["queue"] == {"seconds": 600}
@@ -156,7 +160,7 @@ def test_the_suite_archive_holds_the_suite_the_driver_and_the_run_script(tmp_pat
     staged = Staged("umem", ((tests, GUEST_DIR), (module, GUEST_KO)), "guest_tests",
                     tmp_path / "work", ("test_registration",))
     archive = lab.Lab(_settings(tmp_path)).suite_archive(
-        staged, Limits(60, 1200), ["test_umem.py::test_x[a]"], tmp_path)
+        staged, Limits(60, 1200), ["test_umem.py::test_x[a]"], tmp_path, TOKEN)
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
         script = tar.extractfile("rig-run.sh").read().decode()
@@ -166,6 +170,9 @@ def test_the_suite_archive_holds_the_suite_the_driver_and_the_run_script(tmp_pat
     assert "--deselect test_umem.py::test_x[a]" in script.replace("'", "")
     assert "-k (test_registration)" in script.replace("'", "")
     assert "RIG-RESULTS-BEGIN:$nonce" in script
+    assert f"RIG_MARKER_TOKEN={TOKEN} " in script
+    assert TOKEN not in lab.Lab(_settings(tmp_path)).definition(lab.JobRequest(
+        "v", "file:///k", "file:///i", "file:///s", "cafe0123cafe0123", TOKEN, 120, 90, 1200))
     assert archive.stat().st_size % 512 == 0               # a whole number of disk sectors
 
 
@@ -299,3 +306,18 @@ def test_a_results_block_past_its_cap_is_not_kept(monkeypatch):
     out = lab.read_log(LabJob("test", "3", "u"), job, log, nonce)
     assert out.results_xml is None
     assert "results block on the console is more than 1000 bytes" in out.results_error
+
+
+def test_a_marker_the_kernel_printed_in_a_job_is_not_believed(tmp_path):
+    """Job 4's real log with the kernel printing, just before its BUG, the marker of a test
+    that never ran: the crash stays on the test that was running."""
+    out = _read(4)
+    out.console = [tokened(line) for line in out.console]
+    at = next(i for i, line in enumerate(out.console) if "cut here" in line)
+    out.console.insert(at, "[   30.000000] umem-rig: test start test_umem.py::test_innocent")
+    out.times.insert(at, out.times[at])
+    crashed = {}
+    assert lab.Lab(_settings(tmp_path))._judge(out, TOKEN, UmemSuite(), 1024, 1,
+                                               TestStageResult(Outcome.OK), crashed, [],
+                                               first=True) is None
+    assert list(crashed) == ["test_umem.py::test_coherent_after_rdma_write[anon-written-rw-mr]"]

@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import http.server
 import json
 import socket
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -321,3 +323,48 @@ def test_a_marker_the_kernel_printed_in_a_job_is_not_believed(tmp_path):
                                                TestStageResult(Outcome.OK), crashed, [],
                                                first=True) is None
     assert list(crashed) == ["test_umem.py::test_coherent_after_rdma_write[anon-written-rw-mr]"]
+
+
+class _LabLog(http.server.BaseHTTPRequestHandler):
+    """A lab's REST API on 127.0.0.1 that answers a job's log request with BODY."""
+
+    body = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def lab_serving():
+    """lab_serving(body) -> a LavaServer whose job logs are BODY, over real HTTP."""
+    servers = []
+
+    def start(body: bytes) -> lava.LavaServer:
+        handler = type("Handler", (_LabLog,), {"body": body})
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return lava.LavaServer("test", f"http://127.0.0.1:{httpd.server_port}/", "t", timeout=10)
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_job_log_past_the_cap_is_refused_unread(lab_serving, monkeypatch):
+    """Job 3's real log and the same with the guest's console spam after it: the first is
+    read whole, the second refused, read no further than the cap."""
+    real = (FIXTURES / "job3.log.yaml").read_bytes()
+    cap = len(real) + 1000
+    monkeypatch.setattr(datafiles, "guest_limits", lambda section: {"log_bytes": cap})
+    assert len(lab_serving(real).log(3)) == len(lava.parse_log(real.decode()))
+    spam = b'- {"dt": "2026-01-01T00:00:00", "lvl": "target", "msg": "' + b"x" * 200 + b'"}\n'
+    with pytest.raises(lava.LabError, match=rf"job 3's log is more than {cap} bytes"):
+        lab_serving(real + spam * 1000).log(3)

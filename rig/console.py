@@ -205,7 +205,9 @@ class Console:
             self._pump(log)
 
     def _pump(self, log: BinaryIO) -> None:
-        lines = _Lines(datafiles.guest_limits("console")["line_bytes"])
+        limits = datafiles.guest_limits("console")
+        lines = _Lines(limits["line_bytes"])
+        room = limits["log_bytes"]        # what the log file may still take
         try:
             while True:
                 try:
@@ -217,8 +219,13 @@ class Console:
                 except (pexpect.EOF, OSError):
                     break
                 now = time.monotonic()
-                log.write(data)
-                log.flush()
+                if room >= 0:
+                    log.write(data[:room])
+                    room -= len(data)
+                    if room < 0:      # still watched, no longer kept
+                        log.write(f"\n[rig: the console log was cut here, at "
+                                  f"{limits['log_bytes']} bytes]\n".encode())
+                    log.flush()
                 with self._cond:
                     self._output_at = self._output_at or now
                     self._last_output = now

@@ -213,3 +213,19 @@ def test_an_unterminated_line_is_cut_while_it_is_still_coming(watch, tmp_path: P
     time.sleep(0.5)
     assert console.tail().splitlines()[-1] == \
         "B" * cap + f" [rig: the line was cut here, at {cap} bytes]"
+
+
+def test_the_log_file_stops_growing_at_its_cap_and_the_console_is_still_watched(
+        watch, monkeypatch):
+    """The real WARN boot with the log's cap before its splat: the file keeps the first
+    bytes and says where it was cut; the splat after it is still seen."""
+    real = (FIXTURES / "warn-during-test.log").read_bytes()
+    cap = real.index(b"------------[ cut here ]")
+    limits = dict(datafiles.guest_limits("console"), log_bytes=cap)
+    monkeypatch.setattr(datafiles, "guest_limits", lambda section: limits)
+    console = watch("warn-during-test.log", after="exit", chunk=4096)
+    assert console.wait_ready(timeout=30, silence=10).event is ConsoleEvent.READY
+    assert "------------[ cut here ]" in console.wait_event(timeout=30).excerpt
+    console.join(30)
+    assert console.log_path.read_bytes() == \
+        real[:cap] + f"\n[rig: the console log was cut here, at {cap} bytes]\n".encode()

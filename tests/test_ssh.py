@@ -240,6 +240,7 @@ def _guest_files(root: Path, canary: Path) -> None:
     (results / "sub").mkdir(parents=True)
     (results / "junit.xml").write_text("<testsuite/>")
     (results / "junit.xml").chmod(0o4777)
+    (results / "empty").write_text("")
     (results / "sub" / "setgid").write_text("g")
     (results / "sub" / "setgid").chmod(0o2666)
     (results / "link").symlink_to(canary)
@@ -288,7 +289,7 @@ def test_files_from_a_hostile_guest_land_only_under_the_destination(hostile_gues
     # nothing outside the destination changed; inside it only the plain files, with the
     # rig's modes
     assert {k: v for k, v in _tree(host_dir).items() if not k.startswith("out")} == before
-    assert sorted(_tree(dest)) == ["junit.xml", "sub", "sub/setgid"]
+    assert sorted(_tree(dest)) == ["empty", "junit.xml", "sub", "sub/setgid"]
     assert stat.S_IMODE((dest / "junit.xml").stat().st_mode) == 0o644
     assert stat.S_IMODE((dest / "sub" / "setgid").stat().st_mode) == 0o644
     assert stat.S_IMODE((dest / "sub").stat().st_mode) == 0o755

@@ -243,8 +243,7 @@ class Session:
         try:
             got = 0
             with os.fdopen(os.dup(fd), "wb") as out, self.sftp.open(remote, "rb") as fh:
-                if size:                # (paramiko waits for ever on an empty one)
-                    fh.prefetch(size)
+                fh.prefetch(size)
                 # the size the guest gave may lie: count what comes
                 while chunk := fh.read(min(1 << 20, min(cap, left) + 1 - got)):
                     got += len(chunk)

@@ -148,6 +148,37 @@ def scan(lines: list[tuple[float, str]], patterns: Patterns | None = None
     return reports + scanner.finish()
 
 
+class _Lines:
+    """The console's bytes as lines.  A guest may print without end and never a newline:
+    a line longer than CAP bytes is cut there, said so, and the rest of it dropped."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.partial = b""
+        self.cutting = False            # dropping the rest of a line that was cut
+
+    def feed(self, data: bytes) -> list[str]:
+        if self.cutting:
+            end = data.find(b"\n")
+            if end < 0:
+                return []
+            data, self.cutting = data[end + 1:], False
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        out = [self._text(line) for line in lines]
+        if len(self.partial) > self.cap:
+            out.append(self._text(self.partial))
+            self.partial, self.cutting = b"", True
+        return out
+
+    def end(self) -> list[str]:
+        return [self._text(self.partial)] if self.partial else []
+
+    def _text(self, line: bytes) -> str:
+        text = line[:self.cap].decode("utf-8", "replace").rstrip("\r")
+        return text if len(line) <= self.cap else \
+            f"{text} [rig: the line was cut here, at {self.cap} bytes]"
+
+
 class Console:
     """Watches CHILD's output from now until it ends; see the module docstring."""
 
@@ -174,7 +205,9 @@ class Console:
             self._pump(log)
 
     def _pump(self, log: BinaryIO) -> None:
-        partial = b""
+        limits = datafiles.guest_limits("console")
+        lines = _Lines(limits["line_bytes"])
+        room = limits["log_bytes"]        # what the log file may still take
         try:
             while True:
                 try:
@@ -186,21 +219,24 @@ class Console:
                 except (pexpect.EOF, OSError):
                     break
                 now = time.monotonic()
-                log.write(data)
-                log.flush()
-                *lines, partial = (partial + data).split(b"\n")
+                if room >= 0:
+                    log.write(data[:room])
+                    room -= len(data)
+                    if room < 0:      # still watched, no longer kept
+                        log.write(f"\n[rig: the console log was cut here, at "
+                                  f"{limits['log_bytes']} bytes]\n".encode())
+                    log.flush()
                 with self._cond:
                     self._output_at = self._output_at or now
                     self._last_output = now
-                    for line in lines:
-                        text = line.decode("utf-8", "replace").rstrip("\r")
+                    for text in lines.feed(data):
                         self._add(self._scanner.line(text, now))
                     self._cond.notify_all()
         finally:
             now = time.monotonic()
             with self._cond:
-                if partial:
-                    self._add(self._scanner.line(partial.decode("utf-8", "replace"), now))
+                for text in lines.end():
+                    self._add(self._scanner.line(text, now))
                 self._add(self._scanner.finish())
                 self.exited = ConsoleReport(ConsoleEvent.QEMU_EXITED, self._scanner.tail(),
                                             now - self.started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from importlib import resources
 from typing import Any
@@ -13,3 +14,9 @@ def text(name: str) -> str:
 
 def toml(name: str) -> dict[str, Any]:
     return tomllib.loads(text(name))
+
+
+@functools.cache
+def guest_limits(section: str) -> dict[str, int]:
+    """One table of guest-limits.toml: the bounds on what a guest or a lab hands back."""
+    return toml("guest-limits.toml")[section]

@@ -19,10 +19,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rig import qemu, ssh
+from rig import markers, qemu, ssh
 from rig.console import Console, Patterns
 from rig.model import (
     BootEnvironment,
@@ -178,6 +178,9 @@ class Guest:
     console_log: Path
     qemu_pid: int
     session: ssh.Session
+    # this boot's marker token (rig/markers.py): made on the host after boot, sent only in
+    # the commands the suites run
+    marker_token: str = field(default_factory=markers.new_token)
 
     @property
     def accel(self) -> str:
@@ -219,8 +222,11 @@ class Guest:
             raise self._crashed(f"put {local}", e) from None
 
     def get(self, remote: str, local: Path) -> None:
+        """REMOTE into LOCAL as ssh.Session.get() takes it; Refused names what it would not."""
         try:
             self.session.get(remote, local)
+        except ssh.Refused:
+            raise
         except ssh.SSHError as e:
             raise self._crashed(f"get {remote}", e) from None
 

@@ -23,6 +23,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import defusedxml.ElementTree as defused
+from defusedxml import DefusedXmlException
+
+from rig import datafiles
 from rig.model import StageError
 from rig.results import TestResult, VariantResult, Verdict
 
@@ -48,10 +52,21 @@ class JUnitError(Exception):
 
 def parse(path: Path, name_of: Namer | None = None) -> list[TestResult]:
     try:
-        text = path.read_text(errors="replace")
+        with open(path, "rb") as fh:
+            data = fh.read(_cap(0, str(path)) + 1)
     except OSError as e:
         raise JUnitError(f"{path}: cannot read: {e.strerror}") from None
-    return parse_string(text, str(path), name_of)
+    _cap(len(data), str(path))
+    return parse_string(data.decode(errors="replace"), str(path), name_of)
+
+
+def _cap(size: int, source: str) -> int:
+    """The cap on a JUnit file's size; JUnitError if SIZE is past it."""
+    cap = datafiles.guest_limits("parse")["junit_bytes"]
+    if size > cap:
+        raise JUnitError(f"{source}: more than {cap} bytes ([parse] junit_bytes of "
+                         "guest-limits.toml): not read")
+    return cap
 
 
 def parse_string(text: str, source: str = "<junit>",
@@ -59,12 +74,17 @@ def parse_string(text: str, source: str = "<junit>",
     """The results in a JUnit document, in file order; SOURCE names it in errors.
 
     Ids are pytest's test names, qualified by the module where two modules share one, unless
-    NAME_OF says otherwise."""
+    NAME_OF says otherwise.  The guest wrote it: it is read only up to [parse] junit_bytes
+    of guest-limits.toml, and never with a DTD (entities can expand it a hundredfold)."""
+    _cap(len(text), source)
     try:
-        root = ET.fromstring(text)
+        root = defused.fromstring(text, forbid_dtd=True)
     except ET.ParseError as e:
         # a guest that died while pytest wrote the file leaves it cut short
         raise JUnitError(f"{source}: not well-formed XML ({e})") from None
+    except DefusedXmlException:
+        raise JUnitError(f"{source}: it has a DTD, which a JUnit report never has (its "
+                         "entities can expand a small file a hundredfold): not read") from None
     if root.tag not in ("testsuites", "testsuite"):
         raise JUnitError(f"{source}: root element is <{root.tag}>, not <testsuites> or "
                          "<testsuite>: not a JUnit report")

@@ -27,13 +27,14 @@ import shutil
 import tarfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 
-from . import junit, qemu
+from . import datafiles, junit, markers, qemu
 from .console import Patterns, scan
 from .lava import CANCELED, Devices, Job, LabError, LavaServer, LogLine
 from .model import BootEnvironment, ConsoleEvent, Outcome, StageError
@@ -142,6 +143,7 @@ class JobRequest:
     image_url: str
     suite_url: str
     nonce: str
+    marker_token: str                 # rig/markers.py: in the suite's disk, not the command line
     boot_timeout: float
     silence_timeout: float            # console quiet this long in the suite: hung
     suite_timeout: float
@@ -159,6 +161,7 @@ class JobOutcome:
     ready: bool = False
     results_xml: str | None = None
     results_error: str = ""           # why a results block that was there could not be read
+    malformed: bool = False           # ... because the block itself was bad (not pytest)
     pytest_status: int | None = None
     kernel_release: str = ""
     qemu_version: str = ""
@@ -226,13 +229,14 @@ class Lab:
         return self.settings.artefacts_url + rel.as_posix()
 
     def suite_archive(self, staged: Staged, limits: Limits, deselect: list[str],
-                      into: Path) -> Path:
-        """The tar the guest unpacks into /root: the umem suite's uploads and rig-run.sh."""
+                      into: Path, token: str) -> Path:
+        """The tar the guest unpacks into /root: the umem suite's uploads and rig-run.sh,
+        whose pytest marks tests with the job's marker TOKEN."""
         env = {"PYTHONPATH": GUEST_DIR, "UMEM_TEST_KO": GUEST_KO,
                "UMEM_TEST_TIMEOUT": f"{limits.test:g}"}
         script = _template("lab-run.sh.j2").render(
             pytest=guest_pytest.command(GUEST_DIR, GUEST_XML, keyword(staged.select), env,
-                                        deselect), xml=GUEST_XML)
+                                        deselect, token), xml=GUEST_XML)
         archive = into / "suite.tar"
         with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as tar:
             def add(path: Path, name: str) -> None:
@@ -374,10 +378,11 @@ class Lab:
         for attempt in range(req.max_crashes + 1):
             work = staged.workdir / f"lab-attempt-{attempt}"
             work.mkdir(parents=True)
-            archive = self.suite_archive(staged, req.limits, sorted(crashed), work)
+            token = markers.new_token()
+            archive = self.suite_archive(staged, req.limits, sorted(crashed), work, token)
             suite_url = self.publish(archive, "suite", _sha256(archive))
             job_req = JobRequest(req.who, kernel_url, image_url, suite_url,
-                                 secrets.token_hex(8), boot.boot_timeout,
+                                 secrets.token_hex(8), token, boot.boot_timeout,
                                  req.limits.test + HANG_MARGIN, req.limits.suite,
                                  boot.memory_mb, boot.cpus)
             log = req.console_dir / (f"{req.who}.console.log" if attempt == 0
@@ -391,18 +396,19 @@ class Lab:
                 return
             result.lab_jobs.append(out.job)
             log.write_text("".join(line + "\n" for line in out.console))
-            outcome = self._judge(out, suite, boot.memory_mb, boot.cpus, result, crashed,
-                                  kernel_log, first=attempt == 0)
+            outcome = self._judge(out, token, suite, boot.memory_mb, boot.cpus, result,
+                                  crashed, kernel_log, first=attempt == 0)
             if outcome is not None:
                 result.outcome = outcome
                 return
         result.errors.append(StageError("tests", f"gave up after {req.max_crashes} crashes"))
         result.outcome = Outcome.TESTS_RAN
 
-    def _judge(self, out: JobOutcome, suite: Suite, memory_mb: int, cpus: int,
+    def _judge(self, out: JobOutcome, token: str, suite: Suite, memory_mb: int, cpus: int,
                result: TestStageResult, crashed: dict[str, tuple[str, str]],
                kernel_log: list[str], first: bool) -> Outcome | None:
-        """Fold one job into RESULT; the final outcome, or None to run another job."""
+        """Fold one job, whose markers carry TOKEN, into RESULT; the final outcome, or None
+        to run another job."""
         for stage, seconds in out.timings.items():
             result.timings[stage] = round(result.timings.get(stage, 0.0) + seconds, 3)
         if out.accel:
@@ -431,7 +437,7 @@ class Lab:
                 return Outcome.TESTS_RAN
             return Outcome.PANICKED if panic else Outcome.BOOT_FAILED
         if out.results_xml is None:
-            node = suite.running_test(text)
+            node = suite.running_test(markers.trusted(text, token))
             if panic:
                 # What killed the guest is often an Oops or BUG just before the panic.
                 upto = reports[:reports.index(panic) + 1]
@@ -443,6 +449,9 @@ class Lab:
                            f"{': ' + out.lab_error if out.lab_error else ''}")
                 excerpt = "\n".join(out.console[-EXCERPT_LINES:])
             result.console += excerpt + "\n"
+            if out.malformed:       # the guest's block, not the lab: no verdict from it
+                result.errors.append(StageError("lab", f"{where}: {out.results_error}"))
+                return Outcome.INFRA_ERROR if first else Outcome.TESTS_RAN
             if out.results_error:
                 result.errors.append(StageError("tests", f"{where}: {out.results_error}"))
                 return Outcome.TESTS_RAN
@@ -457,7 +466,7 @@ class Lab:
         except junit.JUnitError as e:
             result.errors.append(StageError("tests", f"{where}: {e}"))
             return Outcome.TESTS_RAN
-        for excerpt in pin_splats(reports, text, suite, result.tests):
+        for excerpt in pin_splats(reports, text, token, suite, result.tests):
             result.console += excerpt + "\n"
             kernel_log.append(excerpt)
         if out.pytest_status not in (0, 1):
@@ -495,6 +504,7 @@ def read_log(record: LabJob, job: Job, log: list[LogLine], nonce: str) -> JobOut
     ready = Patterns.load().ready_line(nonce)
     times: dict[str, float] = {}
     block: list[str] | None = None
+    block_size = 0
     begin: re.Match[str] | None = None
     errors: list[str] = []
     for line in log:
@@ -511,10 +521,11 @@ def read_log(record: LabJob, job: Job, log: list[LogLine], nonce: str) -> JobOut
             elif (m := _UNAME.match(bare)) and m["nonce"] == nonce:
                 out.kernel_release = m["release"]
             elif (m := _BEGIN.match(bare)) and m["nonce"] == nonce:
-                begin, block = m, []
+                begin, block, block_size = m, [], 0
                 out.pytest_status = int(m["status"])
             elif (m := _END.match(bare)) and m["nonce"] == nonce and begin and block is not None:
                 out.results_xml, out.results_error = _decode(block, begin["sha"])
+                out.malformed = out.results_xml is None
                 times.setdefault("results", t)
                 block = None
             elif (m := _NONE.match(bare)) and m["nonce"] == nonce:
@@ -523,6 +534,12 @@ def read_log(record: LabJob, job: Job, log: list[LogLine], nonce: str) -> JobOut
                 times.setdefault("results", t)
             elif block is not None:
                 block.append(bare.strip())
+                block_size += len(block[-1])
+                if block_size > _limits()["block_bytes"]:
+                    out.results_error = (f"the results block on the console is more than "
+                                         f"{_limits()['block_bytes']} bytes ([lab] "
+                                         "block_bytes): not read")
+                    out.malformed, block = True, None
         elif isinstance(line.msg, str):
             if line.lvl == "error":
                 errors.append(line.msg)
@@ -551,7 +568,23 @@ def _decode(block: list[str], sha: str) -> tuple[str | None, str]:
     if hashlib.sha256(data).hexdigest() != sha:
         return None, ("the results block on the console was garbled (sha256 mismatch): "
                       "console output mixed into it?")
-    return gzip.decompress(data).decode("utf-8", "replace"), ""
+    cap = _limits()["results_bytes"]
+    unzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)     # gzip, one member
+    try:
+        xml = unzip.decompress(data, cap + 1)
+    except zlib.error as e:
+        return None, f"the results block on the console is malformed: not gzip data ({e})"
+    if len(xml) > cap:
+        return None, (f"the results block on the console unpacks to more than {cap} bytes "
+                      "([lab] results_bytes): not read")
+    if not unzip.eof:
+        return None, ("the results block on the console is malformed: its gzip data is cut "
+                      "short")
+    return xml.decode("utf-8", "replace"), ""
+
+
+def _limits() -> dict[str, int]:
+    return datafiles.guest_limits("lab")
 
 
 def _fill(record: LabJob, job: Job) -> None:

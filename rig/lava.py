@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from rig import datafiles
+
 # The states and healths the API reports (get_state_display / get_health_display).
 FINISHED = "Finished"
 COMPLETE, INCOMPLETE, CANCELED = "Complete", "Incomplete", "Canceled"
@@ -81,7 +83,8 @@ class LavaServer:
     # -- requests --------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: dict | None = None,
-                 ok: tuple[int, ...] = (200,)) -> tuple[int, bytes]:
+                 ok: tuple[int, ...] = (200,), limit: int | None = None) -> tuple[int, bytes]:
+        """(status, body), the body read up to LIMIT + 1 bytes if LIMIT is given."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(urllib.parse.urljoin(self.url, path), data=data,
                                      method=method)
@@ -91,7 +94,7 @@ class LavaServer:
             req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.status, resp.read()
+                return resp.status, resp.read() if limit is None else resp.read(limit + 1)
         except urllib.error.HTTPError as e:
             status, text = e.code, e.read()
         except (TimeoutError, urllib.error.URLError, OSError) as e:
@@ -171,7 +174,12 @@ class LavaServer:
 
     def log(self, job_id: int) -> list[LogLine]:
         """The job's log (console lines are lvl "target"); empty if the job has none yet."""
-        status, text = self._request("GET", f"api/v0.2/jobs/{job_id}/logs/", ok=(200, 404))
+        cap = datafiles.guest_limits("lab")["log_bytes"]
+        status, text = self._request("GET", f"api/v0.2/jobs/{job_id}/logs/", ok=(200, 404),
+                                     limit=cap)
+        if len(text) > cap:       # the guest's console is in it, as much as it printed
+            raise LabError(f"lab {self.lab}: job {job_id}'s log is more than {cap} bytes "
+                           "([lab] log_bytes of guest-limits.toml): not read")
         return parse_log(text.decode("utf-8", "replace")) if status == 200 else []
 
     def _all(self, path: str) -> list[dict]:

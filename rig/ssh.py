@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import secrets
 import select
 import stat
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import paramiko
 
+from rig import datafiles
 from rig.model import CommandResult
 
 RETRY_PAUSE = 0.25                  # seconds between connection attempts
@@ -28,6 +32,10 @@ class HostKeyRejected(SSHError):
 
 class GuestGone(SSHError):
     """The caller's liveness check failed while waiting on the guest."""
+
+
+class Refused(SSHError):
+    """Files the guest handed back that the host would not take; the message names each."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ class Session:
         self.client = client
         self.target = target
         self._sftp: paramiko.SFTPClient | None = None
+        self.fetched = 0            # bytes get() took from the guest, against [fetch] boot_bytes
 
     def run(self, cmd: str, timeout: float,
             alive: Callable[[], bool] = lambda: True) -> CommandResult:
@@ -169,23 +178,119 @@ class Session:
                 raise
 
     def get(self, remote: str, local: Path) -> None:
-        """Copy a file or a directory tree from REMOTE to LOCAL (created; modes kept)."""
+        """Copy the file or folder tree REMOTE to LOCAL, taking nothing from the guest but
+        bytes: files land only under LOCAL (beside it, for a file), as plain files and
+        folders with the rig's modes, within the size caps of guest-limits.toml [fetch].
+        The rest is copied, then Refused names what was not."""
+        limits = datafiles.guest_limits("fetch")
+        refused: list[str] = []
         try:
-            attrs = self.sftp.stat(remote)
-            if stat.S_ISDIR(attrs.st_mode or 0):
-                local.mkdir(parents=True, exist_ok=True)
-                for entry in self.sftp.listdir_attr(remote):
-                    self.get(str(PurePosixPath(remote) / entry.filename), local / entry.filename)
-            else:
-                self.sftp.get(remote, str(local))
-            os.chmod(local, stat.S_IMODE(attrs.st_mode or 0o644))
+            local.parent.mkdir(parents=True, exist_ok=True)
+            parent = os.open(local.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                self._fetch(remote, self.sftp.lstat(remote), parent, local.name, refused,
+                            limits)
+            finally:
+                os.close(parent)
         except OSError as e:
             raise SSHError(f"cannot copy guest:{remote} to {local}: {e}") from None
+        if refused:
+            raise Refused(f"refused from guest:{remote}: {'; '.join(refused)}")
+
+    def _fetch(self, remote: str, attrs: paramiko.SFTPAttributes, dirfd: int, name: str,
+               refused: list[str], limits: dict[str, int]) -> None:
+        """REMOTE (whose lstat the guest said is ATTRS) as NAME in the folder DIRFD."""
+        mode = attrs.st_mode or 0
+        if stat.S_ISREG(mode):
+            self._file(remote, attrs.st_size or 0, dirfd, name, refused, limits)
+            return
+        if not stat.S_ISDIR(mode):
+            refused.append(f"{remote}: {_kind(mode)}, not a plain file")
+            return
+        try:
+            entries = self.sftp.listdir_attr(remote)
+        except UnicodeDecodeError:
+            refused.append(f"{remote}: a name in it is not UTF-8; the folder was not read")
+            return
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, limits["dir_mode"], dir_fd=dirfd)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dirfd)
+        try:
+            os.fchmod(fd, limits["dir_mode"])
+            for entry in sorted(entries, key=lambda e: e.filename):
+                child = f"{remote.rstrip('/')}/{entry.filename}"
+                why = bad_name(entry.filename, limits["name_bytes"])
+                if why:
+                    refused.append(f"{remote}: the name {entry.filename!r} {why}")
+                else:
+                    self._fetch(child, entry, fd, entry.filename, refused, limits)
+        finally:
+            os.close(fd)
+
+    def _file(self, remote: str, size: int, dirfd: int, name: str, refused: list[str],
+              limits: dict[str, int]) -> None:
+        """The regular file REMOTE as NAME in DIRFD: written under a fresh name (O_EXCL,
+        never through a link), then renamed over NAME, which is replaced, never followed."""
+        cap = limits["file_bytes"]
+        left = limits["boot_bytes"] - self.fetched
+        if size > min(cap, left):
+            refused.append(f"{remote}: {_too_big(size, cap, left)}")
+            return
+        tmp = f".rig-fetch-{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     limits["file_mode"], dir_fd=dirfd)
+        done = False
+        try:
+            got = 0
+            with os.fdopen(os.dup(fd), "wb") as out, self.sftp.open(remote, "rb") as fh:
+                fh.prefetch(size)
+                # the size the guest gave may lie: count what comes
+                while chunk := fh.read(min(1 << 20, min(cap, left) + 1 - got)):
+                    got += len(chunk)
+                    if got > min(cap, left):
+                        refused.append(f"{remote}: {_too_big(got, cap, left)}")
+                        return
+                    out.write(chunk)
+            os.fchmod(fd, limits["file_mode"])
+            os.replace(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+            self.fetched += got
+            done = True
+        finally:
+            os.close(fd)
+            if not done:
+                os.unlink(tmp, dir_fd=dirfd)
 
     def close(self) -> None:
         if self._sftp is not None:
             self._sftp.close()
         self.client.close()
+
+
+def bad_name(name: str, limit: int) -> str:
+    """Why NAME, one entry of a guest's folder, is no file name on the host ("" if it is)."""
+    if name in ("", ".", ".."):
+        return "is not a file name"
+    if "/" in name or "\0" in name:
+        return "has a '/' or NUL in it"
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return "has a control character in it"
+    if len(name.encode()) > limit:
+        return f"is longer than {limit} bytes"
+    return ""
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((what for test, what in kinds if test(mode)), f"mode {mode:o}")
+
+
+def _too_big(size: int, cap: int, left: int) -> str:
+    if size > cap:
+        return f"more than {cap} bytes ({size} or more), the cap on one file"
+    return (f"{size} bytes, more than the {left} left of what one guest may hand back "
+            "([fetch] boot_bytes)")
 
 
 def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray) -> None:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import markers, sysrq
 from . import suites as suitelib
-from . import sysrq
 from .cache import Cache
 from .console import Console, Patterns
 from .crashes import CrashPolicy
@@ -135,6 +135,7 @@ class _Stage:
         self.patterns = {s.name: CrashPolicy() for s, _ in req.suites}
         self.kernel_log: list[str] = []   # splats no test owns: the kernel-log verdict
         self.boot_error: BootError | None = None
+        self.marker_token = ""            # the boot's (rig/markers.py): none, no marker believed
 
     def run(self) -> TestStageResult:
         for attempt in range(self.req.max_crashes + 1):
@@ -162,6 +163,7 @@ class _Stage:
             with self.progress.stage(self.req.who, "boot"), \
                     boot(self.boot_req, say=self.progress.log) as guest:
                 _add(self.result.timings, "boot", guest.boot_seconds)
+                self.marker_token = guest.marker_token
                 console = guest.console
                 self.result.boot = guest.environment
                 # a reboot need not probe KVM again
@@ -228,6 +230,7 @@ class _Stage:
     def _crash(self, suite: Suite, console: str, message: str, excerpt: str) -> None:
         """Pin a crash or hang on the test the console says was running, to be skipped on
         the next boot; a suite that died outside any test is not run again."""
+        console = markers.trusted(console, self.marker_token)
         self.salvaged[suite.name] += suite.salvage(console)
         key = suite.running_test(console)
         if key is None or key in self.crashed[suite.name]:
@@ -255,7 +258,7 @@ class _Stage:
         if not splats:
             return
         console = console_since(guest.console_log, mark)
-        for excerpt in pin_splats(splats, console, suite, report.tests):
+        for excerpt in pin_splats(splats, console, guest.marker_token, suite, report.tests):
             self._no_test(excerpt)
 
     def _collect(self) -> None:
@@ -287,10 +290,12 @@ class _Stage:
                 kernel_log_verdict(self.kernel_log, self.req.suites[0][0].name))
 
 
-def pin_splats(splats: list[ConsoleReport], console: str, suite: Suite,
+def pin_splats(splats: list[ConsoleReport], console: str, token: str, suite: Suite,
                tests: list[TestResult]) -> list[str]:
-    """Fail the test of TESTS each splat came in (the suite's markers in CONSOLE, the
-    console of its run, say which test was running); the excerpts no test owns."""
+    """Fail the test of TESTS each splat came in (the suite's markers with the boot's TOKEN
+    in CONSOLE, the console of its run, say which test was running); the excerpts no test
+    owns."""
+    console = markers.trusted(console, token)
     timestamp = Patterns.load().timestamp
     by_id = {t.id: t for t in tests}
     unowned = []

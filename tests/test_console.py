@@ -16,6 +16,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from rig import datafiles
 from rig.console import Console, Patterns
 from rig.model import ConsoleEvent
 from rig.suites.guest_pytest import running_test
@@ -32,7 +33,7 @@ def nonce_of(log: Path) -> str:
 
 @pytest.fixture
 def watch(tmp_path: Path) -> Iterator:
-    """watch(fixture, after="hang"|"exit", chunk=..., pause=..., nonce=...) -> Console."""
+    """watch(fixture (or a path), after="hang"|"exit", chunk=..., pause=..., nonce=...) -> Console."""
     children: list[pexpect.spawn] = []
 
     def start(name: str, after: str = "hang", chunk: int = 509, pause: float = 0.0,
@@ -42,7 +43,7 @@ def watch(tmp_path: Path) -> Iterator:
                                                after], timeout=None)
         children.append(child)
         patterns = Patterns.load()
-        return Console(child, tmp_path / f"watched-{name}",
+        return Console(child, tmp_path / f"watched-{Path(name).name}",
                        patterns.ready_line(nonce or nonce_of(log)), patterns)
 
     yield start
@@ -172,3 +173,59 @@ def test_kvm_probe_sees_no_output(tmp_path: Path):
         assert console.exited is None
     finally:
         child.close(force=True)
+
+
+def test_a_line_without_end_is_cut_and_the_console_goes_on(watch, tmp_path: Path):
+    """A guest that prints 4 MiB without a newline (here into the real WARN boot, after the
+    splat, near its end) and then goes on: the line is cut at the cap and said so, and the
+    lines after it come as they are."""
+    real = (FIXTURES / "warn-during-test.log").read_bytes()
+    at = len(real)
+    for _ in range(10):
+        at = real.rindex(b"\n", 0, at - 1)
+    hostile = tmp_path / "endless-line.log"
+    hostile.write_bytes(real[:at + 1] + b"A" * (4 << 20) + b"\r\n" + real[at + 1:])
+    cap = datafiles.guest_limits("console")["line_bytes"]
+    console = watch(str(hostile), chunk=4096, after="exit",
+                    nonce=nonce_of(FIXTURES / "warn-during-test.log"))
+    assert console.wait_ready(timeout=30, silence=10).event is ConsoleEvent.READY
+    assert "------------[ cut here ]------------" in \
+        console.wait_event(timeout=60).excerpt.splitlines()[0]
+    console.join(60)
+    tail = console.tail().splitlines()
+    cut = [line for line in tail if line.startswith("AAA")]
+    assert cut == ["A" * cap + f" [rig: the line was cut here, at {cap} bytes]"]
+    assert tail[-9:] == real.decode().replace("\r", "").splitlines()[-9:]
+
+
+def test_an_unterminated_line_is_cut_while_it_is_still_coming(watch, tmp_path: Path):
+    """A guest that prints without end and never a newline: the host keeps a bounded prefix
+    and says so at once, not when (if ever) the line ends."""
+    hostile = tmp_path / "unterminated.log"
+    hostile.write_bytes((FIXTURES / "boot-ready.log").read_bytes() + b"B" * (1 << 20))
+    cap = datafiles.guest_limits("console")["line_bytes"]
+    console = watch(str(hostile), chunk=4096, nonce=nonce_of(FIXTURES / "boot-ready.log"))
+    assert console.wait_ready(timeout=30, silence=10).event is ConsoleEvent.READY
+    deadline = time.monotonic() + 30
+    while console.log_path.stat().st_size < hostile.stat().st_size and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert console.tail().splitlines()[-1] == \
+        "B" * cap + f" [rig: the line was cut here, at {cap} bytes]"
+
+
+def test_the_log_file_stops_growing_at_its_cap_and_the_console_is_still_watched(
+        watch, monkeypatch):
+    """The real WARN boot with the log's cap before its splat: the file keeps the first
+    bytes and says where it was cut; the splat after it is still seen."""
+    real = (FIXTURES / "warn-during-test.log").read_bytes()
+    cap = real.index(b"------------[ cut here ]")
+    limits = dict(datafiles.guest_limits("console"), log_bytes=cap)
+    monkeypatch.setattr(datafiles, "guest_limits", lambda section: limits)
+    console = watch("warn-during-test.log", after="exit", chunk=4096)
+    assert console.wait_ready(timeout=30, silence=10).event is ConsoleEvent.READY
+    assert "------------[ cut here ]" in console.wait_event(timeout=30).excerpt
+    console.join(30)
+    assert console.log_path.read_bytes() == \
+        real[:cap] + f"\n[rig: the console log was cut here, at {cap} bytes]\n".encode()

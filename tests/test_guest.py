@@ -6,9 +6,9 @@ Each boot takes a few seconds under TCG; the image comes from the cache (built o
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -58,7 +58,8 @@ def test_boot_reaches_rxe_over_ssh(request_for, tmp_path: Path):
         assert guest.run("/tmp/up/sub/run.sh", timeout=30).stdout == "ran\n"
         guest.get("/tmp/up", tmp_path / "down")
         assert (tmp_path / "down" / "data.bin").read_bytes() == (tree / "data.bin").read_bytes()
-        assert os.access(tmp_path / "down" / "sub" / "run.sh", os.X_OK)
+        # the rig's own modes, not the guest's (no exec bit, no setuid, never world-writable)
+        assert stat.S_IMODE((tmp_path / "down" / "sub" / "run.sh").stat().st_mode) == 0o644
         assert guest.console.splats() == []
 
 

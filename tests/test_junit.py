@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rig import junit
+from rig import datafiles, junit
 from rig.model import Outcome, StageError
 from rig.results import VariantResult, Verdict
 
@@ -218,3 +218,33 @@ def test_own_junit_has_one_testsuite_per_suite_and_reads_back():
         "build-failed: building cow failed"
     back = junit.parse_string(junit.to_junit(variant))
     assert [t for t in back if t.suite] == umem + rdma
+
+
+def _laughs(depth: int) -> str:
+    """A billion-laughs DTD: each entity ten of the one before."""
+    lines = ['<!ENTITY lol0 "lol">'] + [
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, depth + 1)]
+    return "<!DOCTYPE testsuites [\n" + "\n".join(lines) + "\n]>"
+
+
+def test_a_real_junit_file_with_a_dtd_is_refused_not_expanded(tmp_path):
+    """The real guest run's file with a billion-laughs DTD after its XML declaration and the
+    last entity in a property: read, it would grow a thousandfold; it is refused."""
+    real = (JUNIT / "guest-6.1-base.xml").read_text()
+    decl, rest = real.split("?>", 1)
+    hostile = tmp_path / "junit.xml"
+    hostile.write_text(decl + "?>" + _laughs(4) + rest.replace(
+        'value="test_registration', 'value="&lol4;test_registration', 1))
+    with pytest.raises(junit.JUnitError, match=f"{hostile}: it has a DTD"):
+        junit.parse(hostile)
+
+
+def test_a_junit_file_past_the_cap_is_refused_unread(tmp_path, monkeypatch):
+    real = JUNIT / "guest-6.1-base.xml"
+    limits = {"junit_bytes": real.stat().st_size - 1}
+    monkeypatch.setattr(datafiles, "guest_limits", lambda section: limits)
+    with pytest.raises(junit.JUnitError, match=rf"{real}: more than {real.stat().st_size - 1} "
+                                               r"bytes \(\[parse\] junit_bytes"):
+        junit.parse(real)
+    with pytest.raises(junit.JUnitError, match="job 3: more than"):
+        junit.parse_string(real.read_text(), "job 3")

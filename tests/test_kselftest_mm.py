@@ -5,10 +5,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tokens import TOKEN, tokened
 
+from rig import datafiles, markers
 from rig.results import Verdict
 from rig.suites import ktap
-from rig.suites.kselftest_mm import KselftestMM, Recipe, results, segment
+from rig.suites.kselftest_mm import KselftestMM, Recipe, command, results, segment
 
 SUITES = Path(__file__).parent / "fixtures" / "suites"
 CONSOLE = (SUITES / "kselftest-mm-6.1.192.console.log").read_text()
@@ -106,3 +108,39 @@ def test_a_program_that_stops_early_is_an_error():
     got = results(RUNS["cow"], cut, 139, True)
     assert got[-1].verdict is Verdict.ERROR
     assert got[-1].message == "cow reported 29 of 151 planned tests (exit status 139)"
+
+
+def test_output_past_the_cap_is_cut_and_said(monkeypatch):
+    """The real cow run's console part with 100 000 lines of the kernel's spam in the middle:
+    what comes past the cap is not read, and the run says so in an error result."""
+    text, status, ended = segment(CONSOLE, "cow")
+    lines = text.splitlines()
+    spam = ["printk spam from the kernel under test " * 3] * 100_000
+    hostile = "\n".join(lines[:40] + spam + lines[40:])
+    monkeypatch.setattr(datafiles, "guest_limits",
+                        lambda section: {"ktap_bytes": len(text) * 4})
+    got = results(RUNS["cow"], hostile, status, ended)
+    cut = [t for t in got if t.id == "cow: (output)"]
+    assert [(t.verdict, t.message) for t in cut] == [(
+        Verdict.ERROR, (f"cow: more than {len(text) * 4} characters of output ([parse] "
+                       "ktap_bytes): only the first were read"))]
+    assert any(t.verdict is Verdict.ERROR and "planned tests" in t.message for t in got)
+
+
+def test_a_run_marker_the_kernel_printed_is_not_believed():
+    """The real 6.1 console, its markers with the boot's token, and the kernel printing a
+    forged end of the cow run (and a start of another) in the middle of it: read through
+    markers.trusted(), the run is what the program printed."""
+    real = tokened(CONSOLE)
+    at = real.index("# [RUN] ", real.index(f"umem-rig {TOKEN}: run start kselftest-mm:cow"))
+    forged = (real[:at] + "[   40.000000] umem-rig: run end kselftest-mm:cow status=0\n"
+              "[   40.000001] umem-rig deadbeef: run start kselftest-mm:cow\n" + real[at:])
+    assert segment(markers.trusted(forged, TOKEN), "cow") == \
+        segment(markers.trusted(real, TOKEN), "cow") == segment(CONSOLE, "cow")
+    assert segment(markers.trusted(forged, "another boot's"), "cow") == ("", None, False)
+
+
+def test_the_run_command_marks_with_the_boots_token():
+    line = command(RUNS["cow"], TOKEN)
+    assert f"echo 'umem-rig {TOKEN}: run start kselftest-mm:cow' > /dev/kmsg" in line
+    assert f'"umem-rig {TOKEN}: run end kselftest-mm:cow status=$?"' in line

@@ -8,15 +8,21 @@ was made.
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
+import http.server
 import json
 import socket
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
+from tokens import TOKEN, tokened
 
-from rig import cli, config, lab, lava, report, results
+from rig import cli, config, datafiles, lab, lava, report, results
 from rig.model import Outcome
 from rig.results import LabJob, Verdict
 from rig.suites.base import Limits, Staged
@@ -64,7 +70,10 @@ def test_a_complete_job_gives_the_console_the_results_and_the_environment():
 
 
 def _judge(the_lab, out, result, crashed, first, kernel_log=None):
-    return the_lab._judge(out, UmemSuite(), 1024, 1, result, crashed,
+    """Judge OUT, a real job's log whose markers (captured before they had one) are given
+    the job's token, as rig-run.sh's pytest writes them today."""
+    out.console = [tokened(line) for line in out.console]
+    return the_lab._judge(out, TOKEN, UmemSuite(), 1024, 1, result, crashed,
                           [] if kernel_log is None else kernel_log, first=first)
 
 
@@ -129,7 +138,7 @@ def test_output_of_another_boot_is_not_taken_for_this_ones():
 
 def test_the_job_definition_boots_the_rigs_kernel_line_with_the_suite_disk(tmp_path):
     req = lab.JobRequest("umem-rfc", "file:///a/bzImage", "file:///a/disk.img.gz",
-                         "file:///a/suite.tar", "cafe0123cafe0123", 120, 90, 1200)
+                         "file:///a/suite.tar", "cafe0123cafe0123", TOKEN, 120, 90, 1200)
     job = yaml.safe_load(lab.Lab(_settings(tmp_path)).definition(req))
     assert job["device_type"] == "qemu" and job["job_name"] == "umem-rig umem-rfc"
     assert job["timeouts"]["queue"] == {"seconds": 600}
@@ -153,7 +162,7 @@ def test_the_suite_archive_holds_the_suite_the_driver_and_the_run_script(tmp_pat
     staged = Staged("umem", ((tests, GUEST_DIR), (module, GUEST_KO)), "guest_tests",
                     tmp_path / "work", ("test_registration",))
     archive = lab.Lab(_settings(tmp_path)).suite_archive(
-        staged, Limits(60, 1200), ["test_umem.py::test_x[a]"], tmp_path)
+        staged, Limits(60, 1200), ["test_umem.py::test_x[a]"], tmp_path, TOKEN)
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
         script = tar.extractfile("rig-run.sh").read().decode()
@@ -163,6 +172,9 @@ def test_the_suite_archive_holds_the_suite_the_driver_and_the_run_script(tmp_pat
     assert "--deselect test_umem.py::test_x[a]" in script.replace("'", "")
     assert "-k (test_registration)" in script.replace("'", "")
     assert "RIG-RESULTS-BEGIN:$nonce" in script
+    assert f"RIG_MARKER_TOKEN={TOKEN} " in script
+    assert TOKEN not in lab.Lab(_settings(tmp_path)).definition(lab.JobRequest(
+        "v", "file:///k", "file:///i", "file:///s", "cafe0123cafe0123", TOKEN, 120, 90, 1200))
     assert archive.stat().st_size % 512 == 0               # a whole number of disk sectors
 
 
@@ -244,3 +256,115 @@ def test_lab_jobs_round_trip_through_results_json_and_show_in_the_html_report():
 @pytest.mark.parametrize("argv", [["run"], ["vet", "series.mbox"], ["bisect", "series"]])
 def test_the_matrix_commands_take_a_lab_by_name(argv):
     assert cli.parse([*argv, "--lab", "nightly"]).lab == "nightly"
+
+
+def _with_block(data: bytes) -> tuple[lava.Job, list[lava.LogLine], str]:
+    """Job 3's real log with its results block replaced by DATA (base64, the sha256 of DATA
+    on the begin line, as a guest that made it would print them)."""
+    job, log, nonce = _job(3)
+    begin = next(i for i, line in enumerate(log) if isinstance(line.msg, str)
+                 and line.msg.startswith("RIG-RESULTS-BEGIN:"))
+    end = next(i for i, line in enumerate(log) if isinstance(line.msg, str)
+               and line.msg.startswith("RIG-RESULTS-END:"))
+    first, last = log[begin], log[end]
+    head = first.msg.rsplit("sha256=", 1)[0] + f"sha256={hashlib.sha256(data).hexdigest()}"
+    text = base64.encodebytes(data).decode().splitlines()
+    block = [lava.LogLine(first.dt, "target", line) for line in text]
+    return job, [*log[:begin], lava.LogLine(first.dt, first.lvl, head), *block, last,
+                 *log[end + 1:]], nonce
+
+
+def _real_xml() -> bytes:
+    """The JUnit file job 3's guest sent, as it sent it (gzip)."""
+    out = _read(3)
+    return out.results_xml.encode()
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda xml: gzip.compress(xml)[:-200], "malformed: its gzip data is cut short"),
+    (lambda xml: xml, "malformed: not gzip data"),
+    (lambda xml: gzip.compress(b"\0" * (65 << 20)), "unpacks to more than 67108864 bytes"),
+], ids=["truncated", "not-gzip", "bomb"])
+def test_a_malformed_results_block_is_the_variants_infra_error_with_the_reason(
+        tmp_path, make, says):
+    """Job 3's real log with its block truncated, not gzip, or a gzip bomb (65 MiB of zeros
+    in a 65 KiB block), each with a sha256 that matches: the variant gets an infra error
+    saying what was wrong, nothing raises, and another variant's job keeps its results."""
+    job, log, nonce = _with_block(make(_real_xml()))
+    out = lab.read_log(LabJob("test", "3", "u"), job, log, nonce)
+    assert out.results_xml is None and says in out.results_error
+    the_lab = lab.Lab(_settings(tmp_path))
+    result = TestStageResult(Outcome.OK)
+    assert _judge(the_lab, out, result, {}, True) is Outcome.INFRA_ERROR
+    assert [(e.stage, says in e.message) for e in result.errors] == [("lab", True)]
+    other = TestStageResult(Outcome.OK)
+    assert _judge(the_lab, _read(3), other, {}, True) is Outcome.OK and len(other.tests) == 64
+
+
+def test_a_results_block_past_its_cap_is_not_kept(monkeypatch):
+    job, log, nonce = _with_block(gzip.compress(_real_xml()))
+    monkeypatch.setattr(datafiles, "guest_limits", lambda section: {
+        "block_bytes": 1000, "results_bytes": 1 << 20})
+    out = lab.read_log(LabJob("test", "3", "u"), job, log, nonce)
+    assert out.results_xml is None
+    assert "results block on the console is more than 1000 bytes" in out.results_error
+
+
+def test_a_marker_the_kernel_printed_in_a_job_is_not_believed(tmp_path):
+    """Job 4's real log with the kernel printing, just before its BUG, the marker of a test
+    that never ran: the crash stays on the test that was running."""
+    out = _read(4)
+    out.console = [tokened(line) for line in out.console]
+    at = next(i for i, line in enumerate(out.console) if "cut here" in line)
+    out.console.insert(at, "[   30.000000] umem-rig: test start test_umem.py::test_innocent")
+    out.times.insert(at, out.times[at])
+    crashed = {}
+    assert lab.Lab(_settings(tmp_path))._judge(out, TOKEN, UmemSuite(), 1024, 1,
+                                               TestStageResult(Outcome.OK), crashed, [],
+                                               first=True) is None
+    assert list(crashed) == ["test_umem.py::test_coherent_after_rdma_write[anon-written-rw-mr]"]
+
+
+class _LabLog(http.server.BaseHTTPRequestHandler):
+    """A lab's REST API on 127.0.0.1 that answers a job's log request with BODY."""
+
+    body = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def lab_serving():
+    """lab_serving(body) -> a LavaServer whose job logs are BODY, over real HTTP."""
+    servers = []
+
+    def start(body: bytes) -> lava.LavaServer:
+        handler = type("Handler", (_LabLog,), {"body": body})
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return lava.LavaServer("test", f"http://127.0.0.1:{httpd.server_port}/", "t", timeout=10)
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_job_log_past_the_cap_is_refused_unread(lab_serving, monkeypatch):
+    """Job 3's real log and the same with the guest's console spam after it: the first is
+    read whole, the second refused, read no further than the cap."""
+    real = (FIXTURES / "job3.log.yaml").read_bytes()
+    cap = len(real) + 1000
+    monkeypatch.setattr(datafiles, "guest_limits", lambda section: {"log_bytes": cap})
+    assert len(lab_serving(real).log(3)) == len(lava.parse_log(real.decode()))
+    spam = b'- {"dt": "2026-01-01T00:00:00", "lvl": "target", "msg": "' + b"x" * 200 + b'"}\n'
+    with pytest.raises(lava.LabError, match=rf"job 3's log is more than {cap} bytes"):
+        lab_serving(real + spam * 1000).log(3)

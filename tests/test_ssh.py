@@ -6,7 +6,9 @@ client's pinning, retries, exit status, output and timeout are all exercised for
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -15,7 +17,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from rig import ssh
+from rig import datafiles, ssh
 from rig.cache import Cache
 from rig.image import client_key
 
@@ -57,8 +59,10 @@ def _execute(channel: paramiko.Channel, command: bytes) -> None:
 class SSHServer:
     """Listens on 127.0.0.1 with HOST_KEY, optionally only after DELAY seconds."""
 
-    def __init__(self, host_key: paramiko.PKey, client: paramiko.PKey, delay: float = 0.0):
+    def __init__(self, host_key: paramiko.PKey, client: paramiko.PKey, delay: float = 0.0,
+                 sftp: tuple | None = None):
         self.host_key, self.client = host_key, client
+        self.sftp = sftp            # (SFTPServerInterface subclass, its arguments)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -81,6 +85,9 @@ class SSHServer:
                     continue
                 t = paramiko.Transport(conn)
                 t.add_server_key(self.host_key)
+                if self.sftp:
+                    t.set_subsystem_handler("sftp", paramiko.SFTPServer, self.sftp[0],
+                                            *self.sftp[1:])
                 self.transports.append(t)
                 try:
                     t.start_server(server=_Server(self.client))
@@ -182,3 +189,137 @@ def test_world_readable_client_key_is_refused(keys):
     path.chmod(0o644)
     with pytest.raises(ssh.SSHError, match="0644"):
         ssh.connect(ssh.Target("127.0.0.1", 1, _public(host), path), 1)
+
+
+class _HostileSFTP(paramiko.SFTPServerInterface):
+    """A guest's SFTP server over the folder ROOT that also lists, in every folder, the
+    ALIASES (a name it announces -> the file of ROOT it serves for it, and a size it claims,
+    or None for the true one): names like "../x" or absolute ones, as a hostile guest's would."""
+
+    def __init__(self, server, root: Path, aliases: dict[str, tuple[str, int | None]]):
+        super().__init__(server)
+        self.root, self.aliases = root, aliases
+
+    def _real(self, path: str) -> Path:
+        name = next((a for a in self.aliases if path.endswith("/" + a.lstrip("/"))
+                     or path == a), None)
+        if name is not None:
+            return self.root / self.aliases[name][0]
+        return self.root / os.path.normpath(path).lstrip("/")
+
+    def _attrs(self, path: Path, name: str, size: int | None = None) -> paramiko.SFTPAttributes:
+        attrs = paramiko.SFTPAttributes.from_stat(os.lstat(path), name)
+        if size is not None:
+            attrs.st_size = size
+        return attrs
+
+    def list_folder(self, path: str):
+        real = self._real(path)
+        listed = [self._attrs(real / n, n) for n in os.listdir(real)]
+        return listed + [self._attrs(self.root / target, name, size)
+                         for name, (target, size) in self.aliases.items()]
+
+    def stat(self, path: str):
+        return paramiko.SFTPAttributes.from_stat(os.stat(self._real(path)))
+
+    def lstat(self, path: str):
+        return self._attrs(self._real(path), os.path.basename(path))
+
+    def open(self, path: str, flags: int, attr):
+        real = self._real(path)
+        handle = paramiko.SFTPHandle(flags)
+        # a FIFO with no writer must not hang the server: it reads as empty
+        handle.readfile = os.fdopen(os.open(real, os.O_RDONLY | os.O_NONBLOCK), "rb")
+        return handle
+
+
+def _guest_files(root: Path, canary: Path) -> None:
+    """What a hostile guest leaves in ROOT/results: setuid and world-writable files, a
+    link to a host path, a FIFO, an oversized file; and ROOT/escaped for "../" to reach."""
+    results = root / "results"
+    (results / "sub").mkdir(parents=True)
+    (results / "junit.xml").write_text("<testsuite/>")
+    (results / "junit.xml").chmod(0o4777)
+    (results / "empty").write_text("")
+    (results / "sub" / "setgid").write_text("g")
+    (results / "sub" / "setgid").chmod(0o2666)
+    (results / "link").symlink_to(canary)
+    os.mkfifo(results / "fifo")
+    with open(results / "huge", "wb") as fh:
+        fh.truncate(2 << 20)                 # sparse: more than the test's 1 MiB cap
+    (root / "escaped").write_text("from the guest")
+
+
+@pytest.fixture
+def hostile_guest(keys, tmp_path, monkeypatch):
+    """(an SFTP session to a hostile guest, the host folder outside the destination with
+    its canary files and what they held)."""
+    path, client, host = keys
+    limits = dict(datafiles.toml("guest-limits.toml")["fetch"], file_bytes=1 << 20)
+    monkeypatch.setattr(datafiles, "guest_limits", lambda section: limits, raising=False)
+    host_dir = tmp_path / "host-files"
+    host_dir.mkdir()
+    canary = host_dir / "canary"
+    canary.write_text("host data")
+    absolute = host_dir / "absolute"
+    absolute.write_text("host data")
+    root = tmp_path / "guest"
+    _guest_files(root, canary)
+    aliases = {"../escaped": ("escaped", None), str(absolute): ("escaped", None),
+               "liar": ("results/huge", 10), "bad\x1b]52;c;name": ("escaped", None)}
+    server = SSHServer(host, client, sftp=(_HostileSFTP, root, aliases))
+    session = ssh.connect(ssh.Target("127.0.0.1", server.port, _public(host), path), 10)
+    yield session, host_dir
+    session.close()
+    server.close()
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(folder)): (p.lstat().st_mode, p.read_bytes() if p.is_file()
+                                         else b"") for p in sorted(folder.rglob("*"))}
+
+
+def test_files_from_a_hostile_guest_land_only_under_the_destination(hostile_guest):
+    session, host_dir = hostile_guest
+    before = _tree(host_dir)
+    dest = host_dir / "out" / "results"
+    with pytest.raises(ssh.Refused) as refused:
+        session.get("/results", dest)
+    said = str(refused.value)
+    # nothing outside the destination changed; inside it only the plain files, with the
+    # rig's modes
+    assert {k: v for k, v in _tree(host_dir).items() if not k.startswith("out")} == before
+    assert sorted(_tree(dest)) == ["empty", "junit.xml", "sub", "sub/setgid"]
+    assert stat.S_IMODE((dest / "junit.xml").stat().st_mode) == 0o644
+    assert stat.S_IMODE((dest / "sub" / "setgid").stat().st_mode) == 0o644
+    assert stat.S_IMODE((dest / "sub").stat().st_mode) == 0o755
+    assert (dest / "junit.xml").read_text() == "<testsuite/>"
+    for what in ("/results/link: a symbolic link", "/results/fifo: a FIFO",
+                 "/results/huge: more than 1048576 bytes", "/results/liar: more than 1048576",
+                 "the name '../escaped' has a '/'", f"the name '{host_dir}/absolute' has a '/'",
+                 "the name 'bad\\x1b]52;c;name' has a control character"):
+        assert what in said, said
+
+
+def test_a_guest_file_is_renamed_over_the_destination_never_written_through_it(
+        hostile_guest):
+    """The destination name is a link (a planted one, or an earlier fetch's): it is replaced,
+    and the file it points at keeps its bytes."""
+    session, host_dir = hostile_guest
+    dest = host_dir / "out" / "junit.xml"
+    dest.parent.mkdir()
+    dest.symlink_to(host_dir / "canary")
+    session.get("/results/junit.xml", dest)
+    assert (host_dir / "canary").read_text() == "host data"
+    assert not dest.is_symlink() and dest.read_text() == "<testsuite/>"
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644
+
+
+def test_one_guest_hands_back_no_more_than_its_cap(hostile_guest, monkeypatch):
+    session, host_dir = hostile_guest
+    limits = dict(datafiles.guest_limits("fetch"), boot_bytes=20)
+    monkeypatch.setattr(datafiles, "guest_limits", lambda section: limits)
+    session.get("/results/junit.xml", host_dir / "one.xml")
+    with pytest.raises(ssh.Refused, match=r"12 bytes, more than the 8 left of what one guest"):
+        session.get("/results/junit.xml", host_dir / "two.xml")
+    assert not (host_dir / "two.xml").exists()

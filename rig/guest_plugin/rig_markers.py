@@ -1,5 +1,8 @@
 """pytest plugin the rig loads in the guest: marks each test's start and end in the kernel log.
 
+Each marker carries the boot's token (rig/markers.py), from the environment: the host
+believes no marker without it, so the kernel under test cannot forge one.
+
 The serial console carries the kernel log to the host even when the guest dies, so after a
 panic or a hang the host knows which test was running (the JUnit file is lost with the guest).
 After crashes that show a pattern, the host names kinds of test not to run again; the plugin
@@ -11,6 +14,8 @@ import os
 
 import pytest
 
+TOKEN = os.environ.get("RIG_MARKER_TOKEN", "")
+
 
 def _kmsg(text: str) -> None:
     try:
@@ -18,7 +23,7 @@ def _kmsg(text: str) -> None:
     except OSError:
         return
     try:
-        os.write(fd, f"umem-rig: {text}\n".encode())
+        os.write(fd, f"umem-rig {TOKEN}: {text}\n".encode())
     finally:
         os.close(fd)
 

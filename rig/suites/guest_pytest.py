@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from rig import junit
+from rig import junit, markers, ssh
 from rig.guest import Guest
 from rig.model import StageError
 from rig.results import TestResult, Verdict
@@ -41,9 +41,10 @@ def running_test(console: str) -> str | None:
 
 
 def command(cwd: str, junit_xml: str, args: list[str], env: dict[str, str],
-            deselect: list[str]) -> str:
-    """The guest's pytest command line: the rig's markers on, JUnit with properties, and no
-    JUnit file left from an earlier try."""
+            deselect: list[str], token: str) -> str:
+    """The guest's pytest command line: the rig's markers on with the boot's TOKEN, JUnit
+    with properties, and no JUnit file left from an earlier try."""
+    env = {**env, markers.ENV: token}
     argv = ["python3", "-m", "pytest", "-p", "no:cacheprovider", "-p", "rig_markers",
             f"--junitxml={junit_xml}", "-o", "junit_family=xunit1", "-q", "-rN", *args]
     argv += [a for node in deselect for a in ("--deselect", node)]
@@ -62,8 +63,8 @@ def run(guest: Guest, command_for: Callable[[list[str]], str], junit_xml: str,
     for _ in range(MAX_DEATHS + 1):
         mark = guest.console_log.stat().st_size
         ran = run_step(guest, command_for(sorted(died)), limits)
-        node = running_test(console_since(guest.console_log, mark)) if ran.status > 128 \
-            else None
+        node = running_test(markers.trusted(console_since(guest.console_log, mark),
+                                            guest.marker_token)) if ran.status > 128 else None
         if node is None or node in died:
             break
         died[node] = (f"the test killed pytest (signal {ran.status - 128})",
@@ -74,6 +75,8 @@ def run(guest: Guest, command_for: Callable[[list[str]], str], junit_xml: str,
     report = SuiteReport()
     try:
         guest.get(junit_xml, local)
+    except ssh.Refused as exc:
+        report.errors.append(StageError("tests", str(exc), (ran.stdout + ran.stderr)[-3000:]))
     except Exception as exc:  # noqa: BLE001 - any transfer failure is the same
         report.errors.append(StageError(
             "tests", f"pytest exited {ran.status} and wrote no JUnit file: {exc}",

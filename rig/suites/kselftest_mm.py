@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rig import datafiles, proc, sources
+from rig import datafiles, markers, proc, sources
 from rig.build import toolchain
 from rig.cache import Cache, digest
 from rig.console import Patterns
@@ -49,7 +49,7 @@ from .base import (
 
 NAME = "kselftest-mm"
 GUEST_DIR = "/root/kselftest-mm"
-MARK = "umem-rig: run"
+MARK = "umem-rig: run"               # as markers.trusted() gives the markers with the token
 _MARKER = re.compile(rf"{MARK} (?P<kind>start|end) {NAME}:(?P<run>\S+)(?: status=(?P<status>-?\d+))?")
 _RUN_LINE = re.compile(r"^\[RUN\] (?P<name>.+)$")
 CONSOLE_WAIT = 15.0                  # seconds for the end marker to reach the host
@@ -193,6 +193,9 @@ def results(run: Run, text: str, status: int | None, ended: bool) -> list[TestRe
             message or line.reason, "\n".join(line.diagnostics), run.doc,
             {"result": line.description} if line.description else {}, line.other,
             suite=NAME))
+    if report.cut:
+        out.append(TestResult(f"{run.name}: (output)", "", run.name, "", Verdict.ERROR,
+                              f"{run.name}: {report.cut}", "", run.doc, suite=NAME))
     if not ended:
         return out
     planned = report.plan if report.plan is not None else len(out)
@@ -215,13 +218,15 @@ def test_name(diagnostics: list[str]) -> str:
     return ""
 
 
-def command(run: Run) -> str:
-    """One run in the guest, its output and stderr to the kernel log between two markers."""
+def command(run: Run, token: str) -> str:
+    """One run in the guest, its output and stderr to the kernel log between two markers
+    with the boot's TOKEN."""
+    mark = f"{markers.prefix(token)}run"
     program = " ".join(shlex.quote(a) for a in (f"{GUEST_DIR}/{run.argv[0]}", *run.argv[1:]))
     return (f"mkdir -p {shlex.quote(run.cwd)} && cd {shlex.quote(run.cwd)} && "
-            f"echo '{MARK} start {NAME}:{run.name}' > /dev/kmsg && "
+            f"echo '{mark} start {NAME}:{run.name}' > /dev/kmsg && "
             f"{{ {program} > /dev/kmsg 2>&1; "
-            f"echo \"{MARK} end {NAME}:{run.name} status=$?\" > /dev/kmsg; }}")
+            f"echo \"{mark} end {NAME}:{run.name} status=$?\" > /dev/kmsg; }}")
 
 
 class KselftestMM(Suite):
@@ -265,7 +270,7 @@ class KselftestMM(Suite):
         for run in self.runs(staged.select):
             if any(key == run.name or key.startswith(f"{run.name}: ") for key in skip):
                 continue    # it crashed the kernel once; it cannot be resumed mid-way
-            run_step(guest, command(run), limits)
+            run_step(guest, command(run, guest.marker_token), limits)
             text, status, ended = _await_end(guest, run)
             report.tests += results(run, text, status, ended)
             if not ended:
@@ -329,7 +334,8 @@ def _await_end(guest: Guest, run: Run) -> tuple[str, int | None, bool]:
     """RUN's console part once its end marker is in the log (the console reader may lag)."""
     deadline = time.monotonic() + CONSOLE_WAIT
     while True:
-        found = segment(guest.console_log.read_text(errors="replace"), run.name)
+        found = segment(markers.trusted(guest.console_log.read_text(errors="replace"),
+                                        guest.marker_token), run.name)
         if found[2] or time.monotonic() > deadline:
             return found
         time.sleep(0.05)

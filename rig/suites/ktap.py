@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rig import datafiles
 from rig.results import Verdict
 
 _RESULT = re.compile(r"^\s*(?P<ok>ok|not ok) (?P<num>\d+)(?: (?P<rest>.*))?$")
@@ -64,10 +65,18 @@ class Report:
     results: list[Line] = field(default_factory=list)
     bail_out: str | None = None      # "Bail out!"'s reason, if the program gave up
     trailing: list[str] = field(default_factory=list)   # diagnostics after the last result
+    cut: str = ""                    # why only the first part was read, if it was cut
 
 
 def parse(text: str) -> Report:
+    """TEXT's results; only its first [parse] ktap_bytes (guest-limits.toml) are read: the
+    program and the kernel under test print it, as much as they like."""
     report = Report()
+    cap = datafiles.guest_limits("parse")["ktap_bytes"]
+    if len(text) > cap:
+        text = text[:cap]
+        report.cut = (f"more than {cap} characters of output ([parse] ktap_bytes): only "
+                      "the first were read")
     pending: list[str] = []
     other: list[str] = []
     for raw in text.splitlines():

@@ -127,7 +127,8 @@ class RdmaCore(Suite):
         staged.workdir.mkdir(parents=True, exist_ok=True)
         report = guest_pytest.run(
             guest, lambda died: guest_pytest.command(
-                WORK, GUEST_XML, ["-p", "rig_rdma_core", *targets], env, deselect + died),
+                WORK, GUEST_XML, ["-p", "rig_rdma_core", *targets], env, deselect + died,
+                guest.marker_token),
             GUEST_XML, limits, staged.workdir / "rdma.xml", self.host_result, case_id)
         for t in report.tests:
             t.region, _, t.check = t.id.rpartition(".")

@@ -73,7 +73,7 @@ class UmemSuite(Suite):
         report = guest_pytest.run(
             guest, lambda died: guest_pytest.command(GUEST_DIR, GUEST_XML,
                                                      keyword(staged.select), env,
-                                                     sorted(skip) + died),
+                                                     sorted(skip) + died, guest.marker_token),
             GUEST_XML, limits, staged.workdir / "umem.xml", self.host_result,
             selected=staged.select)
         if stopped:

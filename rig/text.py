@@ -20,3 +20,16 @@ def one_line(text: str) -> str:
 def variant_name(text: str) -> str:
     """TEXT made fit to name a variant: the name becomes part of file names."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+# What a terminal, a mail or a page must not receive from a series, a console or a guest:
+# C0 and C1 controls (ESC, CSI and OSC start escape sequences: OSC 52 writes the clipboard),
+# DEL, and the bidirectional overrides that reorder or hide the rest of a line.  Newlines and
+# tabs are layout; a carriage return (CRLF consoles) is dropped.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """TEXT fit to print: every control character shown escaped (ESC as \\x1b), never sent."""
+    return _CONTROL.sub(lambda m: "" if m[0] == "\r" else m[0].encode(
+        "unicode_escape").decode("ascii"), text)

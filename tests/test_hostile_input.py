@@ -3,36 +3,29 @@ data, never a path, an escape sequence or a crash.  Hostile inputs are made from
 fixtures (tests/fixtures/results/, thread/, vet/), each changed in the one place an attacker
 would change it."""
 
+import gzip
 import io
 import json
-import os
-import subprocess
-import sys
 from email.header import Header
 from pathlib import Path
 
-from rig import bisect_report, compare, report, results, vet
+import pytest
+from test_cli import rig  # the real command line, with a throw-away cache and HOME
+
+from rig import bisect_report, compare, paths, report, results, run, vet
 from rig import patches as patchlib
 from rig.bisection import State, Step
 from rig.cache import Cache
-from rig.model import Outcome
+from rig.model import Outcome, SourceSpec, Variant
 from rig.progress import Progress
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = FIXTURES / "results" / "real-4-variants.json"
+V2 = FIXTURES / "results" / "real-4-variants-3-suites.json.gz"
 SYNTHETIC = FIXTURES / "results" / "results-v1.synthetic.json"
 # OSC 52 sets the terminal's clipboard (here to "rm -rf ~\n"); CSI 8 m hides what follows.
 OSC52 = "\x1b]52;c;cm0gLXJmIH4K\x07"
 HIDE = "\x1b[8m"
-
-
-def rig(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
-    """The real command line, with a throw-away cache and HOME (as tests/test_cli.py runs it)."""
-    env = dict(os.environ, RIG_CACHE=str(tmp_path / "cache"), HOME=str(tmp_path / "home"),
-               RIG_PROJECT=str(Path(__file__).resolve().parent.parent))
-    (tmp_path / "home").mkdir(exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "rig.cli", *argv], capture_output=True,
-                          text=True, env=env, cwd=tmp_path, timeout=120, check=False)
 
 
 def write(tmp_path: Path, doc: dict, name: str = "results.json") -> Path:
@@ -127,3 +120,143 @@ def test_report_html_links_only_http():
     assert "javascript:" not in page.lower() and 'href="data:' not in page
     assert '<a href="https://lava.example.org/scheduler/job/10">lava #10</a>' in page
     assert "lava #7" in page and "lava #9" in page       # the job is named, just not linked
+
+
+# --- 3: names from input are never paths ------------------------------------------------------
+
+def renamed(doc: dict, old: str, new: str) -> dict:
+    next(v for v in doc["variants"] if v["name"] == old)["name"] = new
+    return doc
+
+
+def test_rig_report_refuses_a_variant_named_to_climb_out(tmp_path):
+    """junit/<name>.xml with name "../../escaped" was written two folders above OUT/junit."""
+    path = write(tmp_path, renamed(json.loads(REAL.read_text()), "umem-rfc", "../../escaped"))
+    done = rig(tmp_path, "report", str(path), "--out", str(tmp_path / "a" / "out"))
+    assert done.returncode == 2 and done.stderr.startswith("rig: "), done.stderr
+    assert "variants[1].name: '../../escaped' cannot be a name" in done.stderr, done.stderr
+    assert not (tmp_path / "a" / "escaped.xml").exists()
+    assert not (tmp_path / "a" / "out" / "report.html").exists()    # refused before writing
+
+
+@pytest.mark.parametrize("bad", ["..", ".", "a/b", "", ".hidden"])
+def test_results_refuse_variant_and_suite_names_that_are_not_file_names(bad):
+    doc = renamed(json.loads(REAL.read_text()), "upstream", bad)
+    with pytest.raises(results.ResultsError, match=r"variants\[3\]\.name: .* cannot be a name"):
+        results.Results.from_json(json.dumps(doc), "hostile.json")
+    doc = json.loads(gzip.decompress(V2.read_bytes()))
+    doc["variants"][0]["suites"][1]["name"] = bad
+    with pytest.raises(results.ResultsError, match=r"suites\[1\]\.name: .* cannot be a name"):
+        results.Results.from_json(json.dumps(doc), "hostile.json")
+
+
+def test_rig_run_refuses_a_patch_whose_name_climbs_out(tmp_path):
+    (tmp_path / "work").mkdir()
+    done = rig(tmp_path / "work", "run", "--patch", "..", "--out", str(tmp_path / "work" / "o"))
+    assert done.returncode == 2, done.stderr
+    assert "--patch ..: variant name '..' cannot be a name" in done.stderr, done.stderr
+
+
+def test_an_earlier_runs_patches_are_removed_only_inside_out(tmp_path):
+    """A variant called ".." made `rm -r OUT/patches/..`: OUT itself."""
+    out = tmp_path / "out"
+    (out / "patches").mkdir(parents=True)
+    (out / "keep").write_text("canary")
+    with pytest.raises(paths.OutsideError, match="is not inside"):
+        run.save_patches(out, Variant("..", SourceSpec("debian-6-1", "debian"), ()))
+    assert (out / "keep").read_text() == "canary"
+
+
+def test_a_link_where_the_rig_removes_is_removed_not_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("canary")
+    out = tmp_path / "out"
+    (out / "patches").mkdir(parents=True)
+    (out / "patches" / "umem-rfc").symlink_to(outside)
+    run.save_patches(out, Variant("umem-rfc", SourceSpec("debian-6-1", "debian"), ()))
+    assert (outside / "keep").read_text() == "canary"
+    assert not (out / "patches" / "umem-rfc").is_symlink()
+
+
+def test_a_series_folder_named_dot_dot_gets_a_plain_candidate_name(tmp_path):
+    onto = Variant("base", SourceSpec("debian-6-1", "debian"), ())
+    for where in (tmp_path / "..", Path(".hidden.mbox")):
+        name = vet.candidate(onto, (), where).name
+        assert name and not name.startswith(".") and "/" not in name, name
+
+
+# --- 8: results and configuration files are validated, one clear error each ---------------------
+
+def test_rig_report_refuses_a_second_base(tmp_path):
+    doc = json.loads(REAL.read_text())
+    doc["variants"][1]["is_base"] = True       # umem-rfc too: never compared with the base
+    done = rig(tmp_path, "report", str(write(tmp_path, doc)))
+    assert done.returncode == 2, done.stdout
+    assert "2 base variants (base, umem-rfc); a run has exactly one" in done.stderr, done.stderr
+
+
+def test_results_refuse_no_base_and_a_variant_twice():
+    doc = json.loads(REAL.read_text())
+    doc["variants"][0]["is_base"] = False
+    with pytest.raises(results.ResultsError, match=r"0 base variants \(none\)"):
+        results.Results.from_json(json.dumps(doc), "hostile.json")
+    doc = renamed(json.loads(REAL.read_text()), "upstream", "umem-rfc")
+    with pytest.raises(results.ResultsError, match="variant 'umem-rfc' is there more than once"):
+        results.Results.from_json(json.dumps(doc), "hostile.json")
+
+
+def test_rig_export_refuses_a_nan_duration_and_writes_nothing(tmp_path):
+    doc = json.loads(REAL.read_text())
+    doc["variants"][1]["tests"][0]["duration"] = float("nan")
+    path = write(tmp_path, doc)
+    assert '"duration": NaN' in path.read_text()        # what json.dumps writes by default
+    done = rig(tmp_path, "export", "--kcidb", str(path))
+    assert done.returncode == 2, done.stdout
+    assert "not JSON: NaN is not a number JSON has" in done.stderr, done.stderr
+    assert not (path.parent / "kcidb.json").exists()
+
+
+@pytest.mark.parametrize("where, value", [("duration", -1.5), ("duration", 1e300)])
+def test_results_refuse_durations_that_are_not_durations(where, value):
+    doc = json.loads(REAL.read_text())
+    doc["variants"][2]["tests"][3][where] = value
+    with pytest.raises(results.ResultsError, match=r"variants\[2\]\.tests\[3\]\.duration: .* "
+                       "is not a duration in seconds"):
+        results.Results.from_json(json.dumps(doc), "hostile.json")
+    doc = json.loads(REAL.read_text())
+    doc["variants"][0]["timings"]["boot"] = value
+    with pytest.raises(results.ResultsError, match=r"variants\[0\]\.timings\.boot"):
+        results.Results.from_json(json.dumps(doc), "hostile.json")
+
+
+VARIANT = '[[variants]]\nname = "{}"\nsource = "debian-{}"\n'
+
+
+@pytest.mark.parametrize("toml, says", [
+    ("[timeouts]\nbot = 120\n",
+     "timeouts: Additional properties are not allowed ('bot' was unexpected)"),
+    ("[run]\njobs = -4\n", "run.jobs: -4 is less than the minimum of 0"),
+    ("[timeouts]\ntest = -30\n", "timeouts.test: -30 is less than or equal to the minimum of 0"),
+    ("[timeouts]\nboot = nan\n", "timeouts.boot: nan is not of type 'number'"),
+    ("[timeouts]\nsuite = inf\n", "timeouts.suite: inf is not of type 'number'"),
+    ("[run]\nparallel = 0\n", "run.parallel: 0 is less than the minimum of 1"),
+    ("[run]\naccel = \"kvm \"\n", "run.accel: 'kvm ' is not one of ['auto', 'kvm', 'tcg']"),
+    ("[run]\nsandbox = \"no\"\n", "run.sandbox: 'no' is not of type 'boolean'"),
+    ("[[variants]]\nsource = \"debian-6-1\"\nbase = true\n",
+     "variants[0]: 'name' is a required property"),
+    (VARIANT.format("a", "6-1") + "base = true\n" + VARIANT.format("b", "6-1") + "base = true\n",
+     "variants a and b are both marked base = true"),
+    (VARIANT.format("a", "6-1") + "base = true\n" + VARIANT.format("a", "6-12"),
+     "variant a: named twice"),
+    ("[[variants]]\nname = \"../..\"\nsource = \"debian-6-1\"\nbase = true\n",
+     "variant '../..' cannot be a name"),
+])
+def test_a_bad_configuration_is_one_line_and_exit_2(tmp_path, toml, says):
+    config = tmp_path / "rig.toml"
+    config.write_text(toml)
+    done = rig(tmp_path, "build", "--config", str(config))
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.startswith(f"rig: config file {config}: ") and says in done.stderr, \
+        done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1

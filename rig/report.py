@@ -233,7 +233,8 @@ def show_observed(value: Any) -> str:
     return show(value, "(not recorded)")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A template's finalize: every value printed with its control characters escaped."""
     # A macro's output (Markup) was made of values that came through here already.
     if not isinstance(value, str) or isinstance(value, markupsafe.Markup):
         return value
@@ -252,7 +253,7 @@ def _env(html: bool) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("rig", "templates"), autoescape=html,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True, finalize=_plain)
+        keep_trailing_newline=True, finalize=plain)
     # a mail reply stays ASCII where the rig has a choice
     env.filters["show"] = show if html else lambda v: show(v, repr(ABSENT))
     env.filters["seconds"] = lambda s: f"{s:.1f} s"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from test_cli import rig  # the real command line, with a throw-away cache and HOME
+from test_history import night  # the committed results as run on a date
 
-from rig import bisect_report, compare, paths, report, results, run, vet
+from rig import bisect_report, compare, history, paths, report, results, run, vet
 from rig import patches as patchlib
 from rig.bisection import State, Step
 from rig.cache import Cache
@@ -260,3 +261,18 @@ def test_a_bad_configuration_is_one_line_and_exit_2(tmp_path, toml, says):
     assert done.stderr.startswith(f"rig: config file {config}: ") and says in done.stderr, \
         done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_the_history_page_escapes_test_ids(tmp_path):
+    """A kernel's kselftest can name its own tests: the nightly page shows them."""
+    d = tmp_path / "nightly"
+    d.mkdir()
+    for date, like_base in (("2026-11-24", True), ("2026-11-25", False)):
+        res = night(date, rfc_like_base=like_base)
+        for v in res.variants:
+            for t in v.tests:
+                t.id = t.id.replace("[zero-page-ro-mr]", f"[zero-page{OSC52}-ro-mr]")
+        res.save(d / f"results-{date}.json")
+    page = history.render(history.build(*history.load_nights(d)))
+    assert "zero-page\\x1b]52;c;cm0gLXJmIH4K\\x07-ro-mr" in page
+    assert no_controls(page)

@@ -276,3 +276,15 @@ def test_the_history_page_escapes_test_ids(tmp_path):
     page = history.render(history.build(*history.load_nights(d)))
     assert "zero-page\\x1b]52;c;cm0gLXJmIH4K\\x07-ro-mr" in page
     assert no_controls(page)
+
+
+def test_cache_clear_removes_a_planted_link_not_its_target(tmp_path):
+    """`rig cache --clear` goes through the same check as a run's removals."""
+    outside = tmp_path / "home"
+    outside.mkdir()
+    (outside / "keep").write_text("canary")
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "kernel").symlink_to(outside)
+    assert Cache(root).clear("kernel") == [root / "kernel"]
+    assert (outside / "keep").read_text() == "canary" and not (root / "kernel").is_symlink()

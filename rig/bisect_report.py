@@ -9,7 +9,7 @@ from .bisection import Bisection, BuildBisection, Found, Step
 from .compare import differences
 from .model import Outcome, Patch, Variant
 from .report import show_observed
-from .text import few, one_line
+from .text import few, one_line, printable
 
 SCHEMA = "umem-rig/bisect"
 VERSION = 1
@@ -31,7 +31,7 @@ def step_line(step: Step, patches: Sequence[Patch]) -> str:
         line += f": {len(seen)} tests: " + ", ".join(f"{c} {v}" for v, c in counts.items())
     elif seen:
         line += ": " + "; ".join(f"{i} {v}" for i, v in seen.items())
-    return line + (f" ({one_line(step.reason)})" if step.reason else "")
+    return printable(line + (f" ({one_line(step.reason)})" if step.reason else ""))
 
 
 def evidence(bisection: Bisection, limit: int = EVIDENCE_LIMIT) -> list[str]:
@@ -112,7 +112,7 @@ def summary(bisection: Bisection, patches: Sequence[Patch], series: str, command
                   f"(at most {bisection.bound} without skips or retries):")]
     lines += [f"  {step_line(s, patches)}" for s in bisection.steps]
     lines += ["", f"Reproduce: {command}"]
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines) + "\n")
 
 
 def document(bisection: Bisection, patches: Sequence[Patch], variant: Variant, offset: int,

@@ -22,6 +22,7 @@ from .model import BootRequest, BuildResult, ImageResult, Variant
 from .progress import Progress
 from .status import ExitStatus
 from .suites.umem import GUEST_DIR, GUEST_KO, stage_tests
+from .text import printable
 
 
 def _interactive(guest: Guest, image: ImageResult, scratch: Path) -> int:
@@ -53,7 +54,7 @@ def boot_variant(cfg: RunConfig, cache: Cache, variant: Variant, cmd: list[str])
                               console_log=cache.rotated_log("boot", f"{variant.name}.log"))
             return _session(cfg, variant, built, req, cmd, progress, scratch)
     except (BootError, GuestCrashed) as exc:
-        print(f"rig: {variant.name}: {exc}", file=sys.stderr)
+        print(f"rig: {variant.name}: {printable(str(exc))}", file=sys.stderr)
         return ExitStatus.NO_VERDICT
     finally:
         progress.close()

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .paths import remove_tree
 from .status import RigError
 
 # What `rig cache --clear KIND` may remove: the cache's own directories, nothing else.
@@ -179,7 +180,7 @@ class Cache:
         removed = [self.root / k for k in ([kind] if kind else sorted(KINDS))
                    if (self.root / k).is_dir()]
         for path in removed:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path, self.root)
         if kind is None and self.root.is_dir():
             for lock in self.root.glob(".*.lock"):
                 lock.unlink()

@@ -16,6 +16,7 @@ from pathlib import Path
 from .commands import bisect, boot, build, cache, export, history, image, nightly, report, run, vet
 from .status import ExitStatus, RigError
 from .suites import SUITES
+from .text import printable
 
 COMMANDS = (run, build, image, boot, report, vet, bisect, nightly, history, export, cache)
 DESCRIPTION = ("umem-rig: what ibv_reg_mr() does to a process's memory on a kernel, and what a "
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except RigError as exc:
-        print(f"rig: {exc}", file=sys.stderr)
+        print(f"rig: {printable(str(exc))}", file=sys.stderr)
         return ExitStatus.NO_VERDICT
     except KeyboardInterrupt:
         print("rig: interrupted", file=sys.stderr)

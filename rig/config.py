@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import jsonschema
 
 from . import datafiles
 from . import lab as lablib
@@ -13,6 +16,7 @@ from . import patches as patchlib
 from .model import GUEST_MEMORY_MB, BuildSettings, SourceSpec, Variant
 from .status import RigError
 from .suites import SUITES
+from .text import check_name
 
 _HOST_RESERVE_MB = 2048              # left to the builds and the rig itself
 
@@ -98,7 +102,25 @@ def read(path: Path | None) -> dict:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigFileError(f"config file {path}: {exc}") from None
         data = _merge(data, user)
+    _check(data, path)
     return data
+
+
+# TOML has nan and inf; no setting means either
+_FINITE = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "number", lambda _, x: isinstance(x, int | float) and not isinstance(x, bool)
+    and math.isfinite(x))
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_FINITE)
+
+
+def _check(data: dict, path: Path | None) -> None:
+    """DATA against rig/data/config-schema.toml: the first thing wrong, named by its key."""
+    error = jsonschema.exceptions.best_match(
+        _Validator(datafiles.toml("config-schema.toml")).iter_errors(data))
+    if error is not None:
+        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in error.absolute_path)
+        raise ConfigFileError(f"config file {path or '(the defaults)'}: "
+                              f"{where.lstrip('.') or 'top level'}: {error.message}")
 
 
 def auto_parallel(variants: int) -> int:
@@ -120,14 +142,6 @@ def _available_mb() -> int:
     except OSError:
         pass
     return GUEST_MEMORY_MB + _HOST_RESERVE_MB
-
-
-def _parallel(value: object, variants: int) -> int:
-    if value == "auto":
-        return auto_parallel(variants)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    raise ConfigFileError(f"run.parallel must be \"auto\" or a number from 1, not {value!r}")
 
 
 def source_spec(name: str, table: dict, root: Path) -> SourceSpec:
@@ -154,10 +168,14 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
     chosen: list[Variant] = []
     unloadable: dict[str, str] = {}
     base_name = ""
+    where = f"config file {path or '(the defaults)'}"
     for table in data.get("variants", []):
-        name = table["name"]
+        name = check_name(table["name"], f"{where}: variant", ConfigFileError)
+        if name in (v.name for v in chosen):
+            raise ConfigFileError(f"{where}: variant {name}: named twice")
         if table.get("source") not in sources:
-            raise ConfigFileError(f"variant {name}: unknown source {table.get('source')!r}")
+            raise ConfigFileError(f"{where}: variant {name}: unknown source "
+                                  f"{table.get('source')!r}")
         series: tuple = ()
         if table.get("patches"):
             try:
@@ -167,9 +185,12 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         chosen.append(Variant(name, sources[table["source"]], tuple(frags), series,
                               table.get("patches", "")))
         if table.get("base"):
+            if base_name:
+                raise ConfigFileError(f"{where}: variants {base_name} and {name} are both "
+                                      "marked base = true: one variant is the base")
             base_name = name
     if not base_name:
-        raise ConfigFileError("no variant is marked base = true")
+        raise ConfigFileError(f"{where}: no variant is marked base = true")
     cfg = RunConfig(
         project=root, out=Path(out or run["out"]), accel=accel or run["accel"],
         parallel=1, jobs=int(run["jobs"]) or os.cpu_count() or 1,
@@ -189,7 +210,8 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         cfg.base = cfg.variant(onto).name
     for extra in extra_patches or []:
         onto_variant = cfg.variant(cfg.base)
-        name = extra.stem if extra.is_file() else extra.name
+        name = check_name(extra.stem if extra.is_file() else extra.name,
+                          f"--patch {extra}: variant name", ConfigFileError)
         series = tuple(patchlib.load(extra))   # a bad --patch is the user's error: raise
         cfg.variants.append(Variant(name, onto_variant.source, onto_variant.fragments,
                                     onto_variant.patches + series, str(extra)))
@@ -204,7 +226,6 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
             cfg.lab = lablib.settings(lab, data.get("labs", {}), root)
         except lablib.LabError as exc:
             raise ConfigFileError(str(exc)) from None
-    if cfg.accel not in ("auto", "kvm", "tcg"):
-        raise ConfigFileError(f"accel must be auto, kvm or tcg, not {cfg.accel!r}")
-    cfg.parallel = _parallel(run["parallel"], len(cfg.variants))
+    cfg.parallel = (auto_parallel(len(cfg.variants)) if run["parallel"] == "auto"
+                    else run["parallel"])
     return cfg

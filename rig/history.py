@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 
 from .compare import CompareError, compare, no_verdict_reason
-from .report import LABELS
+from .report import LABELS, plain
 from .results import Results, ResultsError, TestResult, Verdict, load
 from .status import ExitStatus, RigError
 
@@ -181,7 +181,7 @@ def build(nights: list[Night], problems: list[str] = ()) -> History:
 def render(history: History) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("rig", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
+                             lstrip_blocks=True, finalize=plain)
     meanings = {int(s): s.meaning for s in ExitStatus}
     return env.get_template("history.html.j2").render(history=history, exit_meaning=meanings)
 

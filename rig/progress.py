@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Self, TextIO
 
+from .text import printable
+
 HEARTBEAT = 30.0                    # seconds between plain-mode lines of a running stage
 
 
@@ -40,6 +42,7 @@ class Progress:
         self._ticker.start()
 
     def log(self, message: str) -> None:
+        message = printable(message)   # build errors and guest lines come through here
         with self._lock:
             if self.live:
                 self._erase()
@@ -72,7 +75,7 @@ class Progress:
         """What the stage is doing right now (a make target, a test id); live display only."""
         with self._lock:
             if who in self._rows:
-                self._rows[who].detail = text.strip()[:80]
+                self._rows[who].detail = printable(text.strip())[:80]
 
     def __enter__(self) -> Self:
         return self

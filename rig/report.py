@@ -4,15 +4,16 @@ Both are jinja2 templates under rig/templates/ fed by the view built here, so an
 results.json re-renders.  Everything is grouped by suite, each with its own matrix: the umem
 suite's region x access x check, another suite's test groups (a kselftest program run, an
 rdma-core test class) x tests.  The HTML is one self-contained page (inline CSS, no scripts) and
-autoescaped: every string from the guest or the console is data, never markup.  The text is
+autoescaped: every string from the guest or the console is data, never markup, and a link
+only ever goes to an http(s) URL.  The text is
 plain, short enough for a reply on the list.  Both replace control characters from consoles.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shlex
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from rig.compare import (
 )
 from rig.results import Results, SuiteInfo, TestResult, VariantResult, Verdict
 from rig.suites import SUITES
+from rig.text import printable
 
 LABELS = {
     Verdict.PASSED: "PASS", Verdict.FAILED: "FAIL", Verdict.ERROR: "ERROR",
@@ -231,28 +233,34 @@ def show_observed(value: Any) -> str:
     return show(value, "(not recorded)")
 
 
-# What a mail, a terminal or a page must not receive from a console: escapes, bells, NULs.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A template's finalize: every value printed with its control characters escaped."""
     # A macro's output (Markup) was made of values that came through here already.
     if not isinstance(value, str) or isinstance(value, markupsafe.Markup):
         return value
-    return _CONTROL.sub(lambda m: "" if m[0] == "\r" else "?", value)
+    return printable(value)
+
+
+_LINKABLE = ("http", "https")
+
+
+def link(url: str) -> str:
+    """URL if it is an http(s) link, else "": a javascript: or data: URL is never an href."""
+    return url if urllib.parse.urlsplit(url.strip()).scheme.lower() in _LINKABLE else ""
 
 
 def _env(html: bool) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("rig", "templates"), autoescape=html,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True, finalize=_plain)
+        keep_trailing_newline=True, finalize=plain)
     # a mail reply stays ASCII where the rig has a choice
     env.filters["show"] = show if html else lambda v: show(v, repr(ABSENT))
     env.filters["seconds"] = lambda s: f"{s:.1f} s"
     env.filters["first_line"] = lambda s: s.splitlines()[0] if s else ""
     env.filters["short"] = lambda s: s[:12]
     env.filters["shell"] = shlex.join
+    env.filters["link"] = link
     env.filters["cellname"] = lambda r: " ".join(filter(None, (r.region, r.access)))
     env.globals["Change"] = Change
     return env

@@ -82,11 +82,13 @@ from typing import Any
 
 from rig.model import Outcome, StageError
 from rig.status import RigError
+from rig.text import check_name
 
 SCHEMA = "umem-rig/results"
 VERSION = 2
 READABLE = (1, 2)                  # versions from_json reads
 UMEM = "umem"                      # the suite every version 1 test belongs to
+_FOREVER = 30 * 24 * 3600          # no stage of a run takes a month: a longer one is garbage
 
 
 class ResultsError(RigError):
@@ -269,8 +271,8 @@ class Results:
     def from_json(cls, text: str, source: str = "results") -> Results:
         """Read a document; SOURCE names it in errors (usually the file's path)."""
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
+            data = json.loads(text, parse_constant=_not_json)
+        except ValueError as e:        # a JSONDecodeError, or a NaN or Infinity
             raise ResultsError(f"{source}: not JSON: {e}") from None
         doc = _Obj(data, source)
         schema = doc.get("schema", str)
@@ -281,6 +283,7 @@ class Results:
             raise ResultsError(f"{source}: results version {version} is not supported "
                                f"(this rig reads versions {', '.join(map(str, READABLE))})")
         variants = [_variant(o) for o in doc.objs("variants")]
+        _one_base(variants, source)
         if version == 1:
             for v in variants:
                 _from_version_1(v)
@@ -322,6 +325,21 @@ def merge(parts: Sequence[Results], names: Sequence[str] = ()) -> Results:
         raise ResultsError(f"more than one base variant: {', '.join(bases)}")
     variants.sort(key=lambda v: not v.is_base)
     return Results(runs, variants)
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not a number JSON has")
+
+
+def _one_base(variants: list[VariantResult], source: str) -> None:
+    """Each name once, and exactly one base: the one every other variant is compared with."""
+    names = [v.name for v in variants]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise ResultsError(f"{source}: variant {twice[0]!r} is there more than once")
+    bases = [v.name for v in variants if v.is_base]
+    if len(bases) != 1:
+        raise ResultsError(f"{source}: {len(bases)} base variants ({', '.join(bases) or 'none'})"
+                           "; a run has exactly one")
 
 
 _REQUIRED = object()
@@ -371,9 +389,20 @@ class _Obj:
                                    f"found {_kind(item)}")
         return items
 
-    def numbers(self, key: str) -> dict[str, float]:
+    def seconds(self, key: str) -> float:
+        value = float(self.get(key, (int, float)))
+        if not 0 <= value < _FOREVER:
+            raise ResultsError(f"{self.where}.{key}: {value} is not a duration in seconds")
+        return value
+
+    def timings(self, key: str) -> dict[str, float]:
         sub = self.obj(key)
-        return {k: float(sub.get(k, (int, float))) for k in sub.data}
+        return {k: sub.seconds(k) for k in sub.data}
+
+    def name(self, key: str, optional: bool = False) -> str:
+        """A variant's or a suite's name: it becomes a file name (OPTIONAL: or "", none)."""
+        value = self.get(key, str)
+        return value if optional and not value else check_name(value, f"{self.where}.{key}:", ResultsError)
 
 
 def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -421,21 +450,22 @@ def _from_version_1(v: VariantResult) -> None:
 def _test(o: _Obj) -> TestResult:
     return _fields(TestResult, o, verdict=lambda o, k: o.enum(k, Verdict),
                    observations=lambda o, k: o.get(k, dict), kmsg=_Obj.strings,
-                   duration=lambda o, k: float(o.get(k, (int, float))))
+                   duration=_Obj.seconds, suite=lambda o, k: o.name(k, optional=True))
 
 
 def _variant(o: _Obj) -> VariantResult:
     return _fields(
-        VariantResult, o,
+        VariantResult, o, name=_Obj.name,
         is_base=lambda o, k: o.get(k, bool),
         outcome=lambda o, k: o.enum(k, Outcome),
         environment=lambda o, k: _fields(
             Environment, o.obj(k), patches=lambda e, k: [_fields(PatchInfo, p) for p in e.objs(k)],
             lab_jobs=lambda e, k: [_fields(LabJob, j) for j in e.objs(k)],
             sandbox_refused=_Obj.strings, build_machinery=_Obj.strings),
-        timings=_Obj.numbers,
+        timings=_Obj.timings,
         errors=lambda o, k: [_fields(StageError, e) for e in o.objs(k)],
         tests=lambda o, k: [_test(t) for t in o.objs(k)],
-        suites=lambda o, k: [_fields(SuiteInfo, s, outcome=lambda s, k: s.enum(k, Outcome))
+        suites=lambda o, k: [_fields(SuiteInfo, s, name=_Obj.name,
+                                     outcome=lambda s, k: s.enum(k, Outcome))
                              for s in o.objs(k)],
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import platform
-import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from .config import ConfigFileError, RunConfig
 from .image import ensure_image
 from .lab import Lab, LabError
 from .model import BootRequest, ImageResult, Outcome, StageError, Variant
+from .paths import remove_tree
 from .progress import Progress
 from .results import (
     PATCHES,
@@ -210,7 +210,7 @@ class Runner:
 
 def save_patches(out: Path, variant: Variant) -> None:
     """The diffs VARIANT applies, one a file under OUT (for KCIDB's patchset files)."""
-    shutil.rmtree(out / PATCHES / variant.name, ignore_errors=True)   # an earlier run's
+    remove_tree(out / PATCHES / variant.name, out)   # an earlier run's
     for index, p in enumerate(variant.patches, 1):
         path = patch_file(out, variant.name, index, p.subject)
         path.parent.mkdir(parents=True, exist_ok=True)

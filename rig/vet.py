@@ -31,7 +31,7 @@ from .report import show_observed
 from .results import VariantResult, Verdict
 from .run import Runner, RunOutput, write_outputs
 from .status import RigError
-from .text import variant_name
+from .text import printable, variant_name
 
 SUMMARY = "vet-summary.txt"
 SERIES = "series.mbx"            # the revision vetted, as `git am` takes it (from a thread)
@@ -272,7 +272,7 @@ def summary(comparison: Comparison, name: str, vetted: Vetted, command: str) -> 
               f"  config {env.config_hash[:12] or '?'}, guest image {env.image_hash[:12] or '?'}",
               "",
               f"Reproduce with umem-rig: {command}"]
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines) + "\n")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from ..cache import Cache
 from ..config import RunConfig
 from ..config import load as load_config
 from ..status import ExitStatus
+from ..text import printable
 
 
 def settings(args: argparse.Namespace, **overrides) -> tuple[RunConfig, Cache]:
@@ -38,6 +39,6 @@ def command_line() -> str:
 
 
 def print_outcome(lines: list[str], out: Path, status: ExitStatus) -> None:
-    print("\n".join(lines))
+    print(printable("\n".join(lines)))
     print(f"report: {(out / 'report.html').resolve()}")
     print(f"exit {int(status)}: {status.meaning}")

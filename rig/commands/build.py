@@ -6,6 +6,7 @@ from .. import hostdeps
 from ..build import Builder, build_variants
 from ..progress import Progress
 from ..status import ExitStatus
+from ..text import printable
 from . import settings
 
 OPTIONS = ("config", "build")
@@ -27,9 +28,9 @@ def run(args) -> ExitStatus:
     for result in built:
         if result.error:
             status = ExitStatus.NO_VERDICT
-            print(f"{result.variant}: {result.outcome.value}: {result.error.message}")
+            print(printable(f"{result.variant}: {result.outcome.value}: {result.error.message}"))
             if result.error.excerpt:
-                print(result.error.excerpt)
+                print(printable(result.error.excerpt))
         else:
             how = "cache hit" if result.cache_hit else "built"
             print(f"{result.variant}: {how} in {result.seconds:.1f}s -> {result.artefacts}")

@@ -37,7 +37,7 @@ def run(args) -> ExitStatus:
                        args.artifacts_url)
     output = args.output or args.results.parent / "kcidb.json"
     try:
-        output.write_text(json.dumps(doc, indent=1) + "\n")
+        output.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     except OSError as exc:
         raise RigError(f"{output}: cannot write it: {exc.strerror}") from None
     counts = ", ".join(f"{len(doc[k])} {k}" for k in ("checkouts", "builds", "tests"))

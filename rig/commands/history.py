@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import history
 from ..status import ExitStatus
+from ..text import printable
 
 OPTIONS = ()
 
@@ -25,7 +26,7 @@ def add_parser(sub):
 def run(args) -> ExitStatus:
     page, out = history.write(args.directory, args.out, args.last)
     for problem in page.problems:
-        print(f"rig: skipped {problem}", file=sys.stderr)
+        print(f"rig: skipped {printable(str(problem))}", file=sys.stderr)
     nights, events = page.nights, page.events
     print(f"{len(nights)} nights, {nights[0].label} .. {nights[-1].label}; "
           f"{len(events)} change(s)")

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..nightly import NightlyOutput, NightlyRequest, nothing_incoming, run_night
 from ..progress import Progress
 from ..status import ExitStatus
+from ..text import printable
 from . import settings
 
 OPTIONS = ("config", "build")
@@ -35,13 +36,13 @@ def add_parser(sub):
 def run(args) -> ExitStatus:
     why = nothing_incoming(args.incoming)
     if why:
-        print(f"nothing to do tonight: {why}")
+        print(f"nothing to do tonight: {printable(why)}")
         return ExitStatus.OK
     req = NightlyRequest(args.nights, args.incoming, args.date, args.bisect)
     cfg, cache = settings(args, extra_patches=[args.incoming], out=args.nights / args.date)
     with Progress() as progress:
         done: NightlyOutput = run_night(req, cfg, cache, progress)
-    print(done.message)
+    print(printable(done.message))
     for variant, folder in done.bisected.items():
         print(f"bisected {variant}: {(folder / 'summary.txt').resolve()}")
     print(f"history: {(args.nights / 'history.html').resolve()}")

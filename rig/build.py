@@ -160,7 +160,9 @@ class Builder:
             except _Failed as failed:
                 # paths relative to the tree, as a maintainer reads them in the patch
                 excerpt = failed.failure.excerpt.replace(f"{work.tree}/", "")
-                failure = StageError("build", f"{failed.what} failed (full log: {log})",
+                how = (failed.failure.reason if isinstance(failed.failure, proc.LimitExceeded)
+                       else "failed")
+                failure = StageError("build", f"{failed.what} {how} (full log: {log})",
                                      excerpt)
             except kconfig.ConfigError as exc:
                 failure = StageError("config", f"after the patches: {exc}")

@@ -87,6 +87,8 @@ def _git(args: list[str], what: str, *, cwd: Path | None = None,
     try:
         return proc.run(["git", *args], what, cwd=cwd, env=env, input=input, check=False,
                         sandbox=sandbox)
+    except proc.LimitExceeded:
+        raise
     except proc.CommandFailed:
         raise PatchError(cwd or Path("."), "git is not installed: patches are read and "
                                            "applied with git apply") from None
@@ -465,8 +467,11 @@ def apply(tree: Path, patches: Sequence[Patch],
         patch_files(patch)
     for done, patch in enumerate(patches):
         for check in (["--check"], []):
-            ran = _git(["apply", *check, "-"], f"applying {patch.origin}", cwd=tree,
-                       input=patch.diff.encode("utf-8", "surrogateescape"), sandbox=box)
+            try:
+                ran = _git(["apply", *check, "-"], f"applying {patch.origin}", cwd=tree,
+                           input=patch.diff.encode("utf-8", "surrogateescape"), sandbox=box)
+            except proc.LimitExceeded as exc:
+                return ApplyResult(done, patch, reason=str(exc), detail=exc.excerpt)
             if ran.status != 0:
                 return _failure(done, patch, ran.stderr)
     return ApplyResult(len(patches))

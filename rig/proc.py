@@ -131,11 +131,17 @@ def _watched(pid: int, limits: Limits, started: float) -> Iterator[list[str]]:
 
 
 def _rlimits(limits: Limits, cgroup: Path | None) -> Callable[[], None]:
+    procs = str(cgroup / "cgroup.procs") if cgroup is not None else ""
+
     def apply() -> None:          # in the child, before bwrap: every process inside inherits
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
-        if cgroup is not None:
-            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+        if procs:                 # plain system calls: only they are safe after a fork
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
     return apply
 
 

@@ -151,7 +151,7 @@ _CGROUPS = Path("/sys/fs/cgroup")
 @contextlib.contextmanager
 def _pids_cgroup(processes: int) -> Iterator[Path | None]:
     """For root, whom the kernel exempts from RLIMIT_NPROC: a pids cgroup allowing PROCESSES,
-    beside the rig's own (v1 hierarchy "pids", or v2 with pids delegated); None for another
+    under the rig's own (v1 hierarchy "pids", or v2 with pids delegated); None for another
     user, or where root may not make one (then the processes are not bounded)."""
     group = None
     if os.geteuid() == 0:

@@ -8,6 +8,8 @@ zz-planted.ko in the driver's folder, a link to the other.  The vet must refuse 
 planted module (build-failed naming it); the next build in the same work tree, of another
 series, must restore the .rst by replacing the link, not by writing through it.  The canaries
 and everything else in the test's tmp folder stay as they were (content and mtime).
+Another rig from before the fix sharing the cache may switch the work tree between the two
+steps and write through the link itself (seen while the cold CI ran): run it alone.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import kconfig, proc, sandbox, sources
+from . import kconfig, proc, safefs, sandbox, sources
 from .cache import Cache, digest
 from .model import (
     BuildEnvironment,
@@ -160,18 +160,26 @@ class Builder:
             except _Failed as failed:
                 # paths relative to the tree, as a maintainer reads them in the patch
                 excerpt = failed.failure.excerpt.replace(f"{work.tree}/", "")
-                failure = StageError("build", f"{failed.what} failed (full log: {log})",
+                how = (failed.failure.reason if isinstance(failed.failure, proc.LimitExceeded)
+                       else "failed")
+                failure = StageError("build", f"{failed.what} {how} (full log: {log})",
                                      excerpt)
             except kconfig.ConfigError as exc:
                 failure = StageError("config", f"after the patches: {exc}")
+            except safefs.LinkRefused as exc:
+                failure = StageError("build", str(exc))
             if confine.settings:     # what the series tried to write where it may not
                 env = dataclasses.replace(env, sandbox_refused=tuple(sandbox.refused_writes(
                     log.read_text(errors="replace"), confine.settings)))
+            if not failure:
+                env = dataclasses.replace(env, kernel_release=release)
+                try:
+                    self._publish(variant, key, env, objdir, moddir, log)
+                except safefs.LinkRefused as exc:
+                    failure = StageError("build", str(exc))
             if failure:
                 return BuildResult(who, Outcome.BUILD_FAILED, key, environment=env,
                                    error=failure)
-            env = dataclasses.replace(env, kernel_release=release)
-            self._publish(variant, key, env, objdir, moddir, log)
         return BuildResult(who, Outcome.OK, key, self.cache.lookup("kernel", key),
                            environment=env)
 
@@ -224,11 +232,11 @@ class Builder:
         """olddefconfig where needed, bzImage and modules; the kernel release."""
         objdir = work.objdir(config.key)
         objdir.mkdir(parents=True, exist_ok=True)
-        dot_config = objdir / ".config"
         # Rewriting an identical .config would still make kbuild re-check everything.
         resolve = any(Path(f).name.startswith("Kconfig") for f in work.switched)
-        if not dot_config.exists() or dot_config.read_text() != config.text:
-            dot_config.write_text(config.text)
+        if not safefs.regular(objdir, ".config") \
+                or safefs.read_text(objdir, ".config") != config.text:
+            safefs.write_text(objdir, ".config", config.text)
             resolve = True
         # On its own: mixed with build targets, kbuild builds them one by one, walking the
         # tree twice; and only when the config or a Kconfig file changed.
@@ -236,17 +244,17 @@ class Builder:
             self._make(steps["config"], log, variant.name, settings)
         self._make(steps["build"], log, variant.name, settings)
         # a patch may change Kconfig: the fragments' options must still hold
-        kconfig.check(dot_config.read_text(),
+        kconfig.check(safefs.read_text(objdir, ".config"),
                       [r for f in variant.fragments for r in kconfig.requests(f)], work.tree)
-        return (objdir / "include/config/kernel.release").read_text().strip()
+        return safefs.read_text(objdir, "include/config/kernel.release").strip()
 
     def _publish(self, variant: Variant, key: str, env: BuildEnvironment, objdir: Path,
                  moddir: Path, log: Path) -> None:
         with self.cache.publish("kernel", key) as out:
             for name, rel in ARTEFACTS.items():
-                shutil.copy2(objdir / rel, out / name)
+                safefs.copy_out(objdir, rel, out / name)
             for ko in moddir.glob("*.ko"):
-                shutil.copy2(ko, out / ko.name)
+                safefs.copy_out(moddir, ko.name, out / ko.name)
             shutil.copy2(log, out / "build.log")
             (out / "meta.json").write_text(json.dumps(
                 {"variant": variant.name, "key": key,

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import proc
+from . import proc, safefs
 from .cache import Cache, digest
 from .model import PreparedSource
 from .status import RigError
@@ -70,8 +70,11 @@ def _depends_on(tree: Path, option: str) -> str:
     """The `depends on` lines of OPTION's Kconfig entry, to say why it was dropped."""
     symbol = option.removeprefix("CONFIG_")
     head = re.compile(rf"^\s*(menu)?config\s+{re.escape(symbol)}\s*$")
-    for kconfig in tree.rglob("Kconfig*"):
-        lines = kconfig.read_text(errors="replace").splitlines()
+    for kconfig in safefs.files(tree, "Kconfig"):     # the work tree: a series' links too
+        try:
+            lines = safefs.read_text(tree, kconfig).splitlines()
+        except (OSError, safefs.LinkRefused):
+            continue
         for i, line in enumerate(lines):
             if head.match(line):
                 deps = []
@@ -81,7 +84,7 @@ def _depends_on(tree: Path, option: str) -> str:
                         break
                     if follow.strip().startswith("depends on"):
                         deps.append(follow.strip())
-                where = kconfig.relative_to(tree)
+                where = kconfig
                 return f"{where}: " + ("; ".join(deps) if deps else "no `depends on`")
     return "no Kconfig entry in this tree"
 

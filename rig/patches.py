@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
-from . import proc
+from . import proc, safefs
 from . import sandbox as sandboxlib
 from .model import Patch
 from .status import RigError
@@ -70,7 +70,7 @@ class ApplyResult:
 # ---------------------------------------------------------------------------------------------
 # The diff part of a patch: git says what it touches
 
-_SIGNATURE = re.compile(r"^-- $", re.MULTILINE)
+_HUNK_COUNTS = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
 # Lines that diff -ruN or quilt write before a file's diff: not a subject.
 _BETWEEN_FILES = re.compile(r"(diff |Index: |Only in |=+$)")
 _HUNK = re.compile(r"^@@ -(\d+)")
@@ -87,6 +87,8 @@ def _git(args: list[str], what: str, *, cwd: Path | None = None,
     try:
         return proc.run(["git", *args], what, cwd=cwd, env=env, input=input, check=False,
                         sandbox=sandbox)
+    except proc.LimitExceeded:
+        raise
     except proc.CommandFailed:
         raise PatchError(cwd or Path("."), "git is not installed: patches are read and "
                                            "applied with git apply") from None
@@ -109,11 +111,28 @@ def _diff_text(text: str) -> str | None:
     start = _diff_start(lines)
     if start is None:
         return None
-    diff = "\n".join(lines[start:])
-    signatures = list(_SIGNATURE.finditer(diff))
-    if signatures:
-        diff = diff[:signatures[-1].start()]
+    end = _signature(lines, start)
+    diff = "\n".join(lines[start:end]) + "\n" * (end < len(lines))
     return diff.rstrip("\n") + "\n" if not diff.endswith("\n\n") else diff
+
+
+def _signature(lines: list[str], start: int) -> int:
+    """Where the format-patch signature ("-- ") begins: the first such line outside a hunk;
+    inside one, "-- " is a removed line "- " (each hunk's header says how many lines it
+    has).  len(LINES) when there is none."""
+    old = new = 0                    # lines of the current hunk still to come
+    for i in range(start, len(lines)):
+        line = lines[i]
+        if old > 0 or new > 0:
+            if line.startswith(("-", " ")) or line == "":
+                old -= 1
+            if line.startswith(("+", " ")) or line == "":
+                new -= 1
+        elif m := _HUNK_COUNTS.match(line):
+            old, new = (int(n) if n is not None else 1 for n in m.groups())
+        elif line == "-- ":
+            return i
+    return len(lines)
 
 
 def _touched(origin: Path, diff: str) -> list[str]:
@@ -342,7 +361,9 @@ def _in_series_order(path: Path, patches: list[_Mail]) -> list[_Mail]:
 
 
 def _series_entries(series: Path) -> list[Path]:
-    folder, names = series.parent, []
+    """The patches SERIES names: plain files in its own folder (no link, no '..', no
+    absolute path), each once."""
+    folder, names, first = series.parent, [], {}
     for lineno, raw in enumerate(series.read_text(errors="replace").split("\n"), 1):
         words = raw.split("#", 1)[0].split()
         if not words:
@@ -352,8 +373,20 @@ def _series_entries(series: Path) -> list[Path]:
             if opt != "-p1":
                 raise PatchError(series, f"line {lineno}: option {opt!r} for {name}: only -p1 is "
                                          "supported (patches apply as git apply -p1 does)")
+        if name.startswith("/") or ".." in name.split("/"):
+            raise PatchError(series, f"line {lineno} names {name}, which is outside {folder}: "
+                                     "a series names patches in its own folder")
+        if (folder / name).is_symlink() or (
+                (folder / name).exists() and safefs.regular(folder, name) is None):
+            raise PatchError(series, f"line {lineno} names {name}, which is a symbolic link "
+                                     f"or on one: refused (a series names plain files)")
         if not (folder / name).is_file():
             raise PatchError(series, f"line {lineno} names {name}, which is not a file in {folder}")
+        key = os.path.normpath(name)
+        if key in first:
+            raise PatchError(series, f"line {lineno} names {name} again (first on line "
+                                     f"{first[key]}): each patch is applied once")
+        first[key] = lineno
         names.append(folder / name)
     if not names:
         raise PatchError(series, "names no patches")
@@ -434,8 +467,11 @@ def apply(tree: Path, patches: Sequence[Patch],
         patch_files(patch)
     for done, patch in enumerate(patches):
         for check in (["--check"], []):
-            ran = _git(["apply", *check, "-"], f"applying {patch.origin}", cwd=tree,
-                       input=patch.diff.encode("utf-8", "surrogateescape"), sandbox=box)
+            try:
+                ran = _git(["apply", *check, "-"], f"applying {patch.origin}", cwd=tree,
+                           input=patch.diff.encode("utf-8", "surrogateescape"), sandbox=box)
+            except proc.LimitExceeded as exc:
+                return ApplyResult(done, patch, reason=str(exc), detail=exc.excerpt)
             if ran.status != 0:
                 return _failure(done, patch, ran.stderr)
     return ApplyResult(len(patches))

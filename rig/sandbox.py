@@ -5,11 +5,13 @@ applied and built.  Each such step runs under bwrap: no network, no capabilities
 unprivileged user, a private /tmp, the host's system directories read-only and nothing else
 of the host, except the paths the step names: writable (the work tree, the build directory,
 ccache) or readable (the source tree, the build directory for the driver).  Every path keeps
-its host name inside, so make sees the same tree and stays incremental.
+its host name inside, so make sees the same tree and stays incremental.  Each step runs
+within the limits of sandbox.toml: processes, file size, wall time and free disk (proc.Limits).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import stat
@@ -33,15 +35,20 @@ class Settings:
     system: tuple[str, ...]
     private_under: tuple[str, ...]
     keep_env: tuple[str, ...]
-    refused: str = ""                         # the message of a write the sandbox refused
-    env: tuple[tuple[str, str], ...] = ()     # set inside, over keep_env and the step's own
+    refused: str                              # the message of a write the sandbox refused
+    env: tuple[tuple[str, str], ...]          # set inside, over keep_env and the step's own
+    limits: proc.Limits
 
     @classmethod
     def load(cls) -> Settings:
         data = datafiles.toml("sandbox.toml")
+        lim = data["limits"]
+        limits = proc.Limits(int(lim["processes"]), int(lim["file_size_mib"]) * proc.MIB,
+                             float(lim["step_seconds"]), int(lim["disk_free_mib"]) * proc.MIB,
+                             check_every=float(lim["disk_check_seconds"]))
         return cls(data["binary"], tuple(data["options"]), int(data["uid"]), int(data["gid"]),
                    tuple(data["system"]), tuple(data["private_under"]),
-                   tuple(data["keep_env"]), data["refused"], tuple(data["env"].items()))
+                   tuple(data["keep_env"]), data["refused"], tuple(data["env"].items()), limits)
 
 
 def _private(top: str) -> tuple[list[str], list[str]]:
@@ -121,6 +128,11 @@ class Box:
     settings: Settings
     writable: tuple[Path, ...] = ()
     readable: tuple[Path, ...] = ()
+
+    @property
+    def limits(self) -> proc.Limits:
+        """The settings' limits, the free disk watched where the step writes."""
+        return dataclasses.replace(self.settings.limits, watch=self.writable)
 
     def __call__(self, argv: Sequence[str], cwd: Path | None,
                  env: Mapping[str, str]) -> list[str]:

@@ -84,19 +84,28 @@ def _b4(network: bool) -> Iterator[list[logging.LogRecord]]:
         logger.setLevel(saved[2])
 
 
-def _base_commit(series: b4.LoreSeries) -> str:
+def _base_commit(source: str, series: b4.LoreSeries) -> str:
     """The series' base-commit: line, from its cover letter or else its first patch.
 
     b4 0.16 reads it only from a message it took for the cover letter or patch 1 when adding
     it; a cover letter sent in reply to the previous revision's (git send-email
     --in-reply-to) it takes for a follow-up because of that very line, and never reads it.
+    Messages naming two different commits are refused: at either one, some patch is built on
+    a tree it was not written for, and its verdict would blame the patch for the base.
     """
+    named: dict[str, list[str]] = {}
+    for n, lmsg in enumerate(series.patches):
+        if lmsg is not None and (m := _BASE_COMMIT.search(lmsg.body)):
+            named.setdefault(m[1], []).append(
+                "the cover letter" if n == 0 else f"patch {n}/{series.expected}")
+    commits = sorted(named, key=len, reverse=True)       # the full id over an abbreviation
+    if any(not a.startswith(b) for a in commits for b in commits if len(b) <= len(a)):
+        raise ThreadError(source, "its messages name different base commits: " + "; ".join(
+            f"{c} ({', '.join(who)})" for c, who in named.items())
+            + ": a series written against two trees has no one base to be vetted at")
     if series.base_commit:
         return series.base_commit
-    for lmsg in series.patches[:2]:
-        if lmsg is not None and (m := _BASE_COMMIT.search(lmsg.body)):
-            return m[1]
-    return ""
+    return commits[0] if commits else ""
 
 
 def _missing(series: b4.LoreSeries) -> list[str]:
@@ -146,7 +155,7 @@ def _pick(source: str, messages: Sequence[EmailMessage], revision: int | None,
     return Series(source, chosen, revisions, first.subject,
                   email.utils.formataddr((name, address)) if name else address,
                   "" if first.msgid in stand_ins else first.msgid,
-                  _base_commit(series), patches, notes)
+                  _base_commit(source, series), patches, notes)
 
 
 def reduce(path: Path, revision: int | None = None) -> Series:

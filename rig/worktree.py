@@ -7,6 +7,8 @@ the pristine source and applies the new patches.  The list of touched files is j
 before anything is written, so an interrupted switch is undone by the next one.  A file whose
 content comes back identical to what the last build saw gets its old mtime back, so make
 does not rebuild it for nothing (bisection steps move back and forth over the same patches).
+A series may have made any path a link: every host step here goes through safefs, so a
+restore replaces the link and never writes, reads or touches the times of what it points at.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import patches as patchlib
-from . import proc
+from . import proc, safefs
 from . import sandbox as sandboxlib
 from .cache import Cache, locked
 from .model import Patch, PreparedSource
@@ -88,20 +90,19 @@ class WorkTree:
         return result
 
     def _snapshot(self, rel: str) -> tuple[bytes, os.stat_result] | None:
-        path = self.tree / rel
-        return (path.read_bytes(), path.stat()) if path.is_file() else None
+        st = safefs.regular(self.tree, rel)
+        return (safefs.read_bytes(self.tree, rel), st) if st else None
 
     def _restore(self, touched: list[str]) -> None:
         for rel in touched:
-            pristine, path = self.source.tree / rel, self.tree / rel
-            if pristine.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(pristine, path)
-            elif path.exists():
-                path.unlink()
+            pristine = self.source.tree / rel
+            if pristine.is_file() or pristine.is_symlink():
+                safefs.replace(self.tree, rel, pristine)
+            else:
+                safefs.remove(self.tree, rel)
 
     def _keep_mtimes(self, before: dict[str, tuple[bytes, os.stat_result] | None]) -> None:
         for rel, snap in before.items():
-            path = self.tree / rel
-            if snap is not None and path.is_file() and path.read_bytes() == snap[0]:
-                os.utime(path, ns=(snap[1].st_atime_ns, snap[1].st_mtime_ns))
+            if snap is not None and safefs.regular(self.tree, rel) \
+                    and safefs.read_bytes(self.tree, rel) == snap[0]:
+                safefs.set_times(self.tree, rel, snap[1])

@@ -7,6 +7,7 @@ bubblewrap or no user namespaces, and say which).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -196,7 +197,7 @@ def test_a_failing_step_is_named_not_bwrap(tmp_path: Path):
         proc.run(["make", "-C", str(tmp_path), "no-such-target"], "build", sandbox=box)
 
 
-MISSING = sandbox.Settings("no-such-bwrap", (), 65534, 65534, (), (), (), "")
+MISSING = dataclasses.replace(sandbox.Settings.load(), binary="no-such-bwrap")
 
 
 def test_missing_bwrap_is_named():

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,49 @@ def test_auto_falls_back_to_tcg_when_kvm_prints_nothing(tmp_path: Path):
     finally:
         vm.stop()
     assert not vm.child.isalive() and not os.path.exists(f"/proc/{vm.pid}")
+
+
+def _unusable_as_nobody(device: Path) -> str:
+    """qemu.kvm_unusable(DEVICE) as the user nobody (a forked child that dropped root)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                      # pragma: no cover - the child
+        try:
+            os.setegid(65534)
+            os.seteuid(65534)
+            os.write(write, str(qemu.kvm_unusable(device)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        said = fh.read()
+    os.waitpid(pid, 0)
+    return said
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_kvm_a_user_may_not_open_names_the_fix():
+    """Stand-ins for /dev/kvm (synthetic: files of the same owner and modes), as udev leaves
+    the device (root:kvm 0660) and as a host without that rule does (root:root 0600), in a
+    folder nobody can reach (pytest's own are root's alone)."""
+    with tempfile.TemporaryDirectory(dir="/dev/shm", prefix="rig-test-kvm.") as top:
+        Path(top).chmod(0o755)
+        _kvm_fixes(Path(top))
+
+
+def _kvm_fixes(folder: Path) -> None:
+    grouped, root_only = folder / "kvm-grouped", folder / "kvm-root-only"
+    for device, gid, mode in ((grouped, 6, 0o660), (root_only, 0, 0o600)):
+        device.touch()
+        os.chown(device, 0, gid)
+        device.chmod(mode)
+    assert qemu.kvm_unusable(grouped) is None                       # root opens it
+    assert _unusable_as_nobody(folder / "absent") == f"{folder / 'absent'} does not exist"
+    assert _unusable_as_nobody(grouped) == (
+        f"this user may not open {grouped}; to use KVM: sudo usermod -aG disk $USER, then "
+        "log in again (a new login has the group)")
+    assert _unusable_as_nobody(root_only) == (
+        f"this user may not open {root_only} (mode 0600, no group may); to use KVM: sudo "
+        f"chgrp kvm {root_only} && sudo chmod 0660 {root_only}, sudo usermod -aG kvm $USER, "
+        "then log in again")

@@ -209,15 +209,22 @@ def _build(rec: Recipe, client_pub: str, out: Path, work: Path,
     # reads tarballs only from e2fsprogs 1.47.1 on); tune2fs then makes the ext2 an ext4.
     _run(["genext2fs", "-B", "4096", "-b", str(blocks), "-i", "8192", "-L", "rig-root",
           "-a", str(rootfs_tar), str(disk)], logfile, f"genext2fs for {rec.path}")
-    _run(["tune2fs", "-O", "extents,uninit_bg,dir_index,has_journal", str(disk)], logfile,
+    _run([_sbin("tune2fs"), "-O", "extents,uninit_bg,dir_index,has_journal", str(disk)], logfile,
          f"tune2fs for {rec.path}")
     # Exit status 1: e2fsck finished what tune2fs asked of it (uninit_bg, dir_index).
-    _run(["e2fsck", "-f", "-y", str(disk)], logfile, f"e2fsck for {rec.path}", ok=(0, 1))
+    _run([_sbin("e2fsck"), "-f", "-y", str(disk)], logfile, f"e2fsck for {rec.path}", ok=(0, 1))
     (out / PACKAGES).write_text(_package_versions(work / "dpkg-status"))
     (out / HOST_KEY_PUB).write_text(host_public + "\n")
     shutil.copy(rec.path, out / "recipe.toml")
     # A boot only ever reads the image through an overlay; make an accident loud.
     disk.chmod(0o444)
+
+
+def _sbin(tool: str) -> str:
+    """TOOL from e2fsprogs, which lives in /usr/sbin (or /sbin): not on a normal user's PATH
+    on Debian."""
+    path = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
+    return shutil.which(tool, path=path) or tool
 
 
 def _reachable_by_others(path: Path) -> bool:

@@ -100,8 +100,10 @@ class Runner:
                 self.image = ensure_image(self.cache, log=self.progress.log,
                                           detail=lambda line: self.progress.detail("image", line))
             self.image_seconds = t["seconds"]
-        except (RigError, OSError) as exc:
+        except RigError as exc:
             raise StageFailed("image", str(exc)) from None
+        except OSError as exc:
+            raise StageFailed("image", f"{exc.filename}: {exc.strerror}") from None
 
     def check_sandbox(self) -> None:
         """A series is built only in the sandbox: where none can be set up, say so before

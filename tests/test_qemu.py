@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from as_nobody import as_nobody
 
 from rig import qemu
 
@@ -119,24 +120,6 @@ def test_auto_falls_back_to_tcg_when_kvm_prints_nothing(tmp_path: Path):
     assert not vm.child.isalive() and not os.path.exists(f"/proc/{vm.pid}")
 
 
-def _unusable_as_nobody(device: Path) -> str:
-    """qemu.kvm_unusable(DEVICE) as the user nobody (a forked child that dropped root)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                      # pragma: no cover - the child
-        try:
-            os.setegid(65534)
-            os.seteuid(65534)
-            os.write(write, str(qemu.kvm_unusable(device)).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as fh:
-        said = fh.read()
-    os.waitpid(pid, 0)
-    return said
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
 def test_kvm_a_user_may_not_open_names_the_fix():
@@ -155,11 +138,12 @@ def _kvm_fixes(folder: Path) -> None:
         os.chown(device, 0, gid)
         device.chmod(mode)
     assert qemu.kvm_unusable(grouped) is None                       # root opens it
-    assert _unusable_as_nobody(folder / "absent") == f"{folder / 'absent'} does not exist"
-    assert _unusable_as_nobody(grouped) == (
+    absent = folder / "absent"
+    assert as_nobody(lambda: qemu.kvm_unusable(absent)) == f"{absent} does not exist"
+    assert as_nobody(lambda: qemu.kvm_unusable(grouped)) == (
         f"this user may not open {grouped}; to use KVM: sudo usermod -aG disk $USER, then "
         "log in again (a new login has the group)")
-    assert _unusable_as_nobody(root_only) == (
+    assert as_nobody(lambda: qemu.kvm_unusable(root_only)) == (
         f"this user may not open {root_only} (mode 0600, no group may); to use KVM: sudo "
         f"chgrp kvm {root_only} && sudo chmod 0660 {root_only}, sudo usermod -aG kvm $USER, "
         "then log in again")

@@ -16,10 +16,12 @@ home and the output (XDG_CACHE_HOME on a bind mount of the host's disk), as a us
 it.
 
 The root lives on a tmpfs in a private mount and PID namespace held open by one process that
-dies with the test (setpriv --pdeathsig, unshare --kill-child); commands enter it with nsenter
-and chroot.  Its tmpfs, /proc and /dev mounts and every process started in it end with the
-namespace, whatever happens to the test: nothing is mounted on the host, nothing is left to
-delete.  Each step prints how long it took (pytest -s shows them).
+dies with the test (setpriv --pdeathsig, unshare --kill-child), which made the tmpfs the
+namespace's root with pivot_root (a chroot would stop the rig's own bubblewrap and mmdebstrap:
+the kernel gives no user namespace to a chrooted process); commands enter it with nsenter.
+Its tmpfs, /proc and /dev mounts and every process started in it end with the namespace,
+whatever happens to the test: nothing is mounted on the host, nothing is left to delete.
+Each step prints how long it took (pytest -s shows them).
 """
 
 from __future__ import annotations
@@ -84,17 +86,18 @@ def cached_root(recipe: Recipe, cache: Cache) -> Path:
 
 @dataclass
 class Root:
-    """TARBALL unpacked onto a tmpfs in a mount and PID namespace that one holder process keeps
-    open.  Commands enter it with nsenter and chroot; the host sees the root through
-    /proc/PID/root.  Killing the holder ends the namespace with its mounts, its files and
-    every process started in it, and the holder dies with this process (setpriv --pdeathsig)."""
+    """TARBALL unpacked onto a tmpfs, the root of a mount and PID namespace that one holder
+    process keeps open.  Commands enter it with nsenter; the host sees the root through
+    /proc/PID/root, and the host's DISK folder is /srv/disk in it.  Killing the holder ends
+    the namespace with its mounts, its files and every process started in it, and the holder
+    dies with this process (setpriv --pdeathsig)."""
     holder: subprocess.Popen
     pid: int                         # the namespace's init, as the host numbers it
-    mountpoint: Path
+    disk: Path
 
     @property
     def path(self) -> Path:
-        return Path(f"/proc/{self.pid}/root") / self.mountpoint.relative_to("/")
+        return Path(f"/proc/{self.pid}/root")
 
     def run(self, command: str, user: str = "root", stdin: str = "", cwd: str = "~",
             timeout: float = 900, env: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -106,8 +109,8 @@ class Root:
             inner = ["runuser", "-u", user, "--", *inner]
         start = time.monotonic()
         proc = subprocess.run(
-            ["nsenter", f"--target={self.pid}", "--mount", "--pid", "--",
-             "chroot", str(self.mountpoint), *inner],
+            ["nsenter", f"--target={self.pid}", "--mount", "--pid", "--root", "--wd=/", "--",
+             *inner],
             input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
             env={"PATH": PATH})
         print(f"[{time.monotonic() - start:6.1f} s] {user}$ {command} -> {proc.returncode}")
@@ -134,22 +137,25 @@ def _trust_the_hosts_cas(root: Root) -> None:
         root.check("update-ca-certificates")
 
 
-def unpacked(tarball: Path, mountpoint: Path) -> Iterator[Root]:
-    """A Root of TARBALL at MOUNTPOINT (an empty directory), with the host's DNS and CAs."""
+def unpacked(tarball: Path, mountpoint: Path, disk: Path) -> Iterator[Root]:
+    """A Root of TARBALL mounted at MOUNTPOINT (an empty directory), then made the namespace's
+    root, with the host's DNS and CAs and DISK (a host folder) at /srv/disk."""
     start = time.monotonic()
     setup = ('mount -t tmpfs -o size=8g,mode=755 rig-fresh "$1" && tar -xf "$2" -C "$1" && '
-             'mount -t proc proc "$1/proc" && mount --rbind /dev "$1/dev" && echo ready && '
-             'exec sleep infinity')
+             'mount -t proc proc "$1/proc" && mount --rbind /dev "$1/dev" && '
+             'mkdir -p "$1/srv/disk" "$1/.oldroot" && mount --bind "$3" "$1/srv/disk" && '
+             'cd "$1" && pivot_root . .oldroot && umount -l /.oldroot && rmdir /.oldroot && '
+             'echo ready && exec sleep infinity')
     holder = subprocess.Popen(
         ["setpriv", "--pdeathsig=KILL", "--", "unshare", "--mount", "--propagation=private",
          "--pid", "--fork", "--kill-child", "sh", "-c", setup, "sh", str(mountpoint),
-         str(tarball)],
+         str(tarball), str(disk)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={"PATH": PATH})
     try:
         ready = holder.stdout.readline()
         assert ready == "ready\n", f"unpacking {tarball} failed: {holder.stderr.read()}"
         children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
-        root = Root(holder, int(children[0]), mountpoint)
+        root = Root(holder, int(children[0]), disk)
         print(f"[{time.monotonic() - start:6.1f} s] unpacked {tarball} onto a tmpfs")
         shutil.copyfile("/etc/resolv.conf", root.path / "etc" / "resolv.conf")
         _trust_the_hosts_cas(root)
@@ -165,19 +171,22 @@ def clone_for(root: Root, user: str, checkout: Path) -> str:
                f"echo '{user} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/{user}")
     head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], check=True,
                           capture_output=True, text=True).stdout.strip()
-    dest = root.mountpoint / "home" / user / "umem-rig"
+    # The host's git clones onto the host's disk (git resolves /proc/PID/root away), the
+    # root's tar takes the clone in.
     clone = 'git clone --quiet --no-hardlinks "$1" "$2" && git -C "$2" checkout -q --detach "$3"'
-    # The host's git, in the root's mount namespace (git resolves /proc/PID/root away).
-    subprocess.run(["nsenter", f"--target={root.pid}", "--mount", "--", "sh", "-c", clone,
-                    "sh", str(checkout), str(dest), head], check=True)
-    root.check(f"chown -R {user}: /home/{user}/umem-rig")
+    subprocess.run(["sh", "-c", clone, "sh", str(checkout), str(root.disk / "umem-rig"), head],
+                   check=True)
+    root.check(f"mv /srv/disk/umem-rig /home/{user}/ && chown -R {user}: /home/{user}/umem-rig")
     return f"/home/{user}/umem-rig"
 
 
 @pytest.fixture(scope="module")
 def bookworm(tmp_path_factory) -> Iterator[Root]:
-    tarball = cached_root(Recipe("bookworm"), Cache())
-    yield from unpacked(tarball, tmp_path_factory.mktemp("fresh-root"))
+    cache = Cache()
+    tarball = cached_root(Recipe("bookworm"), cache)
+    # The host's disk, for what outgrows the tmpfs: the user's rig cache.
+    with cache.scratch("fresh-root-disk") as disk:
+        yield from unpacked(tarball, tmp_path_factory.mktemp("fresh-root"), disk)
 
 
 @pytest.fixture(scope="module")
@@ -251,43 +260,38 @@ def test_a_normal_user_runs_and_vets_after_the_sudo_line(bookworm, project, tmp_
 
     # The user's cache on the host's disk, another file system than their home's tmpfs,
     # seeded with the root's compiler cache (the root's own files stay the root's).
-    with Cache().scratch("fresh-user-cache") as disk:
-        cache_home = "/srv/cache"
-        (bookworm.path / cache_home.lstrip("/")).mkdir(parents=True)
-        subprocess.run(["nsenter", f"--target={bookworm.pid}", "--mount", "--", "mount",
-                        "--bind", str(disk), str(bookworm.mountpoint / cache_home.lstrip("/"))],
-                       check=True)
-        start = time.monotonic()
-        ccache = Cache().root / "ccache"
-        if ccache.is_dir():
-            shutil.copytree(ccache, disk / "umem-rig" / "ccache", symlinks=True)
-        bookworm.check(f"chown -R {USER}: {cache_home} && chmod 0700 {cache_home}")
-        print(f"[{time.monotonic() - start:6.1f} s] seeded the user's ccache")
-        env = (f"XDG_CACHE_HOME={cache_home}",)
+    cache_home, cache = "/srv/disk/cache", bookworm.disk / "cache" / "umem-rig"
+    start = time.monotonic()
+    ccache = Cache().root / "ccache"
+    if ccache.is_dir():
+        shutil.copytree(ccache, cache / "ccache", symlinks=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    bookworm.check(f"chmod 0755 /srv/disk && chown -R {USER}: {cache_home} && "
+                   f"chmod 0700 {cache_home}")
+    print(f"[{time.monotonic() - start:6.1f} s] seeded the user's ccache")
+    env = (f"XDG_CACHE_HOME={cache_home}",)
+    run = bookworm.run("tox -e rig -- --variant base --variant umem-rfc", user=USER,
+                       cwd=project, env=env, timeout=2400)
+    said = run.stdout + run.stderr
+    assert run.returncode == 1, said[-4000:]          # umem-rfc regresses
+    headline = readme_headline(project_root() / "README.md", "umem-rfc")
+    assert headline in said, said[-4000:]
+    uid = (bookworm.path / "home" / USER).stat().st_uid
+    built = [cache / "image", cache / "kernel", cache / "source"]
+    assert all(p.is_dir() and p.stat().st_uid == uid for p in built), built
+    if Path("/dev/kvm").exists() and not Path("/dev/kvm").stat().st_mode & 0o006:
+        assert "this user may not open /dev/kvm" in said, said[-4000:]
 
-        run = bookworm.run("tox -e rig -- --variant base --variant umem-rfc", user=USER,
-                           cwd=project, env=env, timeout=2400)
-        said = run.stdout + run.stderr
-        assert run.returncode == 1, said[-4000:]          # umem-rfc regresses
-        headline = readme_headline(project_root() / "README.md", "umem-rfc")
-        assert headline in said, said[-4000:]
-        cache = disk / "umem-rig"
-        uid = (bookworm.path / "home" / USER).stat().st_uid
-        built = [cache / "image", cache / "kernel", cache / "source"]
-        assert all(p.is_dir() and p.stat().st_uid == uid for p in built), built
-        if Path("/dev/kvm").exists() and not Path("/dev/kvm").stat().st_mode & 0o006:
-            assert "this user may not open /dev/kvm" in said, said[-4000:]
-
-        patch = comment_patch(tmp_path)
-        shutil.copyfile(patch, bookworm.path / "home" / USER / patch.name)
-        bookworm.check(f"chown {USER}: /home/{USER}/{patch.name}")
-        vet = bookworm.run(f".tox/rig/bin/rig vet ~/{patch.name} --out rig-out/vet", user=USER,
-                           cwd=project, env=env, timeout=1800)
-        assert vet.returncode == 0, (vet.stdout + vet.stderr)[-4000:]
-        out = bookworm.path / project.lstrip("/") / "rig-out" / "vet"
-        vetted = results.load(out / "results.json")
-        cand = next(v for v in vetted.variants if not v.is_base)
-        assert cand.outcome.value == "ok" and cand.tests, cand.errors
-        assert not cand.environment.sandbox.startswith("none"), cand.environment.sandbox
-        assert (out / "vet-summary.txt").is_file()
-        subprocess.run(["du", "-sh", str(cache)], check=False)
+    patch = comment_patch(tmp_path)
+    shutil.copyfile(patch, bookworm.path / "home" / USER / patch.name)
+    bookworm.check(f"chown {USER}: /home/{USER}/{patch.name}")
+    vet = bookworm.run(f".tox/rig/bin/rig vet ~/{patch.name} --out rig-out/vet", user=USER,
+                       cwd=project, env=env, timeout=1800)
+    assert vet.returncode == 0, (vet.stdout + vet.stderr)[-4000:]
+    out = bookworm.path / project.lstrip("/") / "rig-out" / "vet"
+    vetted = results.load(out / "results.json")
+    cand = next(v for v in vetted.variants if not v.is_base)
+    assert cand.outcome.value == "ok" and cand.tests, cand.errors
+    assert not cand.environment.sandbox.startswith("none"), cand.environment.sandbox
+    assert (out / "vet-summary.txt").is_file()
+    subprocess.run(["du", "-sh", str(cache)], check=False)

@@ -3,26 +3,30 @@
 Built once per recipe into the cache (kind "image").  The rig's client key is made once per
 cache and its public half baked into /root/.ssh/authorized_keys; the guest's ssh host key is
 made at image build time, baked in, and its public half kept beside the image for pinning.
-No root is needed where user namespaces work (mmdebstrap --mode=auto, then genext2fs from the
-tarball).
+No root is needed where user namespaces work: as a normal user mmdebstrap runs in unshare mode
+(the guest's root is a subordinate uid) and writes a tarball the user owns, which genext2fs
+makes the disk from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
+import stat
 import tarfile
+import tempfile
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from rig import proc
+from rig import hostdeps, proc
 from rig.cache import Cache, digest, locked
 from rig.model import ImageResult
 from rig.status import RigError
@@ -33,6 +37,7 @@ DISK = "disk.img"
 HOST_KEY_PUB = "host_key.pub"
 PACKAGES = "packages.txt"           # "name version" of every package in the image
 BUILD_LOG = "build.log"
+VAR_TMP = Path("/var/tmp")
 
 
 class ImageError(RigError):
@@ -123,6 +128,7 @@ def ensure_image(cache: Cache, recipe: Path = DEFAULT_RECIPE,
     with cache.lock("image", key):
         entry = cache.lookup("image", key)
         if entry is None:
+            hostdeps.check_namespaces("building the guest image (mmdebstrap)", subids=True)
             log(f"building guest image {key[:12]} from {recipe} (takes about a minute)")
             start = time.monotonic()
             with cache.publish("image", key) as entry_dir, cache.scratch("image") as work:
@@ -181,7 +187,8 @@ def _build(rec: Recipe, client_pub: str, out: Path, work: Path,
     overlay = work / "rig-files.tar"
     _overlay_tar(rec, client_pub, host_private, host_public, overlay)
     rootfs_tar = work / "rootfs.tar"
-    cmd = ["mmdebstrap", "--mode=auto", f"--variant={rec.variant}", "--format=tar",
+    mode = "root" if os.geteuid() == 0 else "unshare"
+    cmd = ["mmdebstrap", f"--mode={mode}", f"--variant={rec.variant}", "--format=tar",
            "--aptopt=APT::Install-Recommends \"false\"",
            "--include=" + ",".join(rec.packages)]
     cmd += [f"--dpkgopt={opt}" for opt in rec.dpkg_options]
@@ -192,9 +199,9 @@ def _build(rec: Recipe, client_pub: str, out: Path, work: Path,
         f"--customize-hook=download /var/lib/dpkg/status {work / 'dpkg-status'}",
         rec.suite, str(rootfs_tar), rec.mirror,
     ]
-    # TMPDIR: mmdebstrap's own scratch stays in the rig's, swept if the rig is killed
-    _run(cmd, logfile, f"mmdebstrap for {rec.path}", on_line=detail,
-         env={"TMPDIR": str(work)})
+    with _chroot_parent(work) as tmpdir:
+        _run(cmd, logfile, f"mmdebstrap for {rec.path}", on_line=detail,
+             env={"TMPDIR": str(tmpdir)})
     # The tree plus metadata overhead plus the recipe's free space, in 4 KiB blocks.
     blocks = (int(rootfs_tar.stat().st_size * 1.2) + rec.free_mb * 2**20) // 4096
     disk = out / DISK
@@ -202,15 +209,52 @@ def _build(rec: Recipe, client_pub: str, out: Path, work: Path,
     # reads tarballs only from e2fsprogs 1.47.1 on); tune2fs then makes the ext2 an ext4.
     _run(["genext2fs", "-B", "4096", "-b", str(blocks), "-i", "8192", "-L", "rig-root",
           "-a", str(rootfs_tar), str(disk)], logfile, f"genext2fs for {rec.path}")
-    _run(["tune2fs", "-O", "extents,uninit_bg,dir_index,has_journal", str(disk)], logfile,
+    _run([_sbin("tune2fs"), "-O", "extents,uninit_bg,dir_index,has_journal", str(disk)], logfile,
          f"tune2fs for {rec.path}")
     # Exit status 1: e2fsck finished what tune2fs asked of it (uninit_bg, dir_index).
-    _run(["e2fsck", "-f", "-y", str(disk)], logfile, f"e2fsck for {rec.path}", ok=(0, 1))
+    _run([_sbin("e2fsck"), "-f", "-y", str(disk)], logfile, f"e2fsck for {rec.path}", ok=(0, 1))
     (out / PACKAGES).write_text(_package_versions(work / "dpkg-status"))
     (out / HOST_KEY_PUB).write_text(host_public + "\n")
     shutil.copy(rec.path, out / "recipe.toml")
     # A boot only ever reads the image through an overlay; make an accident loud.
     disk.chmod(0o444)
+
+
+def _sbin(tool: str) -> str:
+    """TOOL from e2fsprogs, which lives in /usr/sbin (or /sbin): not on a normal user's PATH
+    on Debian."""
+    path = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
+    return shutil.which(tool, path=path) or tool
+
+
+def _reachable_by_others(path: Path) -> bool:
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
+
+
+@contextlib.contextmanager
+def _chroot_parent(work: Path) -> Iterator[Path]:
+    """Where mmdebstrap makes the chroot it packs into the tarball (its TMPDIR).
+
+    As root: the rig's scratch WORK, swept if the rig is killed.  In unshare mode the
+    chroot's root is a subordinate uid, which must reach the chroot: through WORK where every
+    folder above it lets others pass (a cache under ~/.cache, mode 0700, does not), else a
+    folder of the rig's own in /var/tmp (on disk, where trixie's /tmp is a RAM tmpfs).
+    mmdebstrap removes the chroot, and the rig that folder, when done.
+    """
+    if os.geteuid() == 0:
+        yield work
+        return
+    if _reachable_by_others(work.parent):
+        work.chmod(0o711)
+        yield work
+        return
+    folder = Path(tempfile.mkdtemp(prefix=f"umem-rig-image.{os.getpid()}.", dir=VAR_TMP))
+    try:
+        folder.chmod(0o711)
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _package_versions(status: Path) -> str:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import grp
 import os
 import re
 import signal
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,12 +107,27 @@ def command(settings: Settings, *, kernel: Path, overlay: Path, ssh_port: int, a
             *settings.confine_args["root" if as_root else "user"], *settings.accel_args[accel]]
 
 
-def kvm_unusable() -> str | None:
-    """Why KVM cannot be tried here, or None."""
-    if not os.path.exists("/dev/kvm"):
-        return "/dev/kvm does not exist"
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return "/dev/kvm is not readable and writable by this user"
+def kvm_unusable(device: Path = Path("/dev/kvm")) -> str | None:
+    """Why KVM cannot be tried here, or None; where this user may not open DEVICE, how to be
+    let in."""
+    try:
+        os.close(os.open(device, os.O_RDWR | os.O_CLOEXEC))
+    except FileNotFoundError:
+        return f"{device} does not exist"
+    except PermissionError:
+        fixes = datafiles.toml("qemu.toml")["auto"]
+        st = device.stat()
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name if st.st_gid else ""
+        except KeyError:
+            group = ""
+        # A group that may read and write it is the way in; else the device is root's alone.
+        if group and st.st_mode & 0o060 == 0o060:
+            return f"this user may not open {device}; {fixes['kvm_fix'].format(group=group)}"
+        return (f"this user may not open {device} (mode {stat.S_IMODE(st.st_mode):04o}, no group "
+                f"may); {fixes['kvm_root_only_fix'].format(device=device)}")
+    except OSError as e:
+        return f"{device} cannot be opened: {e.strerror}"
     return None
 
 

@@ -36,10 +36,19 @@ from .results import (
     Verdict,
     patch_file,
 )
-from .status import ExitStatus
+from .status import ExitStatus, RigError
 from .suites.base import Limits
 from .testrun import TestRequest, prepare_suites, run_tests
 from .worktree import WorkTree
+
+
+class StageFailed(RigError):
+    """A stage every variant needs failed: the run ends before any kernel is built."""
+
+    def __init__(self, stage: str, cause: str):
+        self.stage = stage
+        super().__init__(f"{stage} failed, which every variant needs (stopped before building "
+                         f"any kernel): {cause}")
 
 
 @dataclass
@@ -78,21 +87,35 @@ class Runner:
         self.builder = Builder(cfg.build_settings, cache, progress)
         self.accel = cfg.accel           # "auto" until a boot has found out what works
         self.image: ImageResult | None = None
-        self.image_error: StageError | None = None
         self.image_seconds = 0.0
         # With a lab the boots are the lab's jobs, and run_tests() submits one and waits.
         self.lab = Lab(cfg.lab) if cfg.lab else None
         self.run_tests = self.lab.run_tests if self.lab else run_tests
 
     def prepare_image(self) -> None:
+        """The guest image every variant boots, before any kernel is built: without it no
+        variant can get a verdict, so its failure ends the run at once (StageFailed)."""
         try:
             with self.progress.stage("image", "image") as t:
                 self.image = ensure_image(self.cache, log=self.progress.log,
                                           detail=lambda line: self.progress.detail("image", line))
             self.image_seconds = t["seconds"]
-        except Exception as exc:  # noqa: BLE001 - any image failure is every variant's
-            self.image_error = StageError("image", f"guest image: {exc}")
-            self.progress.log(f"image: {exc}")
+        except RigError as exc:
+            raise StageFailed("image", str(exc)) from None
+        except OSError as exc:
+            raise StageFailed("image", f"{exc.filename}: {exc.strerror}") from None
+
+    def check_sandbox(self) -> None:
+        """A series is built only in the sandbox: where none can be set up, say so before
+        any kernel is built, not after the base's build."""
+        if not self.cfg.sandbox or not any(v.patches for v in self.cfg.variants):
+            return
+        hostdeps.check_namespaces("the sandbox a series is built in (bubblewrap)",
+                                  subids=False)
+        try:
+            sandbox.decide(self.cfg.sandbox, untrusted=True)
+        except sandbox.SandboxUnavailable as exc:
+            raise StageFailed("sandbox", str(exc)) from None
 
     def variant(self, variant: Variant) -> VariantResult:
         cfg = self.cfg
@@ -124,7 +147,7 @@ class Runner:
             vr.errors.append(built.error)
             return vr
         if self.image is None:
-            vr.errors.append(self.image_error or StageError("image", "no guest image"))
+            vr.errors.append(StageError("image", "no guest image"))
             return vr
         vr.environment.image_hash = self.image.key
         console_dir = cfg.out / "console"
@@ -195,6 +218,7 @@ class Runner:
         if self.lab:    # a lab that is down or refuses the token is said at once
             with contextlib.suppress(LabError):
                 self.lab.check(self.progress)
+        self.check_sandbox()
         self.prepare_image()
         # A lab runs as many jobs at once as it has devices: submit every variant's at once.
         width = max(len(cfg.variants), 1) if self.lab else cfg.parallel

@@ -305,8 +305,11 @@ def vet(cfg: RunConfig, cache: Cache, progress: Progress, req: VetRequest) -> Ve
         raise RigError("--base names a commit of a tree: give the tree with --tree (or set "
                        "[vet] tree)")
     onto = _onto(cfg, vetted)
-    hostdeps.ensure(["source", "build"], cfg.install_packages, log=progress.log)
+    # The check that the series applies needs the source and the sandbox only: a series that
+    # does not apply is refused before the build's packages are installed.
+    hostdeps.ensure(["source", "sandbox"], cfg.install_packages, log=progress.log)
     _check_applies(cfg, cache, onto, vetted)
+    hostdeps.ensure(["build"], cfg.install_packages, log=progress.log)
     # a thread fetched by Message-Id is named for the Message-Id's local part
     named = Path(req.msgid.strip("<>").split("@")[0][:40]) if req.msgid else Path(vetted.source)
     cand = candidate(onto, vetted.patches, named, f"{vetted.title} from {vetted.source}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.cache import Cache, digest
+from rig.cache import Cache, default_root, digest
 
 
 def test_digest_changes_exactly_with_its_parts(tmp_path):
@@ -72,3 +72,14 @@ def test_two_processes_take_turns(tmp_path):
     for p in procs:
         p.join()
     assert log.read_text() == "in\nout\nin\nout\n"
+
+
+def test_the_cache_is_where_the_user_wants_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("RIG_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_root() == tmp_path / "home" / ".cache" / "umem-rig"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_root() == tmp_path / "xdg" / "umem-rig"
+    monkeypatch.setenv("RIG_CACHE", str(tmp_path / "rig"))            # wins over both
+    assert default_root() == tmp_path / "rig"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import paramiko
 import pytest
+from as_nobody import NOBODY, as_nobody
 
 from rig import image
 from rig.cache import Cache
@@ -98,3 +101,32 @@ def test_cached_image(tmp_path: Path):
     # A second call is a cache hit: same entry, nothing rebuilt.
     again = image.ensure_image(Cache(), log=lambda msg: pytest.fail(f"rebuilt: {msg}"))
     assert again == result
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_a_normal_users_chroot_is_where_its_subordinate_root_can_reach():
+    """mmdebstrap's TMPDIR as a normal user: the rig's scratch where every folder above it
+    lets others pass, else a folder of the rig's in /var/tmp, never one under a home's
+    ~/.cache of mode 0700 (there the subordinate root failed: exit 25)."""
+    with tempfile.TemporaryDirectory(dir="/dev/shm", prefix="rig-test-image.") as top:
+        top = Path(top)
+        top.chmod(0o755)
+        for name, mode in (("open", 0o755), ("private", 0o700)):
+            (top / name / "work").mkdir(parents=True)
+            for path in (top / name, top / name / "work"):
+                os.chown(path, NOBODY, NOBODY)
+            (top / name).chmod(mode)
+
+        def chroot_parent(work: Path) -> str:
+            with image._chroot_parent(work) as parent:
+                mode = parent.stat().st_mode & 0o777
+                reachable = image._reachable_by_others(parent)
+            return f"{parent} {mode:o} {reachable} {parent.exists()}"
+
+        said = as_nobody(lambda: chroot_parent(top / "open" / "work"))
+        assert said == f"{top / 'open' / 'work'} 711 True True"
+        said = as_nobody(lambda: chroot_parent(top / "private" / "work"))
+        parent, mode, reachable, left = said.rsplit(" ", 3)
+        assert Path(parent).parent == image.VAR_TMP and (mode, reachable) == ("711", "True")
+        assert left == "False"                        # removed when mmdebstrap is done

@@ -6,9 +6,11 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+from as_nobody import as_nobody
 
 from rig import qemu
 
@@ -116,3 +118,35 @@ def test_auto_falls_back_to_tcg_when_kvm_prints_nothing(tmp_path: Path):
     finally:
         vm.stop()
     assert not vm.child.isalive() and not os.path.exists(f"/proc/{vm.pid}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_kvm_a_user_may_not_open_names_the_fix():
+    """Stand-ins for /dev/kvm (synthetic: files of the same owner and modes), as udev leaves
+    the device (root:kvm 0660) and as a host without that rule does (root:root 0600), in a
+    folder nobody can reach (pytest's own are root's alone)."""
+    data = Path(qemu.__file__).parent / "data" / "qemu.toml"
+    if as_nobody(lambda: os.access(data, os.R_OK, effective_ids=True)) != "True":
+        pytest.skip(f"nobody may not read the rig's data ({data})")
+    with tempfile.TemporaryDirectory(dir="/dev/shm", prefix="rig-test-kvm.") as top:
+        Path(top).chmod(0o755)
+        _kvm_fixes(Path(top))
+
+
+def _kvm_fixes(folder: Path) -> None:
+    grouped, root_only = folder / "kvm-grouped", folder / "kvm-root-only"
+    for device, gid, mode in ((grouped, 6, 0o660), (root_only, 0, 0o600)):
+        device.touch()
+        os.chown(device, 0, gid)
+        device.chmod(mode)
+    assert qemu.kvm_unusable(grouped) is None                       # root opens it
+    absent = folder / "absent"
+    assert as_nobody(lambda: qemu.kvm_unusable(absent)) == f"{absent} does not exist"
+    assert as_nobody(lambda: qemu.kvm_unusable(grouped)) == (
+        f"this user may not open {grouped}; to use KVM: sudo usermod -aG disk $USER, then "
+        "log in again (a new login has the group)")
+    assert as_nobody(lambda: qemu.kvm_unusable(root_only)) == (
+        f"this user may not open {root_only} (mode 0600, no group may); to use KVM: sudo "
+        f"chgrp kvm {root_only} && sudo chmod 0660 {root_only}, sudo usermod -aG kvm $USER, "
+        "then log in again")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rig import cli, sandbox, tree
+from rig import cli, hostdeps, sandbox, tree
 from rig.tree import TreeError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -156,6 +156,19 @@ def test_vet_refuses_before_building(repo, tmp_path, capsys, thread, extra, says
     assert err == f"rig: {THREADS / thread}: " + says.format(repo=repo, head=head[:12]) + "\n"
     assert state(repo) == before and not (tmp_path / "out").exists()
     assert not (tmp_path / "cache" / "kernel").exists()       # nothing was built
+
+
+@pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox here: {NO_SANDBOX}")
+def test_a_series_that_does_not_apply_is_refused_before_the_build_packages(
+        repo, tmp_path, capsys, monkeypatch):
+    """As on a host without the build packages: their check (as root, apt-get) comes after
+    the refusal, so it never runs."""
+    required = hostdeps.required
+    monkeypatch.setattr(hostdeps, "required", lambda stages: required(stages) + (
+        ["umem-rig-no-such-package"] if "build" in stages else []))
+    status, err = vet(tmp_path, str(THREADS / "three-revisions.mbox"), "--tree", str(repo),
+                      "--base", "HEAD", capsys=capsys)
+    assert status == 2 and "the series does not apply on" in err, err
 
 
 def test_vet_refuses_a_tree_that_lacks_the_base(tmp_path, capsys):

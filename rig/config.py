@@ -134,7 +134,7 @@ def source_spec(name: str, table: dict, root: Path) -> SourceSpec:
     kind = table.get("kind")
     path = table.get("path")
     return SourceSpec(name=name, kind=kind or "", package=table.get("package", ""),
-                      release=table.get("release", ""),
+                      suite=table.get("suite", table.get("release", "")),   # older name
                       path=(root / path) if path else None, ref=table.get("ref", ""))
 
 

@@ -158,6 +158,8 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         name = table["name"]
         if table.get("source") not in sources:
             raise ConfigFileError(f"variant {name}: unknown source {table.get('source')!r}")
+        if table.get("opt_in") and name not in (variants or ()):
+            continue            # defined, but run only where named (--variant)
         series: tuple = ()
         if table.get("patches"):
             try:

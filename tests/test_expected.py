@@ -38,7 +38,7 @@ def expected() -> exp.Expected:
 
 
 def test_the_data_names_every_kernel_and_every_cell_has_a_reason(expected):
-    assert expected.kernels == ["base", "umem-rfc", "write-if-able", "upstream"]
+    assert expected.kernels == ["base", "umem-rfc", "write-if-able", "upstream", "debian-7.2"]
     for test_id, cell in expected.test_ids():
         check = test_id.removeprefix("test_").split("[")[0]
         for kernel in expected.kernels:

@@ -188,6 +188,9 @@ def test_rig_sources_lists_each_configured_suite_and_what_is_missing(tmp_path, m
     assert cli.main(["sources", "--config", str(moved)]) == 2
     out = capsys.readouterr().out
     assert "source debian-7-2: linux-source-7.2 is not in experimental" in out
+    assert cli.main(["sources", "../bullseye"]) == 2
+    assert "rig sources: unknown Debian suite '../bullseye'" in capsys.readouterr().err
+    assert not (tmp_path / "bullseye").exists()
 
 
 @pytest.mark.parametrize("suite", ["../../escape", "bullseye", ""])

@@ -24,11 +24,12 @@ sys.path.insert(0, str(ROOT / "guest_tests"))
 import expected as exp  # guest_tests/ is not a package: on the path above
 
 REAL_RUN = Path(__file__).parent / "fixtures" / "expected" / "real-4-variants.json.gz"
+REAL_RUN_7_2 = REAL_RUN.with_name("real-base-debian-7.2.json.gz")
 README = ROOT / "guest_tests" / "README.md"
 
 
-def real_results() -> dict[str, list[exp.Result]]:
-    doc = json.loads(gzip.decompress(REAL_RUN.read_bytes()))
+def real_results(path: Path = REAL_RUN) -> dict[str, list[exp.Result]]:
+    doc = json.loads(gzip.decompress(path.read_bytes()))
     return {v["name"]: [exp.Result(**t) for t in v["tests"]] for v in doc["variants"]}
 
 
@@ -49,6 +50,15 @@ def test_the_data_names_every_kernel_and_every_cell_has_a_reason(expected):
 
 def test_a_real_four_variant_run_agrees_with_the_data(expected):
     for kernel, results in real_results().items():
+        assert expected.disagreements(kernel, results) == [], kernel
+
+
+def test_a_real_run_of_debian_7_2_agrees_with_the_data(expected):
+    """`rig run --variant base --variant debian-7.2` (Debian's 7.2.13): every cell as its
+    column says, the huge zero page's THP and ext4's large folios included."""
+    runs = real_results(REAL_RUN_7_2)
+    assert sorted(runs) == ["base", "debian-7.2"]
+    for kernel, results in runs.items():
         assert expected.disagreements(kernel, results) == [], kernel
 
 

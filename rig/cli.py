@@ -14,11 +14,13 @@ import traceback
 from pathlib import Path
 
 from .commands import bisect, boot, build, cache, export, history, image, nightly, report, run, vet
+from .commands import sources as debsources
 from .status import ExitStatus, RigError
 from .suites import SUITES
 from .text import printable
 
-COMMANDS = (run, build, image, boot, report, vet, bisect, nightly, history, export, cache)
+COMMANDS = (run, build, image, boot, report, vet, bisect, nightly, history, export, cache,
+            debsources)
 DESCRIPTION = ("umem-rig: what ibv_reg_mr() does to a process's memory on a kernel, and what a "
                "patch changes about it.  Exit status: 0 no regression, 1 a candidate "
                "regressed, 2 some variant has no verdict or the input was refused, "

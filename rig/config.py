@@ -148,7 +148,7 @@ def source_spec(name: str, table: dict, root: Path) -> SourceSpec:
     kind = table.get("kind")
     path = table.get("path")
     return SourceSpec(name=name, kind=kind or "", package=table.get("package", ""),
-                      release=table.get("release", ""),
+                      suite=table.get("suite", table.get("release", "")),   # older name
                       path=(root / path) if path else None, ref=table.get("ref", ""))
 
 
@@ -176,6 +176,8 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         if table.get("source") not in sources:
             raise ConfigFileError(f"{where}: variant {name}: unknown source "
                                   f"{table.get('source')!r}")
+        if table.get("opt_in") and name not in (variants or ()):
+            continue            # defined, but run only where named (--variant)
         series: tuple = ()
         if table.get("patches"):
             try:

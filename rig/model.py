@@ -59,7 +59,7 @@ class SourceSpec:
     name: str
     kind: str                        # "debian" | "git" | "tarball"
     package: str = ""                # debian: binary package, e.g. linux-source-6.1
-    release: str = ""                # debian: the release whose archive has it ("": host's apt)
+    suite: str = ""                  # debian: the archive's suite that has it ("": host's apt)
     path: Path | None = None         # git: the repository; tarball: the archive
     ref: str = ""                    # git: the commit-ish
 

@@ -37,13 +37,18 @@ def _run(cmd: list[str], what: str, **kw) -> proc.Ran:
 APT_LISTS = Path("/var/lib/apt/lists")
 
 
+def suites() -> dict[str, list[str]]:
+    """The Debian suites a source may name, with the apt lines of each."""
+    return datafiles.toml("debian-archive.toml")["suites"]
+
+
 @dataclass(frozen=True)
 class DebianArchive:
-    """The rig's own apt view of one Debian release's archive (rig/data/debian-archive.toml):
-    its configuration and lists under ROOT, so a package comes from RELEASE whatever the
-    host's apt knows, and without root."""
+    """The rig's own apt view of one suite of Debian's archive (rig/data/debian-archive.toml):
+    its configuration and lists under ROOT, so a package comes from SUITE whatever the host's
+    apt knows, and without root."""
 
-    release: str
+    suite: str
     root: Path
 
     @property
@@ -77,8 +82,8 @@ class DebianArchive:
                 (self.root / d).mkdir(parents=True, exist_ok=True)
             (self.root / "state" / "status").touch()
             (self.root / "etc" / "sources.list").write_text("".join(
-                f"deb [signed-by={data['keyring']}] {line.format(release=self.release)}\n"
-                for line in data["sources"]))
+                f"deb [signed-by={data['keyring']}] {line}\n"
+                for line in data["suites"][self.suite]))
             stamp = _lists_stamp(self.lists)
             age = time.time() - int(stamp) / 1e9 if stamp else None
             if age is None or age > data["refresh_hours"] * 3600:
@@ -90,7 +95,7 @@ class DebianArchive:
 
     def _update(self) -> None:
         _run(["apt-get", *self.options(), "update", "-q"],
-             f"fetching Debian {self.release}'s package lists")
+             f"fetching Debian {self.suite}'s package lists")
 
 
 def _lists_stamp(lists: Path = APT_LISTS) -> str:
@@ -114,7 +119,7 @@ def debian_candidate(package: str, memo: Path | None = None,
     if archive is not None:
         archive.ensure()
     lists = archive.lists if archive else APT_LISTS
-    name = f"{archive.release}/{package}" if archive else package
+    name = f"{archive.suite}/{package}" if archive else package
     stamp = _lists_stamp(lists)
     memory = json.loads(memo.read_text()) if memo and memo.exists() else {}
     if stamp and memory.get(name, {}).get("stamp") == stamp:
@@ -150,9 +155,56 @@ def _apt_candidate(package: str, archive: DebianArchive | None) -> str:
             archive.update()
         elif attempt == 1:
             proc.run(["apt-get", "update", "-q"], "apt-get update", check=False)
-    where = f"Debian {archive.release}'s archive" if archive else "this host's apt sources"
+    where = f"Debian {archive.suite}'s archive" if archive else "this host's apt sources"
     raise SourceError(f"Debian package {package!r} is unknown to apt (apt-cache policy has no "
                       f"candidate in {where})")
+
+
+def offered(names: str, policy: str) -> dict[str, str]:
+    """Each package of NAMES (`apt-cache pkgnames` output) with its candidate in POLICY
+    (`apt-cache policy` of them); names apt lists without a version (virtual ones) are left
+    out."""
+    return {n: v for n in sorted(set(names.split())) if (v := candidate_in(policy, n))}
+
+
+def offers(archive: DebianArchive, prefix: str) -> dict[str, str]:
+    """The packages whose names start with PREFIX that ARCHIVE's suite offers today, each with
+    the version a source naming it would fetch."""
+    archive.ensure()
+    options = archive.options()
+    names = _run(["apt-cache", *options, "pkgnames", prefix],
+                 f"listing Debian {archive.suite}'s {prefix}* packages").stdout
+    if not names.split():
+        return {}
+    policy = _run(["apt-cache", *options, "policy", *sorted(set(names.split()))],
+                  f"looking up Debian {archive.suite}'s {prefix}* packages").stdout
+    return offered(names, policy)
+
+
+@dataclass(frozen=True)
+class SuiteOffer:
+    """What one Debian suite offers, and the configured sources that name it."""
+
+    suite: str
+    packages: dict[str, str]          # package -> version
+    sources: dict[str, str]           # source name -> its package
+
+    def missing(self) -> dict[str, str]:
+        return {s: p for s, p in self.sources.items() if p not in self.packages}
+
+
+def suite_offers(specs: dict[str, SourceSpec], cache: Cache,
+                 extra: list[str] = ()) -> list[SuiteOffer]:
+    """Per suite the debian sources of SPECS name (and EXTRA ones), what it offers."""
+    named: dict[str, dict[str, str]] = {}
+    for spec in specs.values():
+        if spec.kind == "debian" and spec.suite:
+            named.setdefault(spec.suite, {})[spec.name] = spec.package
+    for suite in extra:
+        named.setdefault(suite, {})
+    prefix = datafiles.toml("debian-archive.toml")["offers"]
+    return [SuiteOffer(suite, offers(archive(suite, cache, "rig sources"), prefix), users)
+            for suite, users in named.items()]
 
 
 def _pipe(producer: list[str], consumer: list[str], what: str) -> None:
@@ -188,7 +240,7 @@ def _fetch_debian(spec: SourceSpec, version: str, dest: Path, cache: Cache) -> N
         tmp = str(tmpdir)
         # apt's sandbox user can't write to a root-owned temp dir; the download is verified
         # against the signed lists either way.
-        options = archive_of(spec, cache).options() if spec.release else \
+        options = archive_of(spec, cache).options() if spec.suite else \
             ["-o", "APT::Sandbox::User=root"]
         _run(["apt-get", *options, "download", "-q", f"{package}={version}"],
              f"downloading {package} {version}", cwd=tmp)
@@ -204,13 +256,23 @@ def _fetch_debian(spec: SourceSpec, version: str, dest: Path, cache: Cache) -> N
 
 
 def archive_of(spec: SourceSpec, cache: Cache) -> DebianArchive:
-    return DebianArchive(spec.release, cache.root / "apt" / spec.release)
+    return archive(spec.suite, cache, f"source {spec.name}")
+
+
+def archive(suite: str, cache: Cache, who: str) -> DebianArchive:
+    """The rig's lists of SUITE, which WHO names."""
+    known = suites()
+    # the suite names a folder of the cache: only the data's own names
+    if suite not in known:
+        raise SourceError(f"{who}: unknown Debian suite {suite!r} (known: {', '.join(known)}; "
+                          "rig/data/debian-archive.toml)")
+    return DebianArchive(suite, cache.root / "apt" / suite)
 
 
 def identify(spec: SourceSpec, cache: Cache | None = None) -> str:
     """What makes this source unique: package version, commit id or tarball hash."""
     if spec.kind == "debian":
-        archive = archive_of(spec, cache) if cache and spec.release else None
+        archive = archive_of(spec, cache) if cache and spec.suite else None
         return debian_candidate(spec.package,
                                 cache.root / "source" / ".apt-candidates.json" if cache else None,
                                 archive)

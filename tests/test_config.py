@@ -5,9 +5,10 @@ import pytest
 from rig import config
 
 
-def test_defaults_name_the_four_variants_with_base_first():
+def test_defaults_name_the_variants_with_base_first():
     cfg = config.load()
-    assert [v.name for v in cfg.variants] == ["base", "umem-rfc", "write-if-able", "upstream"]
+    assert [v.name for v in cfg.variants] == ["base", "umem-rfc", "write-if-able", "upstream",
+                                            "debian-7.2"]
     assert cfg.base == "base"
     assert cfg.variant("umem-rfc").patches, "the umem-rfc patch set should load"
     assert cfg.variant("upstream").source.package == "linux-source-6.12"

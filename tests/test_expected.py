@@ -24,11 +24,12 @@ sys.path.insert(0, str(ROOT / "guest_tests"))
 import expected as exp  # guest_tests/ is not a package: on the path above
 
 REAL_RUN = Path(__file__).parent / "fixtures" / "expected" / "real-4-variants.json.gz"
+REAL_RUN_7_2 = REAL_RUN.with_name("real-base-debian-7.2.json.gz")
 README = ROOT / "guest_tests" / "README.md"
 
 
-def real_results() -> dict[str, list[exp.Result]]:
-    doc = json.loads(gzip.decompress(REAL_RUN.read_bytes()))
+def real_results(path: Path = REAL_RUN) -> dict[str, list[exp.Result]]:
+    doc = json.loads(gzip.decompress(path.read_bytes()))
     return {v["name"]: [exp.Result(**t) for t in v["tests"]] for v in doc["variants"]}
 
 
@@ -38,7 +39,7 @@ def expected() -> exp.Expected:
 
 
 def test_the_data_names_every_kernel_and_every_cell_has_a_reason(expected):
-    assert expected.kernels == ["base", "umem-rfc", "write-if-able", "upstream"]
+    assert expected.kernels == ["base", "umem-rfc", "write-if-able", "upstream", "debian-7.2"]
     for test_id, cell in expected.test_ids():
         check = test_id.removeprefix("test_").split("[")[0]
         for kernel in expected.kernels:
@@ -49,6 +50,15 @@ def test_the_data_names_every_kernel_and_every_cell_has_a_reason(expected):
 
 def test_a_real_four_variant_run_agrees_with_the_data(expected):
     for kernel, results in real_results().items():
+        assert expected.disagreements(kernel, results) == [], kernel
+
+
+def test_a_real_run_of_debian_7_2_agrees_with_the_data(expected):
+    """`rig run --variant base --variant debian-7.2` (Debian's 7.2.13): every cell as its
+    column says, the huge zero page's THP and ext4's large folios included."""
+    runs = real_results(REAL_RUN_7_2)
+    assert sorted(runs) == ["base", "debian-7.2"]
+    for kernel, results in runs.items():
         assert expected.disagreements(kernel, results) == [], kernel
 
 
@@ -90,14 +100,21 @@ def test_the_guest_readme_table_is_the_one_the_data_gives(expected):
         "guest_tests/README.md is out of step: run python3 guest_tests/expected.py table"
 
 
+# The kernels CI builds end to end; debian-7.2 is held to the data by its real run (above) and
+# by `rig run` itself (nightly, tox -e rig): README, "Which kernels CI builds".
+CI_KERNELS = ["base", "umem-rfc", "write-if-able", "upstream"]
+
+
 @pytest.mark.e2e
-def test_the_four_default_kernels_do_what_their_code_says(expected, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "rig.cli", "run", "--out", str(tmp_path)],
+def test_the_ci_kernels_do_what_their_code_says(expected, tmp_path):
+    variants = [a for k in CI_KERNELS for a in ("--variant", k)]
+    proc = subprocess.run([sys.executable, "-m", "rig.cli", "run", *variants,
+                           "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=7200, check=False)
     assert (tmp_path / "results.json").exists(), proc.stderr[-3000:]
     runs = exp.results_of(tmp_path / "results.json")
-    assert sorted(runs) == sorted(expected.kernels), proc.stdout[-2000:]
-    found = [line for kernel in expected.kernels
+    assert sorted(runs) == sorted(CI_KERNELS), proc.stdout[-2000:]
+    found = [line for kernel in CI_KERNELS
              for line in expected.disagreements(kernel, runs[kernel])]
     assert not found, "\n".join(found)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rig import config
+from rig import config, hostdeps
 from rig.build import Builder
 from rig.cache import Cache, default_root
 from rig.progress import Progress
@@ -83,6 +83,7 @@ def fenced(request, tmp_path_factory, monkeypatch):
     """Host tests get a throw-away rig cache and fail on a trespass, even a caught one."""
     global _fence
     if request.node.get_closest_marker("e2e"):
+        request.getfixturevalue("host_packages")
         yield
         return
     monkeypatch.setenv("RIG_CACHE", str(tmp_path_factory.mktemp("rig-cache")))
@@ -93,6 +94,13 @@ def fenced(request, tmp_path_factory, monkeypatch):
         found, _fence = _fence, None
     if found:
         pytest.fail("host test went out of bounds:\n  " + "\n  ".join(found), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def host_packages() -> None:
+    """What every command does first: on a fresh machine the first e2e test may be one that
+    calls a library (bisect, vet) rather than the command, and would find no bwrap."""
+    hostdeps.ensure(["source", "build", "image", "boot"], config.load().install_packages)
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 from boot import first_userspace
 from build import in_place_limit
 
-from rig import config
+from rig import config, untar
 from rig.cache import Cache
 from rig.model import BootRequest
 from rig.progress import Progress
@@ -148,7 +148,7 @@ def compare_suites(runner: Runner, cfg, rev: str, runs: int, tmp: Path,
     archive = subprocess.run(["git", "-C", str(cfg.project), "archive", rev, "guest_tests"],
                              capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(tmp / "baseline", filter="data")
+        untar.extract(tar, tmp / "baseline", f"git archive {rev} guest_tests")
     projects = {"today": tmp / "baseline", "now": cfg.project}
     suites: dict[str, dict[str, list]] = {}
     for variant in cfg.variants:

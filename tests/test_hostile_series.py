@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from mkthread import git as _git
 
 from rig import patches, thread
 from rig.patches import PatchError
@@ -46,13 +45,6 @@ def test_a_series_file_names_each_of_its_own_plain_files_once(folder, tmp_path, 
     assert str(err.value).startswith(f"{folder / 'series'}: ")
     assert problem in str(err.value)
 
-
-def _git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.org"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                          text=True).stdout
 
 
 @pytest.mark.parametrize("signature", [["--no-signature"], []])

@@ -147,15 +147,22 @@ def refused_writes(log: str, settings: Settings, limit: int = 10) -> list[str]:
     return list(found)[:limit]
 
 
-@functools.cache
+_WORKS: set[Settings] = set()
+
+
 def unavailable(settings: Settings) -> str | None:
-    """Why the sandbox cannot run here (no bwrap, no user namespaces), or None."""
+    """Why the sandbox cannot run here (no bwrap, no user namespaces), or None.  Only a
+    sandbox that worked is remembered: bwrap may be installed later in the same process
+    (a first run installs the host packages after something asked)."""
+    if settings in _WORKS:
+        return None
     try:
         proc.run(command(settings, ["true"], environ={}), "sandbox check")
     except proc.CommandFailed as e:
         if e.status is None:
             return f"{settings.binary} is not installed (Debian package bubblewrap)"
         return f"{settings.binary} cannot set up a sandbox here: {e.excerpt.strip()}"
+    _WORKS.add(settings)
     return None
 
 

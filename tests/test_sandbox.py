@@ -251,3 +251,14 @@ def test_no_sandbox_reaches_the_builder_and_the_reproduce_line():
     assert config.load(sandbox=False).build_settings.sandbox is False
     args = cli.parse(["vet", "s.mbox", "--no-sandbox"])
     assert vet_command.command_words(args, None) == ("rig", "vet", "s.mbox", "--no-sandbox")
+
+
+@needs_bwrap
+def test_a_sandbox_installed_after_the_first_check_is_seen(tmp_path: Path):
+    """A first run asks before it installs the host packages: a missing bwrap must not be
+    remembered for the rest of the process (CI on a new machine lost every series so)."""
+    binary = tmp_path / "bwrap"
+    later = dataclasses.replace(SETTINGS, binary=str(binary))
+    assert "is not installed" in sandbox.unavailable(later)
+    binary.symlink_to(shutil.which(SETTINGS.binary))
+    assert sandbox.unavailable(later) is None

@@ -133,6 +133,13 @@ def test_a_read_that_moved_no_data_or_read_another_mr_fails_its_check():
     assert len(passed) == 10, proc.stdout[-4000:]
 
 
+def test_the_rereg_series_carries_the_rfc_patch_unchanged():
+    """rfc-rxe-rereg/ holds a copy of the RFC's patch (a series names only its own files)."""
+    name = "0001-IB-umem-Don-t-force-write-access-when-pinning-read-o.patch"
+    copy = Path(__file__).parent / "fixtures" / "expected" / "rfc-rxe-rereg" / name
+    assert copy.read_bytes() == (ROOT / "patches" / "umem-rfc" / name).read_bytes()
+
+
 @pytest.mark.e2e
 def test_a_writable_rereg_that_lands_in_the_zero_page_is_caught_and_undone(tmp_path):
     """umem-rfc (a read-only MR pins the zero page) plus a test-only rxe rereg that makes an MR

@@ -90,8 +90,12 @@ def test_silent_guest_is_hung_not_waited_for(request_for):
     assert time.monotonic() - start < 60
 
 
+# A job started in the background by a non-interactive shell inherits SIGINT ignored, and
+# Python then installs no KeyboardInterrupt handler: the child takes Ctrl-C's as a terminal
+# would give it.
 _BOOT_AND_WAIT = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from rig import qemu
 from rig.cache import Cache

@@ -21,12 +21,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from mkthread import git as _git
 
 from rig import config, patches, results, sandbox, sources, vet
 from rig.cache import Cache
 from rig.worktree import WorkTree
-
-from mkthread import git as _git
 
 pytestmark = pytest.mark.e2e
 RST = "Documentation/infiniband/core_locking.rst"

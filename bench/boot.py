@@ -22,10 +22,10 @@ from pathlib import Path
 # Runs from a checkout without installing the rig.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rig.cache import Cache
-from rig.guest import BootError, boot, launch
-from rig.image import ensure_image
-from rig.model import BootRequest
+from rig.core.cache import Cache
+from rig.core.model import BootRequest
+from rig.guest.image import ensure_image
+from rig.guest.machine import BootError, boot, launch
 
 RUN_INIT = re.compile(r"\[\s*(\d+\.\d+)\] Run \S+ as init process")
 # Kernel command-line quoting: the -c script reaches /bin/sh as one argument.

@@ -30,12 +30,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rig import config, patches, sandbox, sources
-from rig.build import Builder, relocatable
-from rig.cache import Cache
-from rig.kconfig import merge
-from rig.progress import Progress
-from rig.worktree import WorkTree
+from rig.core.cache import Cache
+from rig.core.progress import Progress
+from rig.flows import config
+from rig.kernel import patches, sandbox, sources
+from rig.kernel.build import Builder, relocatable
+from rig.kernel.kconfig import merge
+from rig.kernel.worktree import WorkTree
 
 
 def in_place_limit(builder: Builder, cache: Cache, variant, repeat: int) -> float:

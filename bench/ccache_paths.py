@@ -31,11 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rig import config, sources
-from rig.build import Builder
-from rig.cache import Cache
-from rig.kconfig import merge
-from rig.progress import Progress
+from rig.core.cache import Cache
+from rig.core.progress import Progress
+from rig.flows import config
+from rig.kernel import sources
+from rig.kernel.build import Builder
+from rig.kernel.kconfig import merge
 
 OBJECTS = ["mm/gup.o", "drivers/infiniband/core/umem.o", "mm/memory.o"]
 

@@ -37,15 +37,16 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 from boot import first_userspace
 from build import in_place_limit
 
-from rig import config, untar
-from rig.cache import Cache
-from rig.model import BootRequest
-from rig.progress import Progress
-from rig.run import Runner
-from rig.suites import SUITES
-from rig.suites.base import Limits, StageRequest
-from rig.suites.umem import UmemSuite
-from rig.testrun import TestRequest, run_tests, suite_timing
+from rig.core import untar
+from rig.core.cache import Cache
+from rig.core.model import BootRequest
+from rig.core.progress import Progress
+from rig.flows import config
+from rig.flows.matrix import Runner
+from rig.runtime.local import TestRequest, run_tests, suite_timing
+from rig.runtime.suites import SUITES
+from rig.runtime.suites.base import Limits, StageRequest
+from rig.runtime.suites.umem import UmemSuite
 
 # The guest suite before the file, shmem, hugetlb, THP regions and the fork, madvise and rereg
 # checks: 8 regions x 2 accesses, 64 tests.

@@ -13,11 +13,23 @@ import sys
 import traceback
 from pathlib import Path
 
-from .commands import bisect, boot, build, cache, export, history, image, nightly, report, run, vet
-from .commands import sources as debsources
-from .status import ExitStatus, RigError
-from .suites import SUITES
-from .text import printable
+from rig.commands import (
+    bisect,
+    boot,
+    build,
+    cache,
+    export,
+    history,
+    image,
+    nightly,
+    report,
+    run,
+    vet,
+)
+from rig.commands import sources as debsources
+from rig.core.status import ExitStatus, RigError
+from rig.core.text import printable
+from rig.runtime.suites import SUITES
 
 COMMANDS = (run, build, image, boot, report, vet, bisect, nightly, history, export, cache,
             debsources)

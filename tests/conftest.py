@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from rig import config, hostdeps
-from rig.build import Builder
-from rig.cache import Cache, default_root
-from rig.progress import Progress
+from rig.core import hostdeps
+from rig.core.cache import Cache, default_root
+from rig.core.progress import Progress
+from rig.flows import config
+from rig.kernel.build import Builder
 
 USER_CACHE = os.path.realpath(default_root())
 # apt may refresh its lists from the network; mmdebstrap downloads a system.

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from rig.cache import Cache, digest
+from rig.core.cache import Cache, digest
 
 RECIPE = Path(__file__).parent / "lava" / "lab.toml"
 KIND = "lava-root"

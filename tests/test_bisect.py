@@ -14,17 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from rig import bisect, bisect_report, cli, config, results, sources
-from rig import patches as patchlib
-from rig.bisect import Plan
-from rig.bisection import BisectError, Bisection, BuildBisection, Found, State
-from rig.cache import Cache
+from rig import cli
 from rig.commands import bisect as bisect_command
-from rig.model import Outcome, SourceSpec, Variant
-from rig.progress import Progress
-from rig.run import Runner
-from rig.sources import SourceError
-from rig.status import ExitStatus
+from rig.core.cache import Cache
+from rig.core.model import Outcome, SourceSpec, Variant
+from rig.core.progress import Progress
+from rig.core.status import ExitStatus
+from rig.flows import config
+from rig.flows.bisect import executor as bisect
+from rig.flows.bisect import report as bisect_report
+from rig.flows.bisect.executor import Plan
+from rig.flows.bisect.search import BisectError, Bisection, BuildBisection, Found, State
+from rig.flows.matrix import Runner
+from rig.kernel import patches as patchlib
+from rig.kernel import sources
+from rig.kernel.sources import SourceError
+from rig.results import schema as results
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bisect"
 STEPS = results.load(FIXTURES / "steps.synthetic.json")

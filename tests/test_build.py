@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from rig import patches, proc
-from rig.build import Builder
-from rig.cache import Cache
-from rig.config import load, project_root
-from rig.kconfig import MergedConfig
-from rig.model import BuildSettings
-from rig.progress import Progress
+from rig.core import proc
+from rig.core.cache import Cache
+from rig.core.model import BuildSettings
+from rig.core.progress import Progress
+from rig.flows.config import load, project_root
+from rig.kernel import patches
+from rig.kernel.build import Builder
+from rig.kernel.kconfig import MergedConfig
 
 ROOT = project_root()
 FIXTURES = Path(__file__).parent / "fixtures" / "build"

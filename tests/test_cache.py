@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.cache import Cache, default_root, digest
+from rig.core.cache import Cache, default_root, digest
 
 
 def test_digest_changes_exactly_with_its_parts(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rig import cli
-from rig.status import ExitStatus
+from rig.core.status import ExitStatus
 
 
 def test_guest_command_after_double_dash_keeps_its_options():

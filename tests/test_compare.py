@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from rig import compare, junit, results
-from rig.compare import ABSENT, Change, CompareError, Difference
-from rig.model import Outcome, StageError
-from rig.results import Results, VariantResult, Verdict
-from rig.status import ExitStatus
+from rig.core.model import Outcome, StageError
+from rig.core.status import ExitStatus
+from rig.results import compare, junit
+from rig.results import schema as results
+from rig.results.compare import ABSENT, Change, CompareError, Difference
+from rig.results.schema import Results, VariantResult, Verdict
 
 JUNIT = Path(__file__).parent / "fixtures" / "junit"
 
@@ -216,9 +217,9 @@ SUITES = Path(__file__).parent / "fixtures" / "suites"
 def three_suites(name, umem_xml, is_base=False):
     """A variant with the umem suite (JUnit above) and the other two suites' real output
     from a 6.1 guest (fixtures/suites/)."""
-    from rig.suites.kselftest_mm import KselftestMM, segment
-    from rig.suites.kselftest_mm import results as ktap_results
-    from rig.suites.rdma_core import case_id
+    from rig.runtime.suites.kselftest_mm import KselftestMM, segment
+    from rig.runtime.suites.kselftest_mm import results as ktap_results
+    from rig.runtime.suites.rdma_core import case_id
 
     tests = junit.parse(JUNIT / umem_xml)
     for t in tests:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rig import config
+from rig.flows import config
 
 
 def test_defaults_name_the_variants_with_base_first():

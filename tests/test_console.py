@@ -16,10 +16,10 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from rig import datafiles
-from rig.console import Console, Patterns
-from rig.model import ConsoleEvent
-from rig.suites.guest_pytest import running_test
+from rig.core import datafiles
+from rig.core.model import ConsoleEvent
+from rig.guest.console import Console, Patterns
+from rig.runtime.suites.guest_pytest import running_test
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures" / "console"

@@ -1,6 +1,6 @@
 """Crash patterns that stop a kind of test, from the crashes a guest suite's run gave."""
 
-from rig.crashes import Cell, CrashPolicy, Kind
+from rig.runtime.crashes import Cell, CrashPolicy, Kind
 
 CHECKS = ("registration", "no_side_effect", "coherent_after_cpu_write")
 REGIONS = ("anon-written", "anon-untouched", "zero-page", "file-shared-rw")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rig import config, decode, sources
-from rig.cache import Cache
+from rig.core.cache import Cache
+from rig.flows import config
+from rig.kernel import decode, sources
 
 pytestmark = pytest.mark.e2e
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from rig import compare, results
-from rig.compare import Change
-from rig.testrun import KERNEL_LOG
+from rig.results import compare
+from rig.results import schema as results
+from rig.results.compare import Change
+from rig.runtime.local import KERNEL_LOG
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -28,9 +28,12 @@ import pytest
 from mkthread import Change, git, header, mbox, revision
 from test_e2e import EXPECT_FIXED, EXPECT_REGRESSED
 
-from rig import compare, config, results, sources, vet
-from rig.cache import Cache
-from rig.compare import Change as CellChange
+from rig.core.cache import Cache
+from rig.flows import config, vet
+from rig.kernel import sources
+from rig.results import compare
+from rig.results import schema as results
+from rig.results.compare import Change as CellChange
 
 pytestmark = pytest.mark.e2e
 UMEM = "drivers/infiniband/core/umem.c"

@@ -40,9 +40,9 @@ import pytest
 from mkthread import git, mbox, revision
 from test_e2e_vet import COMMENT
 
-from rig import results
-from rig.cache import Cache, digest
-from rig.config import project_root
+from rig.core.cache import Cache, digest
+from rig.flows.config import project_root
+from rig.results import schema as results
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="chroot and mounts need root")]

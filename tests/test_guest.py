@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from rig import qemu
-from rig.cache import Cache
-from rig.guest import BootError, GuestCrashed, boot, launch
-from rig.image import ensure_image
-from rig.model import BootRequest, ConsoleEvent, Outcome
+from rig.core.cache import Cache
+from rig.core.model import BootRequest, ConsoleEvent, Outcome
+from rig.guest import qemu
+from rig.guest.image import ensure_image
+from rig.guest.machine import BootError, GuestCrashed, boot, launch
 
 pytestmark = pytest.mark.e2e
 

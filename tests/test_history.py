@@ -4,8 +4,10 @@ import copy
 from html.parser import HTMLParser
 from pathlib import Path
 
-from rig import cli, history, results
-from rig.model import Outcome, StageError
+from rig import cli
+from rig.core.model import Outcome, StageError
+from rig.results import history
+from rig.results import schema as results
 
 V1 = results.load(Path(__file__).parent / "fixtures" / "results" / "results-v1.synthetic.json")
 REGRESSED = "test_coherent_after_cpu_write[zero-page-ro-mr]"

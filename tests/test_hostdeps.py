@@ -2,7 +2,7 @@
 
 import pytest
 
-from rig import hostdeps
+from rig.core import hostdeps
 
 
 def test_every_stage_lists_packages():

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from rig import datafiles, ssh
-from rig.cache import Cache
-from rig.guest import boot
-from rig.image import ensure_image
-from rig.model import BootRequest
-from rig.suites.umem import GUEST_XML
+from rig.core import datafiles
+from rig.core.cache import Cache
+from rig.core.model import BootRequest
+from rig.guest import ssh
+from rig.guest.image import ensure_image
+from rig.guest.machine import boot
+from rig.runtime.suites.umem import GUEST_XML
 
 pytestmark = pytest.mark.e2e
 LEFT = "/tmp/rig-left"                 # the folder the guest fills

@@ -13,12 +13,17 @@ import pytest
 from test_cli import rig  # the real command line, with a throw-away cache and HOME
 from test_history import night  # the committed results as run on a date
 
-from rig import bisect_report, compare, history, paths, report, results, run, vet
-from rig import patches as patchlib
-from rig.bisection import State, Step
-from rig.cache import Cache
-from rig.model import Outcome, SourceSpec, Variant
-from rig.progress import Progress
+from rig.core import paths
+from rig.core.cache import Cache
+from rig.core.model import Outcome, SourceSpec, Variant
+from rig.core.progress import Progress
+from rig.flows import matrix as run
+from rig.flows import vet
+from rig.flows.bisect import report as bisect_report
+from rig.flows.bisect.search import State, Step
+from rig.kernel import patches as patchlib
+from rig.results import compare, history, report
+from rig.results import schema as results
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = FIXTURES / "results" / "real-4-variants.json"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from mkthread import git as _git
 
-from rig import patches, thread
-from rig.patches import PatchError
-from rig.thread import ThreadError
+from rig.kernel import patches, thread
+from rig.kernel.patches import PatchError
+from rig.kernel.thread import ThreadError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SERIES_OK = FIXTURES / "patches" / "series-ok"

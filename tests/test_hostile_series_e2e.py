@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 from mkthread import git as _git
 
-from rig import config, patches, results, sandbox, sources, vet
-from rig.cache import Cache
-from rig.worktree import WorkTree
+from rig.core.cache import Cache
+from rig.flows import config, vet
+from rig.kernel import patches, sandbox, sources
+from rig.kernel.worktree import WorkTree
+from rig.results import schema as results
 
 pytestmark = pytest.mark.e2e
 RST = "Documentation/infiniband/core_locking.rst"

@@ -14,12 +14,9 @@ from pathlib import Path
 import pytest
 from mkthread import git as _git
 
-from rig import patches, safefs
-from rig.build import Builder, MakeStep
-from rig.cache import Cache
-from rig.config import project_root
-from rig.kconfig import MergedConfig
-from rig.model import (
+from rig.core import safefs
+from rig.core.cache import Cache
+from rig.core.model import (
     BuildEnvironment,
     BuildSettings,
     PreparedSource,
@@ -27,8 +24,12 @@ from rig.model import (
     Toolchain,
     Variant,
 )
-from rig.progress import Progress
-from rig.worktree import WorkTree
+from rig.core.progress import Progress
+from rig.flows.config import project_root
+from rig.kernel import patches
+from rig.kernel.build import Builder, MakeStep
+from rig.kernel.kconfig import MergedConfig
+from rig.kernel.worktree import WorkTree
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import paramiko
 import pytest
 from as_nobody import NOBODY, as_nobody
 
-from rig import image
-from rig.cache import Cache
+from rig.core.cache import Cache
+from rig.guest import image
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rig import datafiles, junit
-from rig.model import Outcome, StageError
-from rig.results import VariantResult, Verdict
+from rig.core import datafiles
+from rig.core.model import Outcome, StageError
+from rig.results import junit
+from rig.results.schema import VariantResult, Verdict
 
 JUNIT = Path(__file__).parent / "fixtures" / "junit"
 
@@ -191,8 +192,8 @@ def test_a_real_guest_run_parses_cell_by_cell():
 
 
 def test_own_junit_has_one_testsuite_per_suite_and_reads_back():
-    from rig.results import SuiteInfo
-    from rig.suites.rdma_core import case_id
+    from rig.results.schema import SuiteInfo
+    from rig.runtime.suites.rdma_core import case_id
 
     umem = junit.parse(JUNIT / "base.synthetic.xml")
     for t in umem:

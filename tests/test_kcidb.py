@@ -11,9 +11,12 @@ import jsonschema
 import kcidb_io
 import pytest
 
-from rig import cli, config, kcidb, results
-from rig.model import Outcome, StageError
-from rig.results import LabJob, PatchInfo, VariantResult
+from rig import cli
+from rig.core.model import Outcome, StageError
+from rig.flows import config
+from rig.results import kcidb
+from rig.results import schema as results
+from rig.results.schema import LabJob, PatchInfo, VariantResult
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL = FIXTURES / "results" / "real-4-variants.json"
@@ -68,7 +71,7 @@ def test_checkouts_and_builds_say_what_was_built():
 
 def test_the_patchset_hash_is_kcidbs_shell_definition(tmp_path):
     """sha256sum *.patch | cut -c-64 | sha256sum, on the diffs the rig applies."""
-    from rig import patches as patchlib
+    from rig.kernel import patches as patchlib
     series = patchlib.load(SERIES)
     for p in series:
         (tmp_path / results.patch_file(tmp_path, "v", p.index, p.subject).name).write_bytes(

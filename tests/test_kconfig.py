@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from rig import kconfig, sources
-from rig.cache import Cache
-from rig.config import project_root
-from rig.model import SourceSpec
+from rig.core.cache import Cache
+from rig.core.model import SourceSpec
+from rig.flows.config import project_root
+from rig.kernel import kconfig, sources
 
 KCONFIGS = project_root() / "kconfigs"
 FIXTURES = Path(__file__).parent / "fixtures" / "kconfig"

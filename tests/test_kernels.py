@@ -1,6 +1,6 @@
 """Which kernels the defaults build and run: the variants and the opt-in release candidate."""
 
-from rig import config
+from rig.flows import config
 
 
 def test_the_defaults_run_debian_7_2_beside_6_1_and_6_12():

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from tokens import TOKEN, tokened
 
-from rig import datafiles, markers
-from rig.results import Verdict
-from rig.suites import ktap
-from rig.suites.kselftest_mm import KselftestMM, Recipe, command, results, segment
+from rig.core import datafiles
+from rig.guest import markers
+from rig.results.schema import Verdict
+from rig.runtime.suites import ktap
+from rig.runtime.suites.kselftest_mm import KselftestMM, Recipe, command, results, segment
 
 SUITES = Path(__file__).parent / "fixtures" / "suites"
 CONSOLE = (SUITES / "kselftest-mm-6.1.192.console.log").read_text()

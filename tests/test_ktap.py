@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rig.results import Verdict
-from rig.suites import ktap
+from rig.results.schema import Verdict
+from rig.runtime.suites import ktap
 
 SUITES = Path(__file__).parent / "fixtures" / "suites"
 KTAP_FILES = sorted(SUITES.glob("*.ktap"))

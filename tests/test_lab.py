@@ -1,4 +1,4 @@
-"""The lab stage (rig/lab.py, rig/lava.py) on real LAVA 2023.01 job logs, and its settings.
+"""The lab stage (rig/runtime/lab.py, rig/runtime/lava.py) on real LAVA 2023.01 job logs, and its settings.
 
 tests/fixtures/lab/ holds what a real LAVA lab (tests/lavalab.py) answered: job3 ran the base
 kernel's whole suite (Complete); job2 never ran the kernel (its QEMU refused an option:
@@ -22,12 +22,17 @@ import pytest
 import yaml
 from tokens import TOKEN, tokened
 
-from rig import cli, config, datafiles, lab, lava, report, results
-from rig.model import Outcome
-from rig.results import LabJob, Verdict
-from rig.suites.base import Limits, Staged
-from rig.suites.umem import GUEST_DIR, GUEST_KO, UmemSuite, stage_tests
-from rig.testrun import TestStageResult
+from rig import cli
+from rig.core import datafiles
+from rig.core.model import Outcome
+from rig.flows import config
+from rig.results import report
+from rig.results import schema as results
+from rig.results.schema import LabJob, Verdict
+from rig.runtime import lab, lava
+from rig.runtime.local import TestStageResult
+from rig.runtime.suites.base import Limits, Staged
+from rig.runtime.suites.umem import GUEST_DIR, GUEST_KO, UmemSuite, stage_tests
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lab"
 PROJECT = Path(__file__).parent.parent

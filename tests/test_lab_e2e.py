@@ -18,9 +18,11 @@ import time
 import pytest
 from lavalab import LocalLava
 
-from rig import compare, hostdeps, results
-from rig.cache import Cache
-from rig.compare import Change
+from rig.core import hostdeps
+from rig.core.cache import Cache
+from rig.results import compare
+from rig.results import schema as results
+from rig.results.compare import Change
 
 pytestmark = pytest.mark.e2e
 TOKEN_ENV = "RIG_TEST_LAVA_TOKEN"

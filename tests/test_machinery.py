@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from rig import compare, machinery, report, results, vet
-from rig import patches as patchlib
+from rig.flows import vet
+from rig.kernel import machinery
+from rig.kernel import patches as patchlib
+from rig.results import compare, report
+from rig.results import schema as results
 
 FIXTURES = Path(__file__).parent / "fixtures"
 V1 = results.load(FIXTURES / "results" / "results-v1.synthetic.json")

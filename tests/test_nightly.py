@@ -9,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rig import nightly, results
-from rig.model import Outcome, StageError
-from rig.results import Verdict
-from rig.status import ExitStatus
+from rig.core.model import Outcome, StageError
+from rig.core.status import ExitStatus
+from rig.flows import nightly
+from rig.results import schema as results
+from rig.results.schema import Verdict
 
 REAL = Path(__file__).parent / "fixtures" / "results" / "real-4-variants.json"
 FLIP = "test_coherent_after_rdma_write[anon-written-rw-mr]"   # passes on every kernel

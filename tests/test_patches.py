@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rig.model import Patch
-from rig.patches import PatchError, apply, load, patch_files
+from rig.core.model import Patch
+from rig.kernel.patches import PatchError, apply, load, patch_files
 
 FX = Path(__file__).parent / "fixtures" / "patches"
 PROJECT = Path(__file__).parent.parent

@@ -4,7 +4,7 @@ import io
 import re
 import time
 
-from rig.progress import Progress
+from rig.core.progress import Progress
 
 
 def test_a_running_stage_prints_a_heartbeat_with_its_detail():

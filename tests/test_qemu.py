@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from as_nobody import as_nobody
 
-from rig import qemu
+from rig.guest import qemu
 
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-utils missing")
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from rig import junit
-from rig.results import Verdict
-from rig.suites import guest_pytest
-from rig.suites.base import SuiteError
-from rig.suites.rdma_core import RdmaCore, Recipe, case_id, from_node, node
+from rig.results import junit
+from rig.results.schema import Verdict
+from rig.runtime.suites import guest_pytest
+from rig.runtime.suites.base import SuiteError
+from rig.runtime.suites.rdma_core import RdmaCore, Recipe, case_id, from_node, node
 
 SUITES = Path(__file__).parent / "fixtures" / "suites"
 XML = SUITES / "rdma-core-6.1.192.xml"

@@ -3,10 +3,11 @@
 import html.parser
 from pathlib import Path
 
-from rig import junit, report, results
-from rig.compare import Change, compare
-from rig.model import Outcome, StageError
-from rig.results import PatchInfo, Results, VariantResult, Verdict
+from rig.core.model import Outcome, StageError
+from rig.results import junit, report
+from rig.results import schema as results
+from rig.results.compare import Change, compare
+from rig.results.schema import PatchInfo, Results, VariantResult, Verdict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 V1 = FIXTURES / "results" / "results-v1.synthetic.json"

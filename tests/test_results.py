@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from rig import junit, results
-from rig.model import Outcome
-from rig.results import Results, ResultsError, RunInfo, VariantResult, Verdict
+from rig.core.model import Outcome
+from rig.results import junit
+from rig.results import schema as results
+from rig.results.schema import Results, ResultsError, RunInfo, VariantResult, Verdict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 V1 = FIXTURES / "results" / "results-v1.synthetic.json"

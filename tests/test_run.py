@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rig import cli, hostdeps
+from rig import cli
+from rig.core import hostdeps
 
 STAGES = ["source", "build", "image", "boot"]
 

@@ -15,12 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from rig import cli, config, decode, patches, proc, sandbox, sources
-from rig.build import Builder
-from rig.cache import Cache
+from rig import cli
 from rig.commands import vet as vet_command
-from rig.model import BuildSettings
-from rig.progress import Progress
+from rig.core import proc
+from rig.core.cache import Cache
+from rig.core.model import BuildSettings
+from rig.core.progress import Progress
+from rig.flows import config
+from rig.kernel import decode, patches, sandbox, sources
+from rig.kernel.build import Builder
 
 SETTINGS = sandbox.Settings.load()
 WHY = sandbox.unavailable(SETTINGS)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from rig import results, vet
-from rig.cache import Cache
+from rig.core.cache import Cache
+from rig.flows import vet
+from rig.results import schema as results
 
 pytestmark = pytest.mark.e2e
 PATCH = Path(__file__).parent / "fixtures" / "vet" / "build-canary.synthetic.patch"

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from rig import proc, sandbox
-from rig.build import Builder, MakeStep, _Failed
-from rig.cache import Cache
-from rig.config import project_root
-from rig.model import BuildSettings
-from rig.progress import Progress
+from rig.core import proc
+from rig.core.cache import Cache
+from rig.core.model import BuildSettings
+from rig.core.progress import Progress
+from rig.flows.config import project_root
+from rig.kernel import sandbox
+from rig.kernel.build import Builder, MakeStep, _Failed
 
 SETTINGS = sandbox.Settings.load()
 WHY = sandbox.unavailable(SETTINGS)

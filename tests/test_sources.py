@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rig import proc, sources
-from rig.cache import Cache
-from rig.model import SourceSpec
+from rig.core import proc
+from rig.core.cache import Cache
+from rig.core.model import SourceSpec
+from rig.kernel import sources
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 
@@ -123,7 +124,7 @@ def test_the_rigs_own_apt_view_of_a_release(tmp_path):
 def test_the_default_sources_name_their_suites():
     """6.1 and 6.12 from bookworm whatever the host; 7.2 from unstable, 7.3-rc from
     experimental."""
-    from rig import config
+    from rig.flows import config
     cfg = config.load()
     assert {cfg.variant(v).source.suite for v in ("base", "upstream")} == {"bookworm"}
     assert {n: (s.package, s.suite) for n, s in cfg.sources.items()

@@ -17,9 +17,10 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from rig import datafiles, ssh
-from rig.cache import Cache
-from rig.image import client_key
+from rig.core import datafiles
+from rig.core.cache import Cache
+from rig.guest import ssh
+from rig.guest.image import client_key
 
 
 class _Server(paramiko.ServerInterface):

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from tokens import TOKEN, tokened
 
-from rig.console import scan
-from rig.results import TestResult, Verdict
-from rig.suites.umem import UmemSuite
-from rig.testrun import KERNEL_LOG, kernel_log_verdict, pin_splats
+from rig.guest.console import scan
+from rig.results.schema import TestResult, Verdict
+from rig.runtime.local import KERNEL_LOG, kernel_log_verdict, pin_splats
+from rig.runtime.suites.umem import UmemSuite
 
 # WARN_ON_ONCE() in ib_umem_get() while test_registration[anon-written-ro-mr] ran
 WARNED = tokened((Path(__file__).parent / "fixtures" / "console" /

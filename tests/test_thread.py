@@ -9,8 +9,8 @@ from pathlib import Path
 import b4
 import pytest
 
-from rig import thread
-from rig.thread import ThreadError
+from rig.kernel import thread
+from rig.kernel.thread import ThreadError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 THREADS = FIXTURES / "thread"

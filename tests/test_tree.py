@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from rig import cli, hostdeps, sandbox, tree
-from rig.tree import TreeError
+from rig import cli
+from rig.core import hostdeps
+from rig.kernel import sandbox, tree
+from rig.kernel.tree import TreeError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 THREADS = FIXTURES / "thread"

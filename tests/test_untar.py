@@ -1,4 +1,4 @@
-"""rig/untar.py on this Python and on Debian 12's own (3.11.2, no tarfile filter, where
+"""rig/core/untar.py on this Python and on Debian 12's own (3.11.2, no tarfile filter, where
 bench/run.py stopped with a traceback): the repository's own guest_tests archive (what the
 benchmark unpacks) comes out whole with plain modes, and hostile archives (made here, each
 one trick) are refused before anything is written."""
@@ -21,7 +21,7 @@ DEBIAN_12_PYTHON = Path("/usr/bin/python3.11")
 _SCRIPT = """
 import json, os, sys, tarfile
 sys.path.insert(0, sys.argv[1])
-from rig import untar
+from rig.core import untar
 archive, dest = sys.argv[2], sys.argv[3]
 try:
     with tarfile.open(archive) as tar:

@@ -11,13 +11,17 @@ from pathlib import Path
 import pytest
 from test_e2e import EXPECT_FIXED, EXPECT_REGRESSED  # the RFC's cells, as measured
 
-from rig import cli, compare, junit, results, tree, vet
-from rig import patches as patchlib
+from rig import cli
 from rig.commands import vet as vet_command
-from rig.model import Outcome, SourceSpec, StageError, Variant
-from rig.results import Environment, PatchInfo, Results, VariantResult, Verdict
-from rig.status import RigError
-from rig.text import variant_name
+from rig.core.model import Outcome, SourceSpec, StageError, Variant
+from rig.core.status import RigError
+from rig.core.text import variant_name
+from rig.flows import vet
+from rig.kernel import patches as patchlib
+from rig.kernel import tree
+from rig.results import compare, junit
+from rig.results import schema as results
+from rig.results.schema import Environment, PatchInfo, Results, VariantResult, Verdict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VET = FIXTURES / "vet"

@@ -9,11 +9,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..cache import Cache
-from ..config import RunConfig
-from ..config import load as load_config
-from ..status import ExitStatus
-from ..text import printable
+from rig.core.cache import Cache
+from rig.core.status import ExitStatus
+from rig.core.text import printable
+from rig.flows.config import RunConfig
+from rig.flows.config import load as load_config
 
 
 def settings(args: argparse.Namespace, **overrides) -> tuple[RunConfig, Cache]:

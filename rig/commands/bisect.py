@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import hostdeps
-from ..bisect import BisectRequest, execute, plan
-from ..bisection import Bisection
-from ..progress import Progress
-from ..run import Runner
-from ..status import ExitStatus
-from . import command_line, settings
+from rig.commands import command_line, settings
+from rig.core import hostdeps
+from rig.core.progress import Progress
+from rig.core.status import ExitStatus
+from rig.flows.bisect.executor import BisectRequest, execute, plan
+from rig.flows.bisect.search import Bisection
+from rig.flows.matrix import Runner
 
 OPTIONS = ("config", "build", "exec")
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .. import hostdeps
-from ..boot_shell import boot_variant
-from ..status import ExitStatus, RigError
-from . import settings
+from rig.commands import settings
+from rig.core import hostdeps
+from rig.core.status import ExitStatus, RigError
+from rig.flows.shell import boot_variant
 
 OPTIONS = ("config", "build")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .. import hostdeps
-from ..build import Builder, build_variants
-from ..progress import Progress
-from ..status import ExitStatus
-from ..text import printable
-from . import settings
+from rig.commands import settings
+from rig.core import hostdeps
+from rig.core.progress import Progress
+from rig.core.status import ExitStatus
+from rig.core.text import printable
+from rig.kernel.build import Builder, build_variants
 
 OPTIONS = ("config", "build")
 

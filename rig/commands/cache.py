@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cache import KINDS
-from ..status import ExitStatus
-from . import cache_of
+from rig.commands import cache_of
+from rig.core.cache import KINDS
+from rig.core.status import ExitStatus
 
 OPTIONS = ()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import kcidb
-from .. import results as resultslib
-from ..config import read as read_config
-from ..status import ExitStatus, RigError
+from rig.core.status import ExitStatus, RigError
+from rig.flows.config import read as read_config
+from rig.results import kcidb
+from rig.results import schema as resultslib
 
 OPTIONS = ("config",)
 

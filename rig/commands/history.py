@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .. import history
-from ..status import ExitStatus
-from ..text import printable
+from rig.core.status import ExitStatus
+from rig.core.text import printable
+from rig.results import history
 
 OPTIONS = ()
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .. import hostdeps
-from ..config import load as load_config
-from ..image import ensure_image
-from ..status import ExitStatus
-from . import cache_of
+from rig.commands import cache_of
+from rig.core import hostdeps
+from rig.core.status import ExitStatus
+from rig.flows.config import load as load_config
+from rig.guest.image import ensure_image
 
 OPTIONS = ("config",)
 

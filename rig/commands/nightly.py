@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from ..nightly import NightlyOutput, NightlyRequest, nothing_incoming, run_night
-from ..progress import Progress
-from ..status import ExitStatus
-from ..text import printable
-from . import settings
+from rig.commands import settings
+from rig.core.progress import Progress
+from rig.core.status import ExitStatus
+from rig.core.text import printable
+from rig.flows.nightly import NightlyOutput, NightlyRequest, nothing_incoming, run_night
 
 OPTIONS = ("config", "build")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import results as resultslib
-from ..run import write_outputs
-from ..status import ExitStatus
-from . import print_outcome
+from rig.commands import print_outcome
+from rig.core.status import ExitStatus
+from rig.flows.matrix import write_outputs
+from rig.results import schema as resultslib
 
 OPTIONS = ()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..progress import Progress
-from ..run import Runner
-from ..status import ExitStatus
-from . import print_outcome, settings
+from rig.commands import print_outcome, settings
+from rig.core.progress import Progress
+from rig.core.status import ExitStatus
+from rig.flows.matrix import Runner
 
 OPTIONS = ("config", "build", "exec")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..sources import suite_offers
-from ..status import ExitStatus
-from . import settings
+from rig.commands import settings
+from rig.core.status import ExitStatus
+from rig.kernel.sources import suite_offers
 
 OPTIONS = ("config",)
 

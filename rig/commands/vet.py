@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..progress import Progress
-from ..status import ExitStatus, RigError
-from ..vet import VetRequest, vet
-from . import settings
+from rig.commands import settings
+from rig.core.progress import Progress
+from rig.core.status import ExitStatus, RigError
+from rig.flows.vet import VetRequest, vet
 
 OPTIONS = ("config", "build", "exec")
 

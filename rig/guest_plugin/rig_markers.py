@@ -1,12 +1,12 @@
 """pytest plugin the rig loads in the guest: marks each test's start and end in the kernel log.
 
-Each marker carries the boot's token (rig/markers.py), from the environment: the host
+Each marker carries the boot's token (rig/guest/markers.py), from the environment: the host
 believes no marker without it, so the kernel under test cannot forge one.
 
 The serial console carries the kernel log to the host even when the guest dies, so after a
 panic or a hang the host knows which test was running (the JUnit file is lost with the guest).
 After crashes that show a pattern, the host names kinds of test not to run again; the plugin
-leaves them out and says which it left (rig/crashes.py).
+leaves them out and says which it left (rig/runtime/crashes.py).
 """
 
 import json

@@ -1,0 +1,1 @@
+"""The layer everything stands on: the typed requests and results between stages, exit statuses and the bad-input error, host commands, the cache, progress, packaged data, safe file access.  It imports nothing else of the rig."""

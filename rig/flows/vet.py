@@ -1,0 +1,328 @@
+"""Vetting: test a patch or series from the list against the base, and say what it changes.
+
+The series (an mbox, a .patch, a series folder, or a thread fetched from lore by Message-Id)
+goes on top of the base variant, of the one named with --onto, or of the commit of the
+maintainer's own tree (--tree) that the series names in its base-commit: line.  An mbox is
+read as a thread (rig/kernel/thread.py): b4 reduces it to the newest complete revision.  Both
+kernels run the guest suite, the report is written as by a run, and a short plain-text
+summary for a reply on the list: what was vetted (subject, author, Message-Id, revision, the
+base commit and why), what it fixed and regressed with the observations that changed, the
+kernel it ran on, and the command that reproduces the run.  Bad input (a series that cannot be
+read, a tree that is not a clean git repository, a base-commit the tree lacks, a series that
+does not apply at its base) is refused before anything is built or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rig.core import hostdeps
+from rig.core.cache import Cache
+from rig.core.model import Outcome, Patch, Variant
+from rig.core.progress import Progress
+from rig.core.status import RigError
+from rig.core.text import printable, variant_name
+from rig.flows.config import RunConfig
+from rig.flows.matrix import Runner, RunOutput, write_outputs
+from rig.kernel import machinery, sandbox, sources, thread, tree
+from rig.kernel import patches as patchlib
+from rig.results.compare import Change, Comparison, VariantComparison, base_summary
+from rig.results.report import show_observed
+from rig.results.schema import VariantResult, Verdict
+
+SUMMARY = "vet-summary.txt"
+SERIES = "series.mbx"            # the revision vetted, as `git am` takes it (from a thread)
+THREAD = "thread.mbox"           # the thread fetched with --msgid
+LIMIT = 10                       # cells of one kind listed before pointing to the report
+_NOT_RUN = {
+    Outcome.PATCH_FAILED: "The series does not apply",
+    Outcome.BUILD_FAILED: "The kernel with the series does not build",
+    Outcome.BOOT_FAILED: "The kernel with the series did not boot",
+    Outcome.PANICKED: "The kernel with the series panicked while booting",
+    Outcome.HUNG: "The kernel with the series hung while booting",
+    Outcome.INFRA_ERROR: "The rig could not test the series",
+}
+
+
+@dataclass(frozen=True)
+class VetRequest:
+    """What to vet and where: a series (SERIES, or the thread of MSGID) on the base variant
+    or on a commit of TREE."""
+
+    series: Path | None = None       # an mbox, a .patch, a series folder
+    msgid: str = ""                  # or a thread on lore
+    revision: int | None = None      # of the thread; None: the newest
+    tree: Path | None = None         # the maintainer's kernel git tree
+    base: str = ""                   # the commit of TREE to vet on, over the series' own
+    command: tuple[str, ...] = ()    # the command as given, words, for the reproduce line
+
+
+@dataclass(frozen=True)
+class Vetted:
+    """What was vetted: the series as it came, and the commit it went on."""
+
+    patches: tuple[Patch, ...]
+    source: str                      # the file, or <Message-Id> for a fetched thread
+    subject: str
+    author: str
+    message_id: str                  # the cover letter's, else the first patch's
+    revision: int | None = None      # None: not read as a thread (a folder, a bare diff)
+    revisions: tuple[int, ...] = ()  # every revision the thread holds
+    base_commit: str = ""            # what the series' base-commit: line names
+    base: tree.Base | None = None    # with a tree: the commit vetted on, and why
+    mbox: bytes = b""                # the revision as `git am` takes it (from a thread)
+    thread: bytes = b""              # the thread fetched from lore
+
+    @property
+    def title(self) -> str:
+        rev = f"v{self.revision}" if self.revision else ""
+        others = [f"v{r}" for r in self.revisions if r != self.revision]
+        if others:
+            rev += f"; the thread also has {', '.join(others)}"
+        return f"{self.subject} ({rev})" if rev else self.subject
+
+
+def _is_mbox(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(5) == b"From "
+    except OSError:
+        return False
+
+
+def read_series(req: VetRequest, cache: Cache) -> Vetted:
+    """The series REQ names, read and checked; raises RigError for anything unusable."""
+    if req.msgid:
+        found, fetched = thread.fetch(req.msgid, req.revision)
+        return _from_thread(found, cache, fetched)
+    assert req.series is not None
+    if req.series.is_file() and _is_mbox(req.series):
+        return _from_thread(thread.reduce(req.series, req.revision), cache)
+    if req.revision is not None:
+        raise RigError(f"{req.series}: --revision picks a revision of a thread, and this is "
+                       "not an mbox")
+    patches = tuple(patchlib.load(req.series))
+    first = patches[0]
+    return Vetted(patches, str(req.series), first.subject, first.author, first.message_id)
+
+
+def _from_thread(found: thread.Series, cache: Cache, fetched: bytes = b"") -> Vetted:
+    mbox = found.mbox()
+    with cache.scratch("series") as scratch:     # read as the rig reads any mbox
+        (scratch / SERIES).write_bytes(mbox)
+        patches = tuple(patchlib.load(scratch / SERIES))
+    return Vetted(patches, found.source, found.subject, found.author, found.message_id,
+                  found.revision, found.revisions, found.base_commit, mbox=mbox, thread=fetched)
+
+
+def candidate(onto: Variant, series: Sequence[Patch], path: Path, title: str = "") -> Variant:
+    """ONTO plus SERIES, named for the file or folder it came from."""
+    name = variant_name(path.name if path.is_dir() else path.stem)
+    if name == onto.name:
+        name += "-candidate"
+    return Variant(name, onto.source, onto.fragments, onto.patches + tuple(series),
+                   title or str(path))
+
+
+def _onto(cfg: RunConfig, vetted: Vetted) -> Variant:
+    if vetted.base is not None:
+        return Variant(vetted.base.name, vetted.base.source, cfg.fragments)
+    onto = cfg.variant(cfg.base)
+    if onto.name in cfg.unloadable:
+        raise RigError(f"cannot vet on top of {onto.name}: {cfg.unloadable[onto.name]}")
+    return onto
+
+
+def _check_applies(cfg: RunConfig, cache: Cache, onto: Variant, vetted: Vetted) -> None:
+    """Refuse a series that does not apply where it is going, before anything is built;
+    git apply runs in the sandbox, as when the series is built."""
+    try:
+        confine = sandbox.decide(cfg.sandbox, untrusted=True)
+    except sandbox.SandboxUnavailable as exc:
+        raise RigError(str(exc)) from None
+    source = sources.prepare(onto.source, cache)
+    with cache.scratch("apply") as scratch:
+        applied = patchlib.dry_run(source.tree, onto.patches + vetted.patches, scratch,
+                                   confine.settings)
+    if not applied.ok:
+        where = (f"{vetted.base.source.path} at {vetted.base.described}" if vetted.base
+                 else f"{onto.name} ({onto.source.name} {source.version})")
+        raise RigError(f"{vetted.source}: the series does not apply on {where}: "
+                       f"{applied.message}")
+
+
+def reproduce(req: VetRequest, vetted: Vetted) -> str:
+    """The command as given, with what the rig chose pinned: the revision of a thread (a
+    newer one may come) and the base commit when it was the tree's HEAD (HEAD moves)."""
+    words = list(req.command)
+    if vetted.base is not None and "--tree" not in words:
+        words += ["--tree", str(vetted.base.source.path)]
+    if vetted.revision is not None and req.revision is None and (
+            len(vetted.revisions) > 1 or req.msgid):
+        words += ["--revision", str(vetted.revision)]
+    if vetted.base is not None and not req.base and not vetted.base_commit:
+        words += ["--base", vetted.base.commit]
+    return shlex.join(words)
+
+
+def _cell(vc: VariantComparison, change: Change) -> list[str]:
+    cells = [c for c in vc.cells if c.change is change]
+    lines = []
+    for c in cells[:LIMIT]:
+        t = c.test
+        where = " ".join(filter(None, (t.region, t.access)))
+        verdicts = c.base.verdict.value if c.base else "-"
+        if c.other and (not c.base or c.other.verdict is not c.base.verdict):
+            verdicts += f" -> {c.other.verdict.value}"
+        lines.append(f"  {t.check} [{where}]: {verdicts}")
+        lines += [f"      {d.key}: {show_observed(d.base)} -> {show_observed(d.other)}"
+                  for d in c.differences if d.key != "verdict"][:3]
+    if len(cells) > LIMIT:
+        lines.append(f"  ... and {len(cells) - LIMIT} more in report.html")
+    return lines
+
+
+def _release(v: VariantResult) -> str:
+    return f"kernel {v.environment.kernel_release}" if v.environment.kernel_release else ""
+
+
+def _kernel(v: VariantResult) -> str:
+    env = v.environment
+    release = f" ({_release(v)})" if _release(v) else ""
+    version = env.source_version[:12] if env.base_commit_from else env.source_version
+    return f"{env.source} {version}{release}".strip()
+
+
+def _what(vetted: Vetted, base: VariantResult) -> list[str]:
+    """Vetted: the series, its author, Message-Id and revision, the base and why."""
+    lines = [f"Vetted: {vetted.title}"]
+    lines += [f"  From: {vetted.author}"] if vetted.author else []
+    lines += [f"  Message-Id: <{vetted.message_id}>"] if vetted.message_id else []
+    if vetted.base is not None:
+        b = vetted.base
+        described = f" ({b.described})" if b.described != b.commit[:12] else ""
+        lines.append(f"  Base: {b.source.name} {b.commit[:12]}{described}, from {b.reason}")
+    else:
+        lines.append(f"  Base: {_kernel(base) or base.name}, the rig's {base.name} variant")
+        if vetted.base_commit:
+            lines.append(f"  (the series names base-commit {vetted.base_commit[:12]}: give "
+                         "--tree to vet it on that commit)")
+    return [*lines, ""]
+
+
+def summary(comparison: Comparison, name: str, vetted: Vetted, command: str) -> str:
+    """The reply: what was vetted, the verdict, fixed/regressed/changed cells, environment."""
+    vc = next(v for v in comparison.variants if v.name == name)
+    base, cand = comparison.base, vc.variant
+    onto = len(base.environment.patches)
+    series = vetted.patches
+    lines = _what(vetted, base)
+    lines.append(f"Series ({len(series)} patch{'es' * (len(series) > 1)}):")
+    for p in series:
+        lines.append(f"  {p.prefix + ' ' if p.prefix else ''}{p.subject}")
+        lines += [f"    From: {p.author}"] if p.author else []
+        lines += [f"    Message-Id: <{p.message_id}>"] if p.message_id else []
+    lines.append("")
+    if build := machinery.files(series):
+        built_in = cand.environment.sandbox or "not recorded"
+        how = (f"Applied and built WITHOUT a sandbox ({built_in}): its code ran on the host"
+               if built_in.startswith("none") else
+               f"Applied and built in the sandbox: {built_in}")
+        lines += ["BUILD MACHINERY: the series changes files that run on the host while the "
+                  + "kernel is built:", *(f"  {f}" for f in build), f"  {how}",
+                  "  Read those changes before trusting the result.", ""]
+    if refused := cand.environment.sandbox_refused:
+        lines += ["The sandbox refused writes while the series was built (build log):",
+                  *(f"  {line}" for line in refused), ""]
+    if not cand.has_verdict:
+        err = cand.errors[0] if cand.errors else None
+        lines.append(f"{_NOT_RUN.get(cand.outcome, cand.outcome.value)}: "
+                     f"{err.message if err else 'no error recorded'}")
+        if err and err.excerpt:
+            lines += ["", *(f"  {line}" for line in err.excerpt.strip().splitlines()[:12])]
+        lines += ["", f"What was tested: {base_summary(base)}"]
+    elif not base.has_verdict:
+        lines.append(f"Not comparable: {base_summary(base)}")
+    else:
+        regressed = vc.count(Change.REGRESSED)
+        others = "".join(f", {n} {c.value}" for c in (Change.LOST, Change.NEW,
+                                                      Change.NOT_COMPARABLE)
+                         if (n := vc.count(c)))
+        lines.append(f"Result: {'REGRESSION' if regressed else 'no regression'}: "
+                     f"{vc.count(Change.FIXED)} fixed, {regressed} regressed, "
+                     f"{vc.count(Change.CHANGED)} changed{others}, of {len(base.tests)} tests")
+        for change, title in ((Change.REGRESSED, "Regressed"),
+                              (Change.LOST, "Lost (ran on the base, not with the series)"),
+                              (Change.FIXED, "Fixed"),
+                              (Change.CHANGED, "Changed (same pass/fail, different behaviour)")):
+            if cells := _cell(vc, change):
+                lines += ["", f"{title}:", *cells]
+        crashed = [t.id for t in cand.tests if t.verdict is Verdict.CRASHED]
+        if crashed:
+            lines += ["", f"The guest crashed in: {', '.join(crashed)}"]
+    env = (cand if cand.has_verdict else base).environment
+    on = f"{base.name} (+{onto} patches)" if onto else base.name
+    qemu = f"QEMU {env.qemu_version or '?'} ({env.accelerator or '?'})"
+    lines += ["",
+              f"Tested on: {_kernel(base)}, {qemu}, soft-RoCE (rdma_rxe)",
+              f"  onto {on}; with the series: {_release(cand) or cand.outcome.value}",
+              f"  config {env.config_hash[:12] or '?'}, guest image {env.image_hash[:12] or '?'}",
+              "",
+              f"Reproduce with umem-rig: {command}"]
+    return printable("\n".join(lines) + "\n")
+
+
+@dataclass(frozen=True)
+class VetOutput:
+    run: RunOutput
+    candidate: str                   # the candidate variant's name
+    summary: Path                    # vet-summary.txt
+
+
+def _annotate(results, onto: Variant, cand: Variant, vetted: Vetted) -> None:
+    """What the results cannot know from the variants alone: the series' Message-Id, and
+    the tree's remote and why this base commit."""
+    for v in results.variants:
+        if v.name == cand.name:
+            v.environment.message_id = vetted.message_id
+        if vetted.base is not None and v.name in (onto.name, cand.name):
+            v.environment.base_commit_from = vetted.base.reason
+            v.environment.repository = vetted.base.repository
+
+
+def vet(cfg: RunConfig, cache: Cache, progress: Progress, req: VetRequest) -> VetOutput:
+    """Run the base (CFG's, already the --onto variant if any, or the tree's commit) and it
+    plus the series; write the reports and the summary.  Bad input raises before any work
+    is written."""
+    vetted = read_series(req, cache)
+    if req.tree is not None:
+        root = tree.open_tree(req.tree)
+        vetted = dataclasses.replace(vetted, base=tree.base(root, vetted.base_commit, req.base))
+    elif req.base:
+        raise RigError("--base names a commit of a tree: give the tree with --tree (or set "
+                       "[vet] tree)")
+    onto = _onto(cfg, vetted)
+    # The check that the series applies needs the source and the sandbox only: a series that
+    # does not apply is refused before the build's packages are installed.
+    hostdeps.ensure(["source", "sandbox"], cfg.install_packages, log=progress.log)
+    _check_applies(cfg, cache, onto, vetted)
+    hostdeps.ensure(["build"], cfg.install_packages, log=progress.log)
+    # a thread fetched by Message-Id is named for the Message-Id's local part
+    named = Path(req.msgid.strip("<>").split("@")[0][:40]) if req.msgid else Path(vetted.source)
+    cand = candidate(onto, vetted.patches, named, f"{vetted.title} from {vetted.source}")
+    runner = Runner(dataclasses.replace(cfg, variants=[onto, cand], base=onto.name), cache,
+                    progress)
+    results = runner.results()
+    _annotate(results, onto, cand, vetted)
+    out = write_outputs(results, cfg.out)
+    if vetted.mbox:
+        (out.out / SERIES).write_bytes(vetted.mbox)
+    if vetted.thread:
+        (out.out / THREAD).write_bytes(vetted.thread)
+    path = out.out / SUMMARY
+    path.write_text(summary(out.comparison, cand.name, vetted, reproduce(req, vetted)))
+    return VetOutput(out, cand.name, path)

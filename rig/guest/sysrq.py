@@ -1,0 +1,55 @@
+"""Asking a stuck guest's kernel where it is stuck, before the guest is killed.
+
+SysRq-w prints the stacks of the tasks in uninterruptible sleep (a test looping in msleep()
+inside ib_umem_get(), a pin waiting on a lock).  It goes through a new SSH command when sshd
+still answers (the stuck task holds nothing sshd needs), or else as a break on the serial
+console (QEMU's serial multiplexer: Ctrl-A b, then the command key), which the kernel handles
+even when no process can run.  What the console printed meanwhile is the evidence.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Protocol
+
+from rig.guest.ssh import SSHError
+
+SERIAL_BREAK = b"\x01b"              # QEMU's mux escape (Ctrl-A) then "b": send a break
+SSH_TIMEOUT = 5.0
+SETTLE = 1.5                         # console quiet this long: the dump is over
+LIMIT = 15.0                         # longest wait for the dump
+
+
+class _Console(Protocol):
+    child: object
+    log_path: Path
+
+    def quiet_for(self) -> float: ...
+
+
+class _Session(Protocol):
+    def run(self, cmd: str, timeout: float) -> object: ...
+
+
+def blocked_tasks(console: _Console, session: _Session | None, key: str = "w") -> str:
+    """Trigger SysRq KEY and return what the console printed in answer ("" if nothing)."""
+    start = console.log_path.stat().st_size
+    asked = False
+    if session is not None:
+        try:
+            session.run(f"echo {key} > /proc/sysrq-trigger", timeout=SSH_TIMEOUT)
+            asked = True
+        except SSHError:                # sshd is gone too: the serial line it is
+            asked = False
+    if not asked:
+        console.child.send(SERIAL_BREAK)
+        time.sleep(0.2)
+        console.child.send(key.encode())
+    deadline = time.monotonic() + LIMIT
+    time.sleep(SETTLE)
+    while console.quiet_for() < SETTLE and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with open(console.log_path, "rb") as log:
+        log.seek(start)
+        return log.read().decode("utf-8", "replace").replace("\r", "")

@@ -1,0 +1,1 @@
+"""Where tests run: the local QEMU runtime, a LAVA lab, crash policy, and the suites (runtime/suites/).  Imports rig.core, rig.kernel (a suite may build its programs from a kernel source), rig.guest and rig.results."""

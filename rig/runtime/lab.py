@@ -1,0 +1,622 @@
+"""The lab stage: a variant's guest suite run as a job on a LAVA lab instead of a local QEMU.
+
+The kernel, the guest image and an archive of the suite go to the lab's artefact directory
+(content-addressed, so each is copied once), which the lab's workers read as file:// or over
+http.  The job (templates/lava-job.yaml.j2) boots them on one of the lab's QEMU devices with
+rig-init's rig.run= mode: no SSH, the guest unpacks the archive from its second disk and runs
+rig-run.sh, which runs the suite and prints the JUnit file on the console between marker
+lines.  The rig polls the job, reads its log and makes of it the TestStageResult a local
+boot gives.  A lab job runs the umem suite; other suites are said not to run there.  As in the local stage, a test that crashes the kernel is recorded as crashed and the
+suite runs again without it, here as another job.
+
+Many variants' jobs go to the lab at once (the runner gives each variant its own thread), so
+a lab with N devices runs N variants side by side.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import hashlib
+import io
+import os
+import re
+import secrets
+import shutil
+import tarfile
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from rig.core import datafiles
+from rig.core.model import BootEnvironment, ConsoleEvent, Outcome, StageError
+from rig.core.progress import Progress
+from rig.guest import markers, qemu
+from rig.guest.console import Patterns, scan
+from rig.results import junit
+from rig.results.schema import LabJob, SuiteInfo, Verdict
+from rig.runtime.lava import CANCELED, Devices, Job, LabError, LavaServer, LogLine
+from rig.runtime.local import TestRequest, TestStageResult, kernel_log_verdict, pin_splats
+from rig.runtime.suites import guest_pytest
+from rig.runtime.suites.base import HANG_MARGIN, Limits, Staged, Suite
+from rig.runtime.suites.umem import GUEST_DIR, GUEST_KO, GUEST_XML, UmemSuite, keyword
+
+KINDS = ("lava",)
+RUN_DISK = "vdb"                      # the suite archive's disk in the guest (rig.run=vdb)
+EXCERPT_LINES = 40
+# Beyond the boot and the suite, what a job may spend on downloading the artefacts and on the
+# lab's own steps, in seconds; the rig waits that much longer again before it gives up.
+JOB_MARGIN = 300
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """One [labs.NAME] table of the configuration."""
+
+    name: str
+    kind: str                         # "lava"
+    url: str                          # the server, e.g. https://lava.example.org/
+    device_type: str                  # the lab's QEMU device type, e.g. "qemu"
+    artefacts: Path                   # where the rig puts kernels, images and suite archives
+    artefacts_url: str                # the same directory as the lab's workers read it
+    token_env: str = ""               # the token comes from this environment variable...
+    token_file: Path | None = None    # ... or from this file (first line)
+    queue_timeout: float = 600        # seconds a job may wait for a device
+    poll: float = 5                   # seconds between looks at a running job
+    priority: str = "medium"
+    visibility: str = "public"
+
+    @classmethod
+    def from_table(cls, name: str, table: dict, root: Path) -> LabSettings:
+        """The lab NAME from its table; LabError naming the lab and the key if it is wrong."""
+        def need(key: str) -> str:
+            value = table.get(key)
+            if not isinstance(value, str) or not value:
+                raise LabError(f"lab {name}: '{key}' is missing (a string) in [labs.{name}]")
+            return value
+
+        kind = need("kind")
+        if kind not in KINDS:
+            raise LabError(f"lab {name}: kind {kind!r} is not one of {', '.join(KINDS)}")
+        if "token" in table:
+            raise LabError(f"lab {name}: a token is never written in the configuration; "
+                           "name it with token_env or token_file")
+        if not table.get("token_env") and not table.get("token_file"):
+            raise LabError(f"lab {name}: say where its token is, with token_env (an "
+                           "environment variable) or token_file")
+        url = need("artefacts_url")
+        if not url.startswith(("file:///", "http://", "https://")):
+            raise LabError(f"lab {name}: artefacts_url must start with file:///, http:// or "
+                           f"https://, not {url!r}")
+        token_file = table.get("token_file")
+        try:
+            return cls(name, kind, need("url"), need("device_type"),
+                       root / Path(need("artefacts")).expanduser(), url.rstrip("/") + "/",
+                       str(table.get("token_env", "")),
+                       (root / Path(token_file).expanduser()) if token_file else None,
+                       float(table.get("queue_timeout", 600)), float(table.get("poll", 5)),
+                       str(table.get("priority", "medium")),
+                       str(table.get("visibility", "public")))
+        except (TypeError, ValueError) as e:
+            raise LabError(f"lab {name}: {e}") from None
+
+    def token(self) -> str:
+        """The API token, from the environment or the file; never from the command line."""
+        if self.token_env:
+            value = os.environ.get(self.token_env, "").strip()
+            if value:
+                return value
+            if not self.token_file:
+                raise LabError(f"lab {self.name}: the environment variable {self.token_env} "
+                               "(the lab's token) is not set")
+        assert self.token_file is not None
+        try:
+            value = self.token_file.read_text().strip().splitlines()
+        except OSError as e:
+            raise LabError(f"lab {self.name}: cannot read the token file {self.token_file}: "
+                           f"{e.strerror}") from None
+        if not value or not value[0].strip():
+            raise LabError(f"lab {self.name}: the token file {self.token_file} is empty")
+        return value[0].strip()
+
+
+def settings(name: str, labs: dict, root: Path) -> LabSettings:
+    """The lab NAME from the configuration's [labs] tables; LabError if it is not there."""
+    if name not in labs or not isinstance(labs[name], dict):
+        known = ", ".join(sorted(labs)) or "none"
+        raise LabError(f"no lab named {name!r} in the configuration ([labs.{name}]; "
+                       f"known: {known})")
+    return LabSettings.from_table(name, labs[name], root)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What one job needs: the variant's kernel, the image, the suite archive, the limits."""
+
+    variant: str
+    kernel_url: str
+    image_url: str
+    suite_url: str
+    nonce: str
+    marker_token: str                 # rig/guest/markers.py: in the suite's disk, not the command line
+    boot_timeout: float
+    silence_timeout: float            # console quiet this long in the suite: hung
+    suite_timeout: float
+    memory_mb: int = 1024
+    cpus: int = 1
+
+
+@dataclass
+class JobOutcome:
+    """What one finished (or abandoned) job said, read from its log."""
+
+    job: LabJob
+    console: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)   # when each console line came
+    ready: bool = False
+    results_xml: str | None = None
+    results_error: str = ""           # why a results block that was there could not be read
+    malformed: bool = False           # ... because the block itself was bad (not pytest)
+    pytest_status: int | None = None
+    kernel_release: str = ""
+    qemu_version: str = ""
+    accel: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    lab_error: str = ""               # what the lab said went wrong (failure comment, errors)
+
+
+class Lab:
+    """A LAVA lab the runner sends variants to; run_suite() has run_suite()'s signature."""
+
+    def __init__(self, settings: LabSettings, server: LavaServer | None = None):
+        self.settings = settings
+        self._server = server
+        self._checked: Devices | LabError | None = None
+
+    @property
+    def server(self) -> LavaServer:
+        if self._server is None:
+            self._server = LavaServer(self.settings.name, self.settings.url,
+                                      self.settings.token())
+        return self._server
+
+    def check(self, progress: Progress | None = None) -> Devices:
+        """Reachable, token accepted, device type known with devices; LabError otherwise.
+
+        Asked once (the first failure is said on PROGRESS); later calls give the same answer.
+        """
+        with _LOCK:
+            if self._checked is None:
+                try:
+                    self._checked = self.server.check(self.settings.device_type)
+                except LabError as e:
+                    self._checked = e
+                    if progress is not None:
+                        progress.log(f"rig: {e}")
+            if isinstance(self._checked, LabError):
+                raise self._checked
+            return self._checked
+
+    # -- artefacts -------------------------------------------------------------------------
+
+    def publish(self, src: Path, kind: str, key: str, gz: bool = False) -> str:
+        """SRC in the artefact directory under KIND/KEY/ (once), and its URL for the lab.
+
+        GZ: compressed, for the image: a worker hashes what it downloads three times over
+        (md5, sha256, sha512), which for the raw 800 MB image took longer than the boot.
+        """
+        rel = Path(kind) / key / (src.name + ".gz" if gz else src.name)
+        dest = self.settings.artefacts / rel
+        with _LOCK:
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+                if gz:
+                    with open(src, "rb") as fin, gzip.open(tmp, "wb", compresslevel=1) as fout:
+                        shutil.copyfileobj(fin, fout, 1 << 20)
+                else:
+                    try:
+                        os.link(src, tmp)     # the same file system: no copy at all
+                    except OSError:
+                        shutil.copyfile(src, tmp)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, dest)
+        return self.settings.artefacts_url + rel.as_posix()
+
+    def suite_archive(self, staged: Staged, limits: Limits, deselect: list[str],
+                      into: Path, token: str) -> Path:
+        """The tar the guest unpacks into /root: the umem suite's uploads and rig-run.sh,
+        whose pytest marks tests with the job's marker TOKEN."""
+        env = {"PYTHONPATH": GUEST_DIR, "UMEM_TEST_KO": GUEST_KO,
+               "UMEM_TEST_TIMEOUT": f"{limits.test:g}"}
+        script = _template("lab-run.sh.j2").render(
+            pytest=guest_pytest.command(GUEST_DIR, GUEST_XML, keyword(staged.select), env,
+                                        deselect, token), xml=GUEST_XML)
+        archive = into / "suite.tar"
+        with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as tar:
+            def add(path: Path, name: str) -> None:
+                info = tar.gettarinfo(str(path), name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mtime = 0
+                if info.isfile():
+                    with open(path, "rb") as fh:
+                        tar.addfile(info, fh)
+                else:
+                    tar.addfile(info)
+
+            for local, remote in staged.uploads:     # the archive unpacks into /root
+                name = str(Path(remote).relative_to("/root"))
+                for path in sorted([local, *local.rglob("*")]) if local.is_dir() else [local]:
+                    add(path, name if path == local else f"{name}/{path.relative_to(local)}")
+            data = script.encode()
+            info = tarfile.TarInfo("rig-run.sh")
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+        return archive
+
+    # -- one job ---------------------------------------------------------------------------
+
+    def definition(self, req: JobRequest) -> str:
+        settings = qemu.Settings.load()
+        cmdline = settings.cmdline.format(init=settings.init, nonce=req.nonce)
+        cmdline += f" rig.run={RUN_DISK}"
+        return _template("lava-job.yaml.j2").render(
+            lab=self.settings, req=req, cmdline=cmdline,
+            job_timeout=int(req.boot_timeout + req.suite_timeout + JOB_MARGIN),
+            queue_timeout=int(self.settings.queue_timeout))
+
+    def run_job(self, req: JobRequest, progress: Progress, who: str) -> JobOutcome:
+        """Submit REQ's job, wait for it to end, and read what it printed."""
+        server = self.server
+        job_id = server.submit(self.definition(req))
+        record = LabJob(self.settings.name, str(job_id), server.job_url(job_id))
+        progress.log(f"{who}: lab {self.settings.name}: job {job_id} submitted: {record.url}")
+        deadline_queue = time.monotonic() + self.settings.queue_timeout + 60
+        deadline_run = None
+        job = self._poll(job_id)
+        while not job.finished_state:
+            now = time.monotonic()
+            if job.started and deadline_run is None:
+                progress.detail(who, f"job {job_id} on {job.device}")
+                deadline_run = now + req.boot_timeout + req.suite_timeout + 2 * JOB_MARGIN
+            if deadline_run is None and now > deadline_queue:
+                server.cancel(job_id)
+                _fill(record, self._poll(job_id))
+                raise _Abandoned(record, self._never_started(job_id))
+            if deadline_run is not None and now > deadline_run:
+                server.cancel(job_id)
+                _fill(record, self._poll(job_id))
+                raise _Abandoned(record, f"lab {self.settings.name}: job {job_id} did not "
+                                 f"finish in time; canceled it ({record.url})")
+            time.sleep(self.settings.poll)
+            job = self._poll(job_id)
+        _fill(record, job)
+        # Canceled in the queue (LAVA's queue timeout): no device, though LAVA then sets the
+        # start time to the end time (go_state_finished in lava_scheduler_app/models.py).
+        if job.health == CANCELED and not job.device:
+            raise _Abandoned(record, self._never_started(job_id))
+        return read_log(record, job, server.log(job_id), req.nonce)
+
+    def _poll(self, job_id: int, patience: float = 60) -> Job:
+        """The job's state; a lab that stops answering for a moment (a restart) is waited for."""
+        since = time.monotonic()
+        while True:
+            try:
+                return self.server.job(job_id)
+            except LabError:
+                if time.monotonic() - since > patience:
+                    raise
+                time.sleep(self.settings.poll)
+
+    def _never_started(self, job_id: int) -> str:
+        return (f"lab {self.settings.name}: job {job_id} never started within "
+                f"{self.settings.queue_timeout:g} s: no device of type "
+                f"{self.settings.device_type!r} took it (devices offline, busy or "
+                f"unhealthy); it was canceled")
+
+    # -- the stage -------------------------------------------------------------------------
+
+    def run_tests(self, req: TestRequest, progress: Progress) -> TestStageResult:
+        """The umem suite on the lab, as testrun.run_tests runs it locally; never raises for
+        lab or guest trouble (they are results)."""
+        result = TestStageResult(Outcome.OK, lab=self.settings.name)
+        umem = next(((s, st) for s, st in req.suites if s.name == UmemSuite.name), None)
+        for suite, _ in req.suites:
+            if suite.name != UmemSuite.name:
+                result.suites.append(SuiteInfo(suite.name, Outcome.INFRA_ERROR))
+                result.errors.append(StageError(
+                    "lab", f"lab {self.settings.name} runs the umem suite only: "
+                    f"{suite.name} was not run"))
+        if umem is None:
+            result.outcome = Outcome.INFRA_ERROR
+            return result
+        suite, staged = umem
+        crashed: dict[str, tuple[str, str]] = {}
+        kernel_log: list[str] = []            # splats no test owns, as testrun keeps them
+        try:
+            with progress.stage(req.who, "lab"):
+                self._jobs(req, suite, staged, result, crashed, kernel_log, progress)
+        except LabError as e:
+            progress.log(f"{req.who}: {e}")
+            result.errors.append(StageError("lab", str(e)))
+            result.outcome = Outcome.INFRA_ERROR if not result.tests else Outcome.TESTS_RAN
+        except OSError as e:        # the artefact directory: full, read-only, not mounted
+            message = f"lab {self.settings.name}: cannot write {self.settings.artefacts}: {e}"
+            progress.log(f"{req.who}: {message}")
+            result.errors.append(StageError("lab", message))
+            result.outcome = Outcome.INFRA_ERROR if not result.tests else Outcome.TESTS_RAN
+        result.tests += [suite.host_result(node, Verdict.CRASHED, message, excerpt, result.tests)
+                         for node, (message, excerpt) in crashed.items()]
+        if crashed and result.outcome is Outcome.OK:
+            result.outcome = Outcome.TESTS_RAN
+        if result.kernel_release:
+            result.tests.append(kernel_log_verdict(kernel_log, suite.name))
+        for t in result.tests:
+            t.suite = suite.name
+        result.suites.insert(0, SuiteInfo(suite.name, result.outcome, staged.origin))
+        return result
+
+    def _jobs(self, req: TestRequest, suite: Suite, staged: Staged, result: TestStageResult,
+              crashed: dict[str, tuple[str, str]], kernel_log: list[str],
+              progress: Progress) -> None:
+        """One job, and one more after each test that crashed the kernel."""
+        try:
+            self.check(progress)
+        except LabError as e:
+            result.errors.append(StageError("lab", str(e)))
+            result.outcome = Outcome.INFRA_ERROR
+            return
+        boot = req.boot
+        kernel_url = self.publish(boot.kernel, "kernel", boot.kernel.parent.name)
+        image_url = self.publish(boot.image.path, "image", boot.image.key, gz=True)
+        for attempt in range(req.max_crashes + 1):
+            work = staged.workdir / f"lab-attempt-{attempt}"
+            work.mkdir(parents=True)
+            token = markers.new_token()
+            archive = self.suite_archive(staged, req.limits, sorted(crashed), work, token)
+            suite_url = self.publish(archive, "suite", _sha256(archive))
+            job_req = JobRequest(req.who, kernel_url, image_url, suite_url,
+                                 secrets.token_hex(8), token, boot.boot_timeout,
+                                 req.limits.test + HANG_MARGIN, req.limits.suite,
+                                 boot.memory_mb, boot.cpus)
+            log = req.console_dir / (f"{req.who}.console.log" if attempt == 0
+                                     else f"{req.who}.console.{attempt}.log")
+            try:
+                out = self.run_job(job_req, progress, req.who)
+            except _Abandoned as e:
+                result.lab_jobs.append(e.job)
+                result.errors.append(StageError("lab", str(e)))
+                result.outcome = Outcome.INFRA_ERROR if attempt == 0 else Outcome.TESTS_RAN
+                return
+            result.lab_jobs.append(out.job)
+            log.write_text("".join(line + "\n" for line in out.console))
+            outcome = self._judge(out, token, suite, boot.memory_mb, boot.cpus, result,
+                                  crashed, kernel_log, first=attempt == 0)
+            if outcome is not None:
+                result.outcome = outcome
+                return
+        result.errors.append(StageError("tests", f"gave up after {req.max_crashes} crashes"))
+        result.outcome = Outcome.TESTS_RAN
+
+    def _judge(self, out: JobOutcome, token: str, suite: Suite, memory_mb: int, cpus: int,
+               result: TestStageResult, crashed: dict[str, tuple[str, str]],
+               kernel_log: list[str], first: bool) -> Outcome | None:
+        """Fold one job, whose markers carry TOKEN, into RESULT; the final outcome, or None
+        to run another job."""
+        for stage, seconds in out.timings.items():
+            result.timings[stage] = round(result.timings.get(stage, 0.0) + seconds, 3)
+        if out.accel:
+            result.boot = BootEnvironment(out.accel, out.qemu_version, memory_mb, cpus)
+        result.kernel_release = out.kernel_release or result.kernel_release
+        reports = scan(list(zip(out.times, out.console, strict=True)))
+        text = "\n".join(out.console)
+        panic = next((r for r in reports if r.event is ConsoleEvent.PANIC), None)
+        where = f"lab {self.settings.name}, job {out.job.id} on {out.job.device or '?'}"
+        if not out.ready:
+            tail = "\n".join(out.console[-EXCERPT_LINES:])
+            if not any(_LINUX.search(line) for line in out.console):
+                # QEMU or the lab failed before the kernel ran: not the kernel's verdict.
+                result.errors.append(StageError(
+                    "lab", f"{where}: the kernel never started; the job ended "
+                    f"{out.job.health}{': ' + out.lab_error if out.lab_error else ''} "
+                    f"({out.job.url})", tail))
+                return Outcome.INFRA_ERROR if first else Outcome.TESTS_RAN
+            what = "kernel panic" if panic else "no ready line"
+            result.errors.append(StageError(
+                "boot", f"{where}: {what}; the job ended {out.job.health}"
+                f"{': ' + out.lab_error if out.lab_error else ''} ({out.job.url})",
+                panic.excerpt if panic else tail))
+            result.console += (panic.excerpt if panic else tail) + "\n"
+            if not first:
+                return Outcome.TESTS_RAN
+            return Outcome.PANICKED if panic else Outcome.BOOT_FAILED
+        if out.results_xml is None:
+            node = suite.running_test(markers.trusted(text, token))
+            if panic:
+                # What killed the guest is often an Oops or BUG just before the panic.
+                upto = reports[:reports.index(panic) + 1]
+                message = f"the guest died: {panic.event.value}"
+                excerpt = "\n\n".join(r.excerpt for r in upto)
+            else:
+                message = (f"hung: the console went quiet and the job ended "
+                           f"{out.job.health} without the suite's results"
+                           f"{': ' + out.lab_error if out.lab_error else ''}")
+                excerpt = "\n".join(out.console[-EXCERPT_LINES:])
+            result.console += excerpt + "\n"
+            if out.malformed:       # the guest's block, not the lab: no verdict from it
+                result.errors.append(StageError("lab", f"{where}: {out.results_error}"))
+                return Outcome.INFRA_ERROR if first else Outcome.TESTS_RAN
+            if out.results_error:
+                result.errors.append(StageError("tests", f"{where}: {out.results_error}"))
+                return Outcome.TESTS_RAN
+            if node is None or node in crashed:
+                result.errors.append(StageError(
+                    "tests", f"{where}: {message}, outside any test ({out.job.url})", excerpt))
+                return Outcome.TESTS_RAN
+            crashed[node] = (message, excerpt)
+            return None
+        try:
+            result.tests = junit.parse_string(out.results_xml, f"job {out.job.id}")
+        except junit.JUnitError as e:
+            result.errors.append(StageError("tests", f"{where}: {e}"))
+            return Outcome.TESTS_RAN
+        for excerpt in pin_splats(reports, text, token, suite, result.tests):
+            result.console += excerpt + "\n"
+            kernel_log.append(excerpt)
+        if out.pytest_status not in (0, 1):
+            result.errors.append(StageError(
+                "tests", f"pytest exited {out.pytest_status} ({out.job.url})",
+                "\n".join(out.console[-EXCERPT_LINES:])))
+            return Outcome.TESTS_RAN
+        return Outcome.OK if not crashed else Outcome.TESTS_RAN
+
+
+class _Abandoned(Exception):
+    """A job the rig gave up on (never started, never ended); JOB is what is known of it."""
+
+    def __init__(self, job: LabJob, message: str):
+        self.job = job
+        super().__init__(message)
+
+
+# -- reading a job's log -----------------------------------------------------------------------
+
+_BEGIN = re.compile(r"^RIG-RESULTS-BEGIN:(?P<nonce>\S+) pytest=(?P<status>-?\d+) "
+                    r"sha256=(?P<sha>[0-9a-f]{64})$")
+_END = re.compile(r"^RIG-RESULTS-END:(?P<nonce>\S+)$")
+_NONE = re.compile(r"^RIG-RESULTS-NONE:(?P<nonce>\S+) pytest=(?P<status>-?\d+)$")
+_UNAME = re.compile(r"^RIG-UNAME:(?P<nonce>\S+) (?P<release>\S+)$")
+_QEMU_VERSION = re.compile(r"qemu(?:-system-x86)?, installed at version: ([^,\s]+)")
+_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+_LINUX = re.compile(r"Linux version \d")        # the kernel's first line
+
+
+def read_log(record: LabJob, job: Job, log: list[LogLine], nonce: str) -> JobOutcome:
+    """What a finished job's log says: the console, the markers, the results block."""
+    _fill(record, job)
+    out = JobOutcome(record)
+    ready = Patterns.load().ready_line(nonce)
+    times: dict[str, float] = {}
+    block: list[str] | None = None
+    block_size = 0
+    begin: re.Match[str] | None = None
+    errors: list[str] = []
+    for line in log:
+        if line.lvl == "target" and isinstance(line.msg, str):
+            text = line.msg.rstrip("\r\n")
+            t = _seconds(line.dt)
+            out.console.append(text)
+            out.times.append(t)
+            bare = _TIMESTAMP.sub("", text)
+            times.setdefault("console", t)
+            if ready.search(bare):
+                out.ready = True
+                times.setdefault("ready", t)
+            elif (m := _UNAME.match(bare)) and m["nonce"] == nonce:
+                out.kernel_release = m["release"]
+            elif (m := _BEGIN.match(bare)) and m["nonce"] == nonce:
+                begin, block, block_size = m, [], 0
+                out.pytest_status = int(m["status"])
+            elif (m := _END.match(bare)) and m["nonce"] == nonce and begin and block is not None:
+                out.results_xml, out.results_error = _decode(block, begin["sha"])
+                out.malformed = out.results_xml is None
+                times.setdefault("results", t)
+                block = None
+            elif (m := _NONE.match(bare)) and m["nonce"] == nonce:
+                out.pytest_status = int(m["status"])
+                out.results_error = f"pytest exited {m['status']} and wrote no JUnit file"
+                times.setdefault("results", t)
+            elif block is not None:
+                block.append(bare.strip())
+                block_size += len(block[-1])
+                if block_size > _limits()["block_bytes"]:
+                    out.results_error = (f"the results block on the console is more than "
+                                         f"{_limits()['block_bytes']} bytes ([lab] "
+                                         "block_bytes): not read")
+                    out.malformed, block = True, None
+        elif isinstance(line.msg, str):
+            if line.lvl == "error":
+                errors.append(line.msg)
+            elif m := _QEMU_VERSION.search(line.msg):
+                out.qemu_version = m.group(1)
+            elif "qemu-system" in line.msg and " -kernel " in line.msg:
+                out.accel = "kvm" if "-enable-kvm" in line.msg else "tcg"
+    out.lab_error = job.failure or (errors[-1] if errors else "")
+    start = _seconds(job.started)
+    if start and "console" in times:
+        out.timings["deploy"] = round(times["console"] - start, 3)
+    if "ready" in times and "console" in times:
+        out.timings["boot"] = round(times["ready"] - times["console"], 3)
+    if "results" in times and "ready" in times:
+        out.timings["tests"] = round(times["results"] - times["ready"], 3)
+    if start and _seconds(job.submitted):
+        out.timings["queue"] = round(start - _seconds(job.submitted), 3)
+    return out
+
+
+def _decode(block: list[str], sha: str) -> tuple[str | None, str]:
+    try:
+        data = base64.b64decode("".join(block), validate=True)
+    except ValueError as e:
+        return None, f"the results block on the console is not base64 ({e})"
+    if hashlib.sha256(data).hexdigest() != sha:
+        return None, ("the results block on the console was garbled (sha256 mismatch): "
+                      "console output mixed into it?")
+    cap = _limits()["results_bytes"]
+    unzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)     # gzip, one member
+    try:
+        xml = unzip.decompress(data, cap + 1)
+    except zlib.error as e:
+        return None, f"the results block on the console is malformed: not gzip data ({e})"
+    if len(xml) > cap:
+        return None, (f"the results block on the console unpacks to more than {cap} bytes "
+                      "([lab] results_bytes): not read")
+    if not unzip.eof:
+        return None, ("the results block on the console is malformed: its gzip data is cut "
+                      "short")
+    return xml.decode("utf-8", "replace"), ""
+
+
+def _limits() -> dict[str, int]:
+    return datafiles.guest_limits("lab")
+
+
+def _fill(record: LabJob, job: Job) -> None:
+    record.device, record.state, record.health = job.device, job.state, job.health
+    record.submitted, record.started, record.finished = job.submitted, job.started, job.finished
+
+
+def _seconds(stamp: str) -> float:
+    """An ISO 8601 time as seconds since the epoch (naive times are UTC); 0.0 if none."""
+    if not stamp:
+        return 0.0
+    try:
+        when = dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return 0.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _template(name: str) -> jinja2.Template:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    return env.from_string(resources.files("rig").joinpath(f"templates/{name}").read_text())
+

@@ -43,7 +43,8 @@ from rig.core.model import BootRequest
 from rig.core.progress import Progress
 from rig.flows import config
 from rig.flows.matrix import Runner
-from rig.runtime.local import TestRequest, run_tests, suite_timing
+from rig.runtime.base import TestRequest, suite_timing
+from rig.runtime.local import Local
 from rig.runtime.suites import SUITES
 from rig.runtime.suites.base import Limits, StageRequest
 from rig.runtime.suites.umem import UmemSuite
@@ -167,7 +168,7 @@ def compare_suites(runner: Runner, cfg, rev: str, runs: int, tmp: Path,
                                            boot_timeout=cfg.timeouts.boot,
                                            silence_timeout=cfg.timeouts.silence,
                                            workdir=scratch)
-                    ran = run_tests(TestRequest(boot_req, ((UmemSuite(), staged),),
+                    ran = Local().run_tests(TestRequest(boot_req, ((UmemSuite(), staged),),
                                                 f"{variant.name}-{which}-{run}", tmp,
                                                 Limits(cfg.timeouts.test, cfg.timeouts.suite)),
                                     progress)

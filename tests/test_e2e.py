@@ -18,7 +18,7 @@ import pytest
 from rig.results import compare
 from rig.results import schema as results
 from rig.results.compare import Change
-from rig.runtime.local import KERNEL_LOG
+from rig.runtime.base import KERNEL_LOG
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parent / "fixtures"

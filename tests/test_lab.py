@@ -30,7 +30,7 @@ from rig.results import report
 from rig.results import schema as results
 from rig.results.schema import LabJob, Verdict
 from rig.runtime import lab, lava
-from rig.runtime.local import TestStageResult
+from rig.runtime.base import TestStageResult
 from rig.runtime.suites.base import Limits, Staged
 from rig.runtime.suites.umem import GUEST_DIR, GUEST_KO, UmemSuite, stage_tests
 

@@ -7,7 +7,7 @@ from tokens import TOKEN, tokened
 
 from rig.guest.console import scan
 from rig.results.schema import TestResult, Verdict
-from rig.runtime.local import KERNEL_LOG, kernel_log_verdict, pin_splats
+from rig.runtime.base import KERNEL_LOG, kernel_log_verdict, pin_splats
 from rig.runtime.suites.umem import UmemSuite
 
 # WARN_ON_ONCE() in ib_umem_get() while test_registration[anon-written-ro-mr] ran

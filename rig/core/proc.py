@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+from rig.core.status import InfraError
+
 MIB = 1 << 20
 
 
@@ -62,7 +64,7 @@ class Ran:
     seconds: float
 
 
-class CommandFailed(Exception):
+class CommandFailed(InfraError):
     """A command that did not succeed; WHAT says what it was for."""
 
     def __init__(self, what: str, argv: Sequence[str], status: int | None, excerpt: str,

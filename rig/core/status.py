@@ -30,4 +30,12 @@ _MEANINGS = {
 
 
 class RigError(Exception):
-    """Bad input, or a condition the user must fix: the message names what and why."""
+    """Bad input, or a condition the user must fix: the message names what and why.
+    cli.main maps it to exit status 2 (NO_VERDICT)."""
+
+
+class InfraError(Exception):
+    """The machinery the rig drives failed (a command, the sandbox, QEMU, the guest's boot or
+    SSH, a lab, a suite's preparation): not the input's fault and not the kernel's verdict.
+    The stage that meets one records it on the variant (outcome infra-error, or the outcome a
+    BootError carries), and the run goes on with the others."""

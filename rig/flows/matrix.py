@@ -12,13 +12,13 @@ import datetime as dt
 import platform
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from rig.core import hostdeps
 from rig.core.cache import Cache
-from rig.core.model import BootRequest, ImageResult, Outcome, StageError, Variant
+from rig.core.model import BootRequest, BuildResult, ImageResult, Outcome, StageError, Variant
 from rig.core.paths import remove_tree
 from rig.core.progress import Progress
 from rig.core.status import ExitStatus, RigError
@@ -34,14 +34,16 @@ from rig.results.schema import (
     PatchInfo,
     Results,
     RunInfo,
+    SuiteInfo,
     VariantResult,
     Verdict,
     patch_file,
 )
 from rig.runtime import suites as suitelib
+from rig.runtime.base import Runtime, TestRequest
 from rig.runtime.lab import Lab, LabError
-from rig.runtime.local import TestRequest, prepare_suites, run_tests
-from rig.runtime.suites.base import Limits
+from rig.runtime.local import Local
+from rig.runtime.suites.base import Limits, Staged, StageRequest, Suite, SuiteError
 
 
 class StageFailed(RigError):
@@ -75,6 +77,33 @@ def rig_version() -> str:
         return "unknown"
 
 
+@dataclass
+class Prepared:
+    suites: list[tuple[Suite, Staged]] = field(default_factory=list)
+    failed: list[SuiteInfo] = field(default_factory=list)     # suites that could not be built
+    errors: list[StageError] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_suites(cfg: RunConfig, cache: Cache, built: BuildResult, image: ImageResult,
+                   select: dict[str, tuple[str, ...]], scratch: Path, progress: Progress,
+                   who: str) -> Prepared:
+    """Build (or find in the cache) what each of CFG's suites needs for one variant."""
+    out = Prepared()
+    for name in cfg.suites:
+        suite = suitelib.get(name)
+        req = StageRequest(cfg.project, cache, built, image, cfg.suite_settings.get(name, {}),
+                           cfg.sources, select.get(name, ()), scratch, progress.log)
+        with progress.stage(who, f"build {name}") as timing:
+            try:
+                out.suites.append((suite, suite.stage(req)))
+            except SuiteError as exc:
+                out.failed.append(SuiteInfo(name, Outcome.BUILD_FAILED))
+                out.errors.append(StageError(f"build {name}", str(exc)))
+        out.timings[f"build:{name}"] = timing["seconds"]
+    return out
+
+
 class Runner:
     def __init__(self, cfg: RunConfig, cache: Cache, progress: Progress):
         self.cfg = cfg
@@ -92,7 +121,7 @@ class Runner:
         self.image_seconds = 0.0
         # With a lab the boots are the lab's jobs, and run_tests() submits one and waits.
         self.lab = Lab(cfg.lab) if cfg.lab else None
-        self.run_tests = self.lab.run_tests if self.lab else run_tests
+        self.runtime: Runtime = self.lab or Local()
 
     def prepare_image(self) -> None:
         """The guest image every variant boots, before any kernel is built: without it no
@@ -166,7 +195,7 @@ class Runner:
             boot_req = BootRequest(built.bzimage, self.image, self.accel,
                                    boot_timeout=cfg.timeouts.boot,
                                    silence_timeout=cfg.timeouts.silence, workdir=scratch)
-            ran = self.run_tests(TestRequest(boot_req, tuple(prepared.suites), variant.name,
+            ran = self.runtime.run_tests(TestRequest(boot_req, tuple(prepared.suites), variant.name,
                                              console_dir,
                                              Limits(cfg.timeouts.test, cfg.timeouts.suite)),
                                  self.progress)

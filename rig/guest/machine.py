@@ -31,6 +31,7 @@ from rig.core.model import (
     Outcome,
     StageError,
 )
+from rig.core.status import InfraError
 from rig.guest import markers, qemu, ssh
 from rig.guest.console import Console, Patterns
 
@@ -49,7 +50,7 @@ _WHAT = {
 }
 
 
-class BootError(Exception):
+class BootError(InfraError):
     """The guest did not come up: OUTCOME says how, REPORT holds the console excerpt."""
 
     def __init__(self, outcome: Outcome, message: str, report: ConsoleReport | None = None,

@@ -24,12 +24,13 @@ from pathlib import Path
 import pexpect
 
 from rig.core import datafiles, proc
+from rig.core.status import InfraError
 from rig.guest.console import Console, Patterns
 
 ACCELS = ("auto", "kvm", "tcg")
 
 
-class QemuError(Exception):
+class QemuError(InfraError):
     """QEMU could not be started; the message says what is missing or wrong."""
 
 

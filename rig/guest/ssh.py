@@ -18,11 +18,12 @@ import paramiko
 
 from rig.core import datafiles
 from rig.core.model import CommandResult
+from rig.core.status import InfraError
 
 RETRY_PAUSE = 0.25                  # seconds between connection attempts
 
 
-class SSHError(Exception):
+class SSHError(InfraError):
     """The guest could not be reached or a transfer failed; the message says which and why."""
 
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rig.core import datafiles, proc
+from rig.core.status import InfraError
 
 
-class SandboxUnavailable(Exception):
+class SandboxUnavailable(InfraError):
     """An untrusted series, and no sandbox to build it in; the message says why."""
 
 

@@ -28,6 +28,7 @@ from defusedxml import DefusedXmlException
 
 from rig.core import datafiles
 from rig.core.model import StageError
+from rig.core.status import InfraError
 from rig.results.schema import TestResult, VariantResult, Verdict
 
 CRASHED_TYPE = "rig.crashed"
@@ -46,7 +47,7 @@ _NAME = re.compile(r"(?:test_)?(?P<func>[^\[]*)(?:\[(?P<param>.*)\])?", re.DOTAL
 Namer = Callable[[str, str], str]
 
 
-class JUnitError(Exception):
+class JUnitError(InfraError):
     """A JUnit file that cannot be read; the message names the file and the problem."""
 
 

@@ -41,8 +41,8 @@ from rig.guest import markers, qemu
 from rig.guest.console import Patterns, scan
 from rig.results import junit
 from rig.results.schema import LabJob, SuiteInfo, Verdict
+from rig.runtime.base import TestRequest, TestStageResult, kernel_log_verdict, pin_splats
 from rig.runtime.lava import CANCELED, Devices, Job, LabError, LavaServer, LogLine
-from rig.runtime.local import TestRequest, TestStageResult, kernel_log_verdict, pin_splats
 from rig.runtime.suites import guest_pytest
 from rig.runtime.suites.base import HANG_MARGIN, Limits, Staged, Suite
 from rig.runtime.suites.umem import GUEST_DIR, GUEST_KO, GUEST_XML, UmemSuite, keyword
@@ -325,7 +325,7 @@ class Lab:
     # -- the stage -------------------------------------------------------------------------
 
     def run_tests(self, req: TestRequest, progress: Progress) -> TestStageResult:
-        """The umem suite on the lab, as testrun.run_tests runs it locally; never raises for
+        """The umem suite on the lab, as the local runtime runs it; never raises for
         lab or guest trouble (they are results)."""
         result = TestStageResult(Outcome.OK, lab=self.settings.name)
         umem = next(((s, st) for s, st in req.suites if s.name == UmemSuite.name), None)

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from rig.core import datafiles
+from rig.core.status import InfraError
 
 # The states and healths the API reports (get_state_display / get_health_display).
 FINISHED = "Finished"
@@ -31,7 +32,7 @@ COMPLETE, INCOMPLETE, CANCELED = "Complete", "Incomplete", "Canceled"
 _USABLE = {"Good", "Unknown"}
 
 
-class LabError(Exception):
+class LabError(InfraError):
     """The lab cannot do what the rig asked; the message names the lab and what is wrong."""
 
 

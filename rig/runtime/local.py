@@ -12,111 +12,41 @@ says was running then, which fails with it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
-from rig.core.cache import Cache
 from rig.core.model import (
-    BootEnvironment,
-    BootRequest,
-    BuildResult,
     ConsoleEvent,
-    ConsoleReport,
-    ImageResult,
     Outcome,
     StageError,
 )
 from rig.core.progress import Progress
 from rig.guest import markers, sysrq
-from rig.guest.console import Console, Patterns
+from rig.guest.console import Console
 from rig.guest.machine import BootError, Guest, GuestCrashed, boot
-from rig.results.schema import LabJob, SuiteInfo, TestResult, Verdict
-from rig.runtime import suites as suitelib
+from rig.results.schema import SuiteInfo, TestResult, Verdict
+from rig.runtime.base import (
+    TestRequest,
+    TestStageResult,
+    kernel_log_verdict,
+    pin_splats,
+    suite_timing,
+)
 from rig.runtime.crashes import CrashPolicy
-
-if TYPE_CHECKING:                    # only a type here: the configuration imports the lab,
-    from rig.flows.config import RunConfig  # whose stage mirrors this one
 from rig.runtime.suites.base import (
     Hung,
-    Limits,
     Staged,
-    StageRequest,
     Suite,
-    SuiteError,
     SuiteReport,
     console_since,
 )
 
-PASSING_OR_SKIPPED = frozenset({Verdict.PASSED, Verdict.XFAILED, Verdict.SKIPPED})
-KERNEL_LOG = "kernel log"            # the id of a variant's kernel-log verdict
 
+class Local:
+    """The runtime on this machine: the variant boots in QEMU here (a Runtime)."""
 
-@dataclass(frozen=True)
-class TestRequest:
-    __test__ = False                 # not a pytest test class, whatever its name says
-
-    boot: BootRequest
-    suites: tuple[tuple[Suite, Staged], ...]    # in the order they run
-    who: str                         # the variant, for progress and console log names
-    console_dir: Path
-    limits: Limits = field(default_factory=Limits)
-    # reboots after crashes before the rig gives up; crash patterns (crashes.py) stop a kind
-    # of test long before, so this only bounds crashes that show no pattern
-    max_crashes: int = 12
-
-
-@dataclass
-class TestStageResult:
-    __test__ = False                 # not a pytest test class, whatever its name says
-
-    outcome: Outcome
-    tests: list[TestResult] = field(default_factory=list)
-    suites: list[SuiteInfo] = field(default_factory=list)
-    errors: list[StageError] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    boot: BootEnvironment | None = None          # what the (last) boot reported
-    kernel_release: str = ""                     # uname -r in the guest
-    console: str = ""                            # excerpts of what went wrong on the console
-    lab: str = ""                                # the lab that ran it (rig/runtime/lab.py), if any
-    lab_jobs: list[LabJob] = field(default_factory=list)
-
-
-@dataclass
-class Prepared:
-    suites: list[tuple[Suite, Staged]] = field(default_factory=list)
-    failed: list[SuiteInfo] = field(default_factory=list)     # suites that could not be built
-    errors: list[StageError] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def prepare_suites(cfg: RunConfig, cache: Cache, built: BuildResult, image: ImageResult,
-                   select: dict[str, tuple[str, ...]], scratch: Path, progress: Progress,
-                   who: str) -> Prepared:
-    """Build (or find in the cache) what each of CFG's suites needs for one variant."""
-    out = Prepared()
-    for name in cfg.suites:
-        suite = suitelib.get(name)
-        req = StageRequest(cfg.project, cache, built, image, cfg.suite_settings.get(name, {}),
-                           cfg.sources, select.get(name, ()), scratch, progress.log)
-        with progress.stage(who, f"build {name}") as timing:
-            try:
-                out.suites.append((suite, suite.stage(req)))
-            except SuiteError as exc:
-                out.failed.append(SuiteInfo(name, Outcome.BUILD_FAILED))
-                out.errors.append(StageError(f"build {name}", str(exc)))
-        out.timings[f"build:{name}"] = timing["seconds"]
-    return out
-
-
-def run_tests(req: TestRequest, progress: Progress) -> TestStageResult:
-    """Boot, run every suite, and reboot past crashing tests; never raises for guest trouble."""
-    return _Stage(req, progress).run()
-
-
-def suite_timing(name: str) -> str:
-    """The timings key of one suite's time in the guest."""
-    return f"tests:{name}"
+    def run_tests(self, req: TestRequest, progress: Progress) -> TestStageResult:
+        """Boot, run every suite, and reboot past crashing tests."""
+        return _Stage(req, progress).run()
 
 
 class _Stage:
@@ -288,45 +218,6 @@ class _Stage:
         if self.result.kernel_release and self.req.suites:
             self.result.tests.append(
                 kernel_log_verdict(self.kernel_log, self.req.suites[0][0].name))
-
-
-def pin_splats(splats: list[ConsoleReport], console: str, token: str, suite: Suite,
-               tests: list[TestResult]) -> list[str]:
-    """Fail the test of TESTS each splat came in (the suite's markers with the boot's TOKEN
-    in CONSOLE, the console of its run, say which test was running); the excerpts no test
-    owns."""
-    console = markers.trusted(console, token)
-    timestamp = Patterns.load().timestamp
-    by_id = {t.id: t for t in tests}
-    unowned = []
-    for splat in splats:
-        first = splat.excerpt.splitlines()[0] if splat.excerpt else ""
-        at = console.find(first) if first and splat.attributable else -1
-        key = suite.running_test(console[:at]) if at >= 0 else None
-        test = by_id.get(suite.test_id(key)) if key else None
-        if test is None:
-            unowned.append(splat.excerpt)
-            continue
-        said = timestamp.sub("", first)
-        if not any(said in line for line in test.kmsg):
-            test.kmsg += splat.excerpt.splitlines()
-        if test.verdict in PASSING_OR_SKIPPED:
-            test.message = f"kernel splat during the test: {first}"
-            test.verdict = Verdict.FAILED
-        test.details = "\n".join(filter(None, [test.details, splat.excerpt]))
-    return unowned
-
-
-def kernel_log_verdict(splats: list[str], suite: str) -> TestResult:
-    """One result for the splats no test owns (between tests, or a watchdog's): the kernel
-    under test printed them, so they compare like any test; it goes with SUITE."""
-    found = len(splats)
-    return TestResult(
-        KERNEL_LOG, "kernel_log", "", "", Verdict.FAILED if found else Verdict.PASSED,
-        f"{found} kernel splat(s) outside any test: {splats[0].splitlines()[0]}"
-        if found else "", "\n\n".join(splats),
-        "The kernel log shows no splat outside the tests (contract 5).",
-        {"splats_outside_tests": found}, suite=suite)
 
 
 def _add(timings: dict[str, float], stage: str, seconds: float) -> None:

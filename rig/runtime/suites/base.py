@@ -20,7 +20,7 @@ from typing import Any
 
 from rig.core.cache import Cache
 from rig.core.model import BuildResult, CommandResult, ImageResult, SourceSpec, StageError
-from rig.core.status import RigError
+from rig.core.status import InfraError, RigError
 from rig.guest.machine import Guest
 from rig.results.schema import TestResult, Verdict
 from rig.runtime.crashes import Cell, Kind
@@ -28,7 +28,7 @@ from rig.runtime.crashes import Cell, Kind
 HANG_MARGIN = 15.0                   # seconds of console silence beyond a test's own limit
 
 
-class SuiteError(Exception):
+class SuiteError(InfraError):
     """A suite that cannot be prepared for a variant (its tests do not build, a setting is
     wrong); the message names what and why.  The other suites still run."""
 
@@ -84,7 +84,6 @@ class SuiteReport:
 
 class Suite(abc.ABC):
     name: str = ""
-    group: str = "group"             # what a test's region is, in the report's words
 
     def validate(self, select: tuple[str, ...]) -> None:
         """SuiteError if SELECT names tests the suite cannot have (checked before any build)."""

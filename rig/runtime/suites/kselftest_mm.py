@@ -232,7 +232,6 @@ def command(run: Run, token: str) -> str:
 
 class KselftestMM(Suite):
     name = NAME
-    group = "program run"
 
     def __init__(self, recipe: Recipe | None = None):
         self.recipe = recipe or Recipe.load()

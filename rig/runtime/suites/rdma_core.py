@@ -88,7 +88,6 @@ def from_node(node_id: str) -> str:
 
 class RdmaCore(Suite):
     name = NAME
-    group = "test class"
 
     def __init__(self, recipe: Recipe | None = None):
         self.recipe = recipe or Recipe.load()

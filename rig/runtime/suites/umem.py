@@ -47,7 +47,6 @@ def keyword(select: tuple[str, ...]) -> list[str]:
 
 class UmemSuite(Suite):
     name = "umem"
-    group = "region"
 
     def stage(self, req: StageRequest) -> Staged:
         staged = stage_tests(req.project / "guest_tests", req.scratch / self.name)

@@ -167,7 +167,7 @@ def test_the_suite_archive_holds_the_suite_the_driver_and_the_run_script(tmp_pat
     staged = Staged("umem", ((tests, GUEST_DIR), (module, GUEST_KO)), "guest_tests",
                     tmp_path / "work", ("test_registration",))
     archive = lab.Lab(_settings(tmp_path)).suite_archive(
-        staged, Limits(60, 1200), ["test_umem.py::test_x[a]"], tmp_path, TOKEN)
+        UmemSuite(), staged, Limits(60, 1200), ["test_umem.py::test_x[a]"], tmp_path, TOKEN)
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
         script = tar.extractfile("rig-run.sh").read().decode()

@@ -6,8 +6,10 @@ http.  The job (templates/lava-job.yaml.j2) boots them on one of the lab's QEMU 
 rig-init's rig.run= mode: no SSH, the guest unpacks the archive from its second disk and runs
 rig-run.sh, which runs the suite and prints the JUnit file on the console between marker
 lines.  The rig polls the job, reads its log and makes of it the TestStageResult a local
-boot gives.  A lab job runs the umem suite; other suites are said not to run there.  As in the local stage, a test that crashes the kernel is recorded as crashed and the
-suite runs again without it, here as another job.
+boot gives.  A job runs the one suite that needs no SSH (its Suite.unattended command: the
+umem suite's); other suites are said not to run there.  As in the local stage, a test that
+crashes the kernel is recorded as crashed and the suite runs again without it, here as
+another job.
 
 Many variants' jobs go to the lab at once (the runner gives each variant its own thread), so
 a lab with N devices runs N variants side by side.
@@ -43,9 +45,7 @@ from rig.results import junit
 from rig.results.schema import LabJob, SuiteInfo, Verdict
 from rig.runtime.base import TestRequest, TestStageResult, kernel_log_verdict, pin_splats
 from rig.runtime.lava import CANCELED, Devices, Job, LabError, LavaServer, LogLine
-from rig.runtime.suites import guest_pytest
 from rig.runtime.suites.base import HANG_MARGIN, Limits, Staged, Suite
-from rig.runtime.suites.umem import GUEST_DIR, GUEST_KO, GUEST_XML, UmemSuite, keyword
 
 KINDS = ("lava",)
 RUN_DISK = "vdb"                      # the suite archive's disk in the guest (rig.run=vdb)
@@ -230,15 +230,12 @@ class Lab:
                 os.replace(tmp, dest)
         return self.settings.artefacts_url + rel.as_posix()
 
-    def suite_archive(self, staged: Staged, limits: Limits, deselect: list[str],
+    def suite_archive(self, suite: Suite, staged: Staged, limits: Limits, deselect: list[str],
                       into: Path, token: str) -> Path:
-        """The tar the guest unpacks into /root: the umem suite's uploads and rig-run.sh,
-        whose pytest marks tests with the job's marker TOKEN."""
-        env = {"PYTHONPATH": GUEST_DIR, "UMEM_TEST_KO": GUEST_KO,
-               "UMEM_TEST_TIMEOUT": f"{limits.test:g}"}
-        script = _template("lab-run.sh.j2").render(
-            pytest=guest_pytest.command(GUEST_DIR, GUEST_XML, keyword(staged.select), env,
-                                        deselect, token), xml=GUEST_XML)
+        """The tar the guest unpacks into /root: the suite's uploads and rig-run.sh, which
+        runs the suite's unattended command, its tests marked with the job's TOKEN."""
+        job = suite.unattended(staged, limits, deselect, token)
+        script = _template("lab-run.sh.j2").render(pytest=job.command, xml=job.junit_xml)
         archive = into / "suite.tar"
         with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as tar:
             def add(path: Path, name: str) -> None:
@@ -325,20 +322,22 @@ class Lab:
     # -- the stage -------------------------------------------------------------------------
 
     def run_tests(self, req: TestRequest, progress: Progress) -> TestStageResult:
-        """The umem suite on the lab, as the local runtime runs it; never raises for
+        """The unattended suite on the lab, as the local runtime runs it; never raises for
         lab or guest trouble (they are results)."""
         result = TestStageResult(Outcome.OK, lab=self.settings.name)
-        umem = next(((s, st) for s, st in req.suites if s.name == UmemSuite.name), None)
+        # one suite a job: the first that runs unattended; the others need SSH
+        chosen = next(((s, st) for s, st in req.suites if _unattended(s)), None)
         for suite, _ in req.suites:
-            if suite.name != UmemSuite.name:
+            if chosen is None or suite is not chosen[0]:
                 result.suites.append(SuiteInfo(suite.name, Outcome.INFRA_ERROR))
                 result.errors.append(StageError(
-                    "lab", f"lab {self.settings.name} runs the umem suite only: "
+                    "lab", f"lab {self.settings.name} runs one suite with no SSH "
+                    f"({chosen[0].name if chosen else 'none asked for can'}): "
                     f"{suite.name} was not run"))
-        if umem is None:
+        if chosen is None:
             result.outcome = Outcome.INFRA_ERROR
             return result
-        suite, staged = umem
+        suite, staged = chosen
         crashed: dict[str, tuple[str, str]] = {}
         kernel_log: list[str] = []            # splats no test owns, as testrun keeps them
         try:
@@ -381,7 +380,7 @@ class Lab:
             work = staged.workdir / f"lab-attempt-{attempt}"
             work.mkdir(parents=True)
             token = markers.new_token()
-            archive = self.suite_archive(staged, req.limits, sorted(crashed), work, token)
+            archive = self.suite_archive(suite, staged, req.limits, sorted(crashed), work, token)
             suite_url = self.publish(archive, "suite", _sha256(archive))
             job_req = JobRequest(req.who, kernel_url, image_url, suite_url,
                                  secrets.token_hex(8), token, boot.boot_timeout,
@@ -477,6 +476,12 @@ class Lab:
                 "\n".join(out.console[-EXCERPT_LINES:])))
             return Outcome.TESTS_RAN
         return Outcome.OK if not crashed else Outcome.TESTS_RAN
+
+
+
+def _unattended(suite: Suite) -> bool:
+    """Whether SUITE has an unattended command (its class overrides Suite.unattended)."""
+    return type(suite).unattended is not Suite.unattended
 
 
 class _Abandoned(Exception):

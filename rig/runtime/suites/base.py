@@ -74,6 +74,15 @@ class Staged:
     cache_hit: bool = False
 
 
+@dataclass(frozen=True)
+class Unattended:
+    """How a suite runs in a guest no one logs into (a lab's, which runs it from its boot):
+    the shell command, and where in the guest its JUnit file lands."""
+
+    command: str
+    junit_xml: str
+
+
 @dataclass
 class SuiteReport:
     """What one run of a suite in one guest gave."""
@@ -124,6 +133,12 @@ class Suite(abc.ABC):
         """Results the console of a guest that died in this suite still holds (none unless
         the suite reports through the console)."""
         return []
+
+    def unattended(self, staged: Staged, limits: Limits, deselect: list[str],
+                   token: str) -> Unattended | None:
+        """How the suite runs with no SSH, its tests' markers carrying TOKEN and DESELECT
+        left out; None if it needs SSH (it talks to the guest while it runs)."""
+        return None
 
 
 def reserve_hugepages(guest: Guest, free: int, limits: Limits) -> CommandResult:

@@ -19,7 +19,7 @@ from rig.results import junit
 from rig.results.schema import TestResult, Verdict
 from rig.runtime.crashes import Cell, Kind
 from rig.runtime.suites import guest_pytest
-from rig.runtime.suites.base import Limits, Staged, StageRequest, Suite, SuiteReport
+from rig.runtime.suites.base import Limits, Staged, StageRequest, Suite, SuiteReport, Unattended
 
 GUEST_DIR = "/root/guest_tests"
 GUEST_KO = f"{GUEST_DIR}/driver/umem_test.ko"   # where the suite looks for it by default
@@ -45,6 +45,16 @@ def keyword(select: tuple[str, ...]) -> list[str]:
     return ["-k", " or ".join(f"({e})" for e in select)] if select else []
 
 
+def _env(limits: Limits) -> dict[str, str]:
+    return {"PYTHONPATH": GUEST_DIR, "UMEM_TEST_KO": GUEST_KO,
+            "UMEM_TEST_TIMEOUT": f"{limits.test:g}"}
+
+
+def _command(staged: Staged, env: dict[str, str], deselect: list[str], token: str) -> str:
+    return guest_pytest.command(GUEST_DIR, GUEST_XML, keyword(staged.select), env, deselect,
+                                token)
+
+
 class UmemSuite(Suite):
     name = "umem"
 
@@ -60,8 +70,7 @@ class UmemSuite(Suite):
 
     def run(self, guest: Guest, staged: Staged, skip: frozenset[str], limits: Limits,
             stopped: Mapping[Kind, str] | None = None) -> SuiteReport:
-        env = {"PYTHONPATH": GUEST_DIR, "UMEM_TEST_KO": GUEST_KO,
-               "UMEM_TEST_TIMEOUT": f"{limits.test:g}"}
+        env = _env(limits)
         if stopped:
             kinds = [{**asdict(kind), "why": why} for kind, why in stopped.items()]
             local = staged.workdir / "stopped-kinds.json"
@@ -69,14 +78,16 @@ class UmemSuite(Suite):
             guest.put(local, STOPPED_KINDS)
             env["RIG_STOPPED_KINDS"] = STOPPED_KINDS
         report = guest_pytest.run(
-            guest, lambda died: guest_pytest.command(GUEST_DIR, GUEST_XML,
-                                                     keyword(staged.select), env,
-                                                     sorted(skip) + died, guest.marker_token),
+            guest, lambda died: _command(staged, env, sorted(skip) + died, guest.marker_token),
             GUEST_XML, limits, staged.workdir / "umem.xml", self.host_result,
             selected=staged.select)
         if stopped:
             report.tests += self._not_run(guest, staged, report.tests)
         return report
+
+    def unattended(self, staged: Staged, limits: Limits, deselect: list[str],
+                   token: str) -> Unattended:
+        return Unattended(_command(staged, _env(limits), deselect, token), GUEST_XML)
 
     def _not_run(self, guest: Guest, staged: Staged, known: list[TestResult]) -> list[TestResult]:
         """The tests the plugin left out because their kind kept crashing: lost, and why."""

@@ -1,5 +1,5 @@
 """The suite's own guards, run against the real device (not part of the matrix: pytest.ini's
-testpaths leave this file out; tests/test_expected.py runs it in a real guest).
+testpaths leave this file out; tests/e2e/test_expected_e2e.py runs it in a real guest).
 
 A check must fail when the device moved no data or the wrong data.  Each test here runs a real
 check of test_umem.py on a real cell, with the loopback's RDMA READ sabotaged, and expects the

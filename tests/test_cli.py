@@ -1,11 +1,9 @@
 """The command line: what `rig boot` runs in the guest, and errors that name their input."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from support.cli import rig
+from support.paths import FIXTURES
 
 from rig import cli
 from rig.core.status import ExitStatus
@@ -26,16 +24,6 @@ def test_a_missing_config_file_is_named_and_exits_2(tmp_path, capsys):
 
 # --- every input a user can type wrong: exit 2, one line naming it, no traceback -------------
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def rig(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
-    """The real command, with a throw-away cache and HOME, from a throw-away directory."""
-    env = dict(os.environ, RIG_CACHE=str(tmp_path / "cache"), HOME=str(tmp_path / "home"),
-               RIG_PROJECT=str(Path(__file__).resolve().parent.parent))
-    (tmp_path / "home").mkdir(exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "rig.cli", *argv], capture_output=True,
-                          text=True, env=env, cwd=tmp_path, timeout=120, check=False)
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -4,13 +4,13 @@ import ast
 import importlib
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from support.paths import PROJECT
 
 from rig.core.status import InfraError, RigError
 
-RIG = Path(__file__).resolve().parent.parent / "rig"
+RIG = PROJECT / "rig"
 MODULES = sorted("rig." + ".".join(p.relative_to(RIG).with_suffix("").parts)
                  for p in RIG.rglob("*.py")
                  if p.name != "__init__.py" and "guest_plugin" not in p.parts)

@@ -1,0 +1,157 @@
+"""rig.guest against a real kernel in QEMU (e2e: the base variant's kernel, or $RIG_KERNEL).
+
+Each boot takes a few seconds under TCG; the image comes from the cache (built on first use).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support.paths import PROJECT
+
+from rig.core.cache import Cache
+from rig.core.model import BootRequest, ConsoleEvent, Outcome
+from rig.guest import qemu
+from rig.guest.image import ensure_image
+from rig.guest.machine import BootError, GuestCrashed, boot, launch
+
+
+@pytest.fixture(scope="module")
+def request_for(tmp_path_factory, base_kernel) -> Callable[..., BootRequest]:
+    kernel = base_kernel
+    image = ensure_image(Cache())
+    logs = tmp_path_factory.mktemp("console")
+
+    def make(name: str, **kw) -> BootRequest:
+        return BootRequest(Path(kernel), image, accel="tcg", console_log=logs / f"{name}.log",
+                           **kw)
+    return make
+
+
+def test_boot_reaches_rxe_over_ssh(request_for, tmp_path: Path):
+    with boot(request_for("ok")) as guest:
+        links = guest.run("rdma link show", timeout=30)
+        assert links.status == 0 and "rxe0" in links.stdout and "netdev eth0" in links.stdout
+        devinfo = guest.run("ibv_devinfo -d rxe0", timeout=30)
+        assert devinfo.status == 0 and "PORT_ACTIVE" in devinfo.stdout
+        failing = guest.run("echo to-stderr >&2; exit 7", timeout=30)
+        assert (failing.status, failing.stderr) == (7, "to-stderr\n")
+        assert guest.accel == "tcg" and guest.boot_seconds > 0 and guest.ready_uptime > 0
+
+        tree = tmp_path / "up"
+        (tree / "sub").mkdir(parents=True)
+        (tree / "sub" / "run.sh").write_text("#!/bin/sh\necho ran\n")
+        (tree / "sub" / "run.sh").chmod(0o755)
+        (tree / "data.bin").write_bytes(bytes(range(256)) * 64)
+        guest.put(tree, "/tmp/up")
+        assert guest.run("/tmp/up/sub/run.sh", timeout=30).stdout == "ran\n"
+        guest.get("/tmp/up", tmp_path / "down")
+        assert (tmp_path / "down" / "data.bin").read_bytes() == (tree / "data.bin").read_bytes()
+        # the rig's own modes, not the guest's (no exec bit, no setuid, never world-writable)
+        assert stat.S_IMODE((tmp_path / "down" / "sub" / "run.sh").stat().st_mode) == 0o644
+        assert guest.console.splats() == []
+
+
+def test_panic_during_a_command_ends_it_at_once(request_for):
+    with boot(request_for("sysrq")) as guest:
+        start = time.monotonic()
+        with pytest.raises(GuestCrashed) as crash:
+            guest.run("echo c > /proc/sysrq-trigger; sleep 600", timeout=600)
+        assert time.monotonic() - start < 30
+        assert crash.value.report.event is ConsoleEvent.PANIC
+        assert "sysrq triggered crash" in crash.value.report.excerpt
+
+
+def test_init_that_exits_is_a_panic(request_for):
+    with pytest.raises(BootError) as err, launch(request_for("init-exits"), init="/bin/false"):
+        pass
+    assert err.value.outcome is Outcome.PANICKED
+    assert "Attempted to kill init" in err.value.report.excerpt
+
+
+def test_silent_guest_is_hung_not_waited_for(request_for):
+    req = request_for("silent", silence_timeout=8.0)
+    start = time.monotonic()
+    with pytest.raises(BootError) as err, launch(req, init="/bin/sleep", init_args=("3600",)):
+        pass
+    assert err.value.outcome is Outcome.HUNG
+    assert "no console output for 8 s" in err.value.report.excerpt
+    assert time.monotonic() - start < 60
+
+
+# A job started in the background by a non-interactive shell inherits SIGINT ignored, and
+# Python then installs no KeyboardInterrupt handler: the child takes Ctrl-C's as a terminal
+# would give it.
+_BOOT_AND_WAIT = """
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from pathlib import Path
+from rig import qemu
+from rig.cache import Cache
+from rig.guest import boot
+from rig.image import ensure_image
+from rig.model import BootRequest
+req = BootRequest(Path(sys.argv[1]), ensure_image(Cache()), accel="tcg")
+with boot(req, say=lambda m: None) as guest:
+    print(guest.qemu_pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
+                         ids=lambda s: s.name)
+def test_no_qemu_survives_a_killed_run(request_for, sig):
+    kernel = request_for("unused").kernel
+    overlays = Path(tempfile.gettempdir())
+    before = set(overlays.glob("rig-boot-*"))
+    with subprocess.Popen([sys.executable, "-c", _BOOT_AND_WAIT, str(kernel)],
+                          stdout=subprocess.PIPE, text=True,
+                          cwd=PROJECT) as proc:
+        try:
+            qemu_pid = int(proc.stdout.readline())
+            assert Path(f"/proc/{qemu_pid}").exists()
+            proc.send_signal(sig)
+            proc.wait(timeout=30)
+        finally:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{qemu_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{qemu_pid}").exists(), f"QEMU {qemu_pid} survived {sig.name}"
+    assert set(overlays.glob("rig-boot-*")) == before, "an overlay directory survived"
+
+
+def test_qemu_refusing_the_kernel_is_a_boot_failure_with_its_message(request_for):
+    # An ELF that is no kernel, as when vmlinux is passed for bzImage.
+    with pytest.raises(BootError) as err, launch(dataclasses.replace(
+            request_for("bad-kernel"), kernel=Path(sys.executable).resolve())):
+        pass
+    assert err.value.outcome is Outcome.BOOT_FAILED
+    assert "QEMU exited" in str(err.value)
+    assert "[QEMU said:]" in err.value.report.excerpt
+    assert "PVH ELF Note" in err.value.report.excerpt
+
+
+def test_port_taken_before_qemu_binds_it_is_retried(request_for, monkeypatch):
+    """Another process grabbing the picked port in the moment before QEMU binds it."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = iter([taken.getsockname()[1]])
+    real_free_port = qemu.free_port
+    monkeypatch.setattr(qemu, "free_port", lambda: next(ports, None) or real_free_port())
+    try:
+        with launch(request_for("port-retry")) as up:
+            assert up.ssh_port != taken.getsockname()[1]
+    finally:
+        taken.close()

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 
 import pytest
+from support.golden import matches
 from support.paths import FIXTURES
 
 from rig import cli
@@ -444,3 +445,9 @@ def test_build_bisection_finds_the_first_prefix_that_does_not_build(n, broken_fr
     assert search.errors[broken_from] == f"umem.c:{broken_from}: error: x"
 
 
+
+
+def test_the_summary_as_golden():
+    b = drive(6, flip_at(5, {3: "build-failed"}))
+    matches("bisect-summary.txt", bisect_report.summary(b, SERIES6, "series-6",
+                                                        "rig bisect series-6"))

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.golden import matches
 from support.paths import FIXTURES
 
 from rig import cli
@@ -193,3 +194,8 @@ def test_summary_when_the_guest_crashed_with_the_series():
     assert f"\nThe guest crashed in: {CRASHED}\n" in text
     assert "2 fixed, 1 regressed, 4 changed, 14 lost, 15 not-comparable, of 64 tests\n" in text
     assert "  coherent_after_cpu_write [anon-untouched ro-mr]: passed -> crashed\n" in text
+
+
+def test_the_summary_as_golden():
+    matches("vet-summary.txt",
+            vet.summary(compare.compare(V1), "umem-rfc", VETTED, "rig vet umem-rfc.mbox"))

@@ -25,13 +25,13 @@ from rig.core.cache import Cache
 from rig.core.model import Outcome, Patch, Variant
 from rig.core.progress import Progress
 from rig.core.status import RigError
-from rig.core.text import printable, variant_name
+from rig.core.text import variant_name
 from rig.flows.config import RunConfig
 from rig.flows.matrix import Runner, RunOutput, write_outputs
 from rig.kernel import machinery, sandbox, sources, thread, tree
 from rig.kernel import patches as patchlib
-from rig.results.compare import Change, Comparison, VariantComparison, base_summary
-from rig.results.report import show_observed
+from rig.results import report
+from rig.results.compare import Comparison, base_summary
 from rig.results.schema import VariantResult, Verdict
 
 SUMMARY = "vet-summary.txt"
@@ -169,23 +169,6 @@ def reproduce(req: VetRequest, vetted: Vetted) -> str:
     return shlex.join(words)
 
 
-def _cell(vc: VariantComparison, change: Change) -> list[str]:
-    cells = [c for c in vc.cells if c.change is change]
-    lines = []
-    for c in cells[:LIMIT]:
-        t = c.test
-        where = " ".join(filter(None, (t.region, t.access)))
-        verdicts = c.base.verdict.value if c.base else "-"
-        if c.other and (not c.base or c.other.verdict is not c.base.verdict):
-            verdicts += f" -> {c.other.verdict.value}"
-        lines.append(f"  {t.check} [{where}]: {verdicts}")
-        lines += [f"      {d.key}: {show_observed(d.base)} -> {show_observed(d.other)}"
-                  for d in c.differences if d.key != "verdict"][:3]
-    if len(cells) > LIMIT:
-        lines.append(f"  ... and {len(cells) - LIMIT} more in report.html")
-    return lines
-
-
 def _release(v: VariantResult) -> str:
     return f"kernel {v.environment.kernel_release}" if v.environment.kernel_release else ""
 
@@ -197,83 +180,18 @@ def _kernel(v: VariantResult) -> str:
     return f"{env.source} {version}{release}".strip()
 
 
-def _what(vetted: Vetted, base: VariantResult) -> list[str]:
-    """Vetted: the series, its author, Message-Id and revision, the base and why."""
-    lines = [f"Vetted: {vetted.title}"]
-    lines += [f"  From: {vetted.author}"] if vetted.author else []
-    lines += [f"  Message-Id: <{vetted.message_id}>"] if vetted.message_id else []
-    if vetted.base is not None:
-        b = vetted.base
-        described = f" ({b.described})" if b.described != b.commit[:12] else ""
-        lines.append(f"  Base: {b.source.name} {b.commit[:12]}{described}, from {b.reason}")
-    else:
-        lines.append(f"  Base: {_kernel(base) or base.name}, the rig's {base.name} variant")
-        if vetted.base_commit:
-            lines.append(f"  (the series names base-commit {vetted.base_commit[:12]}: give "
-                         "--tree to vet it on that commit)")
-    return [*lines, ""]
-
-
 def summary(comparison: Comparison, name: str, vetted: Vetted, command: str) -> str:
-    """The reply: what was vetted, the verdict, fixed/regressed/changed cells, environment."""
+    """The reply: what was vetted, the verdict, fixed/regressed/changed cells, environment
+    (templates/vet-summary.txt.j2)."""
     vc = next(v for v in comparison.variants if v.name == name)
     base, cand = comparison.base, vc.variant
-    onto = len(base.environment.patches)
-    series = vetted.patches
-    lines = _what(vetted, base)
-    lines.append(f"Series ({len(series)} patch{'es' * (len(series) > 1)}):")
-    for p in series:
-        lines.append(f"  {p.prefix + ' ' if p.prefix else ''}{p.subject}")
-        lines += [f"    From: {p.author}"] if p.author else []
-        lines += [f"    Message-Id: <{p.message_id}>"] if p.message_id else []
-    lines.append("")
-    if build := machinery.files(series):
-        built_in = cand.environment.sandbox or "not recorded"
-        how = (f"Applied and built WITHOUT a sandbox ({built_in}): its code ran on the host"
-               if built_in.startswith("none") else
-               f"Applied and built in the sandbox: {built_in}")
-        lines += ["BUILD MACHINERY: the series changes files that run on the host while the "
-                  + "kernel is built:", *(f"  {f}" for f in build), f"  {how}",
-                  "  Read those changes before trusting the result.", ""]
-    if refused := cand.environment.sandbox_refused:
-        lines += ["The sandbox refused writes while the series was built (build log):",
-                  *(f"  {line}" for line in refused), ""]
-    if not cand.has_verdict:
-        err = cand.errors[0] if cand.errors else None
-        lines.append(f"{_NOT_RUN.get(cand.outcome, cand.outcome.value)}: "
-                     f"{err.message if err else 'no error recorded'}")
-        if err and err.excerpt:
-            lines += ["", *(f"  {line}" for line in err.excerpt.strip().splitlines()[:12])]
-        lines += ["", f"What was tested: {base_summary(base)}"]
-    elif not base.has_verdict:
-        lines.append(f"Not comparable: {base_summary(base)}")
-    else:
-        regressed = vc.count(Change.REGRESSED)
-        others = "".join(f", {n} {c.value}" for c in (Change.LOST, Change.NEW,
-                                                      Change.NOT_COMPARABLE)
-                         if (n := vc.count(c)))
-        lines.append(f"Result: {'REGRESSION' if regressed else 'no regression'}: "
-                     f"{vc.count(Change.FIXED)} fixed, {regressed} regressed, "
-                     f"{vc.count(Change.CHANGED)} changed{others}, of {len(base.tests)} tests")
-        for change, title in ((Change.REGRESSED, "Regressed"),
-                              (Change.LOST, "Lost (ran on the base, not with the series)"),
-                              (Change.FIXED, "Fixed"),
-                              (Change.CHANGED, "Changed (same pass/fail, different behaviour)")):
-            if cells := _cell(vc, change):
-                lines += ["", f"{title}:", *cells]
-        crashed = [t.id for t in cand.tests if t.verdict is Verdict.CRASHED]
-        if crashed:
-            lines += ["", f"The guest crashed in: {', '.join(crashed)}"]
-    env = (cand if cand.has_verdict else base).environment
-    on = f"{base.name} (+{onto} patches)" if onto else base.name
-    qemu = f"QEMU {env.qemu_version or '?'} ({env.accelerator or '?'})"
-    lines += ["",
-              f"Tested on: {_kernel(base)}, {qemu}, soft-RoCE (rdma_rxe)",
-              f"  onto {on}; with the series: {_release(cand) or cand.outcome.value}",
-              f"  config {env.config_hash[:12] or '?'}, guest image {env.image_hash[:12] or '?'}",
-              "",
-              f"Reproduce with umem-rig: {command}"]
-    return printable("\n".join(lines) + "\n")
+    return report.render_template(
+        "vet-summary.txt.j2", vetted=vetted, series=vetted.patches, base=base, cand=cand, vc=vc,
+        machinery=machinery.files(vetted.patches), limit=LIMIT, command=command,
+        not_run=_NOT_RUN.get(cand.outcome, cand.outcome.value), base_summary=base_summary(base),
+        crashed=[t.id for t in cand.tests if t.verdict is Verdict.CRASHED],
+        env=(cand if cand.has_verdict else base).environment, onto=len(base.environment.patches),
+        base_kernel=_kernel(base), cand_release=_release(cand))
 
 
 @dataclass(frozen=True)

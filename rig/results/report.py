@@ -162,6 +162,12 @@ def render_text(results: Results) -> str:
     return _env(False).get_template("report.txt.j2").render(_view(results))
 
 
+def render_template(name: str, **context: Any) -> str:
+    """Plain text from the template NAME, with the text report's filters: for the other
+    texts the rig writes (the vet summary)."""
+    return _env(False).get_template(name).render(**context)
+
+
 def _view(results: Results) -> dict[str, Any]:
     comparison = compare(results)
     variants = [comparison.base] + [v.variant for v in comparison.variants]
@@ -264,5 +270,6 @@ def _env(html: bool) -> jinja2.Environment:
     env.filters["shell"] = shlex.join
     env.filters["link"] = link
     env.filters["cellname"] = lambda r: " ".join(filter(None, (r.region, r.access)))
+    env.filters["observed"] = show_observed
     env.globals["Change"] = Change
     return env

@@ -165,14 +165,8 @@ class Runner:
         with self.progress.stage(variant.name, "build"):
             built = self.builder.build(variant)
         vr.timings["build"] = round(built.seconds, 3)
-        env = built.environment
-        if env is not None:
-            vr.environment.source_version = env.source_version
-            vr.environment.compiler = env.toolchain.gcc
-            vr.environment.config_hash = env.config_hash
-            vr.environment.kernel_release = env.kernel_release
-            vr.environment.sandbox = env.sandbox
-            vr.environment.sandbox_refused = list(env.sandbox_refused)
+        if built.environment is not None:
+            vr.environment.record_build(built.environment)
         if built.error:
             vr.outcome = built.outcome
             vr.errors.append(built.error)
@@ -209,13 +203,9 @@ class Runner:
         self._decode(vr, built.artefacts / "vmlinux", variant)
         order = {name: i for i, name in enumerate(cfg.suites)}
         vr.suites = sorted(vr.suites + ran.suites, key=lambda s: order[s.name])
+        vr.environment.record_boot(ran.boot, ran.kernel_release, ran.lab, ran.lab_jobs)
         if ran.boot is not None:
-            vr.environment.accelerator = ran.boot.accelerator
-            vr.environment.qemu_version = ran.boot.qemu_version
             self.accel = ran.boot.accelerator
-        vr.environment.kernel_release = ran.kernel_release or vr.environment.kernel_release
-        vr.environment.lab = ran.lab
-        vr.environment.lab_jobs = ran.lab_jobs
         return vr
 
     def _decode(self, vr: VariantResult, vmlinux: Path, variant: Variant) -> None:

@@ -80,7 +80,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig.core.model import Outcome, StageError
+from rig.core.model import BootEnvironment, BuildEnvironment, Outcome, StageError
 from rig.core.status import RigError
 from rig.core.text import check_name
 
@@ -197,6 +197,20 @@ class Environment:
     base_commit_from: str = ""     # why source_version is the base: the trailer, or the tree's HEAD
     compiler: str = ""             # e.g. "gcc (Debian 12.2.0-14) 12.2.0"
     config_name: str = ""          # e.g. "tinyconfig + qemu-guest.config, rdma.config"
+
+    def record_build(self, built: BuildEnvironment) -> None:
+        """What the build stage reports about itself."""
+        self.source_version, self.config_hash = built.source_version, built.config_hash
+        self.compiler, self.kernel_release = built.toolchain.gcc, built.kernel_release
+        self.sandbox, self.sandbox_refused = built.sandbox, list(built.sandbox_refused)
+
+    def record_boot(self, boot: BootEnvironment | None, kernel_release: str, lab: str,
+                    lab_jobs: list[LabJob]) -> None:
+        """What the test stage reports about the machine the kernel ran on."""
+        if boot is not None:
+            self.accelerator, self.qemu_version = boot.accelerator, boot.qemu_version
+        self.kernel_release = kernel_release or self.kernel_release
+        self.lab, self.lab_jobs = lab, lab_jobs
 
 
 @dataclass(frozen=True)

@@ -17,34 +17,30 @@ a lab with N devices runs N variants side by side.
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import gzip
 import hashlib
 import io
 import os
-import re
 import secrets
 import shutil
 import tarfile
 import threading
 import time
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 
-from rig.core import datafiles
 from rig.core.model import BootEnvironment, ConsoleEvent, Outcome, StageError
 from rig.core.progress import Progress
 from rig.guest import markers, qemu
-from rig.guest.console import Patterns, scan
+from rig.guest.console import scan
 from rig.results import junit
 from rig.results.schema import LabJob, SuiteInfo, Verdict
 from rig.runtime.base import TestRequest, TestStageResult, kernel_log_verdict, pin_splats
-from rig.runtime.lava import CANCELED, Devices, Job, LabError, LavaServer, LogLine
+from rig.runtime.lava import CANCELED, Devices, Job, LabError, LavaServer
+from rig.runtime.lava_log import LINUX, JobOutcome, fill, read_log
 from rig.runtime.suites.base import HANG_MARGIN, Limits, Staged, Suite
 
 KINDS = ("lava",)
@@ -151,25 +147,6 @@ class JobRequest:
     suite_timeout: float
     memory_mb: int = 1024
     cpus: int = 1
-
-
-@dataclass
-class JobOutcome:
-    """What one finished (or abandoned) job said, read from its log."""
-
-    job: LabJob
-    console: list[str] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)   # when each console line came
-    ready: bool = False
-    results_xml: str | None = None
-    results_error: str = ""           # why a results block that was there could not be read
-    malformed: bool = False           # ... because the block itself was bad (not pytest)
-    pytest_status: int | None = None
-    kernel_release: str = ""
-    qemu_version: str = ""
-    accel: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-    lab_error: str = ""               # what the lab said went wrong (failure comment, errors)
 
 
 class Lab:
@@ -286,16 +263,16 @@ class Lab:
                 deadline_run = now + req.boot_timeout + req.suite_timeout + 2 * JOB_MARGIN
             if deadline_run is None and now > deadline_queue:
                 server.cancel(job_id)
-                _fill(record, self._poll(job_id))
+                fill(record, self._poll(job_id))
                 raise _Abandoned(record, self._never_started(job_id))
             if deadline_run is not None and now > deadline_run:
                 server.cancel(job_id)
-                _fill(record, self._poll(job_id))
+                fill(record, self._poll(job_id))
                 raise _Abandoned(record, f"lab {self.settings.name}: job {job_id} did not "
                                  f"finish in time; canceled it ({record.url})")
             time.sleep(self.settings.poll)
             job = self._poll(job_id)
-        _fill(record, job)
+        fill(record, job)
         # Canceled in the queue (LAVA's queue timeout): no device, though LAVA then sets the
         # start time to the end time (go_state_finished in lava_scheduler_app/models.py).
         if job.health == CANCELED and not job.device:
@@ -421,7 +398,7 @@ class Lab:
         where = f"lab {self.settings.name}, job {out.job.id} on {out.job.device or '?'}"
         if not out.ready:
             tail = "\n".join(out.console[-EXCERPT_LINES:])
-            if not any(_LINUX.search(line) for line in out.console):
+            if not any(LINUX.search(line) for line in out.console):
                 # QEMU or the lab failed before the kernel ran: not the kernel's verdict.
                 result.errors.append(StageError(
                     "lab", f"{where}: the kernel never started; the job ended "
@@ -490,126 +467,6 @@ class _Abandoned(Exception):
     def __init__(self, job: LabJob, message: str):
         self.job = job
         super().__init__(message)
-
-
-# -- reading a job's log -----------------------------------------------------------------------
-
-_BEGIN = re.compile(r"^RIG-RESULTS-BEGIN:(?P<nonce>\S+) pytest=(?P<status>-?\d+) "
-                    r"sha256=(?P<sha>[0-9a-f]{64})$")
-_END = re.compile(r"^RIG-RESULTS-END:(?P<nonce>\S+)$")
-_NONE = re.compile(r"^RIG-RESULTS-NONE:(?P<nonce>\S+) pytest=(?P<status>-?\d+)$")
-_UNAME = re.compile(r"^RIG-UNAME:(?P<nonce>\S+) (?P<release>\S+)$")
-_QEMU_VERSION = re.compile(r"qemu(?:-system-x86)?, installed at version: ([^,\s]+)")
-_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
-_LINUX = re.compile(r"Linux version \d")        # the kernel's first line
-
-
-def read_log(record: LabJob, job: Job, log: list[LogLine], nonce: str) -> JobOutcome:
-    """What a finished job's log says: the console, the markers, the results block."""
-    _fill(record, job)
-    out = JobOutcome(record)
-    ready = Patterns.load().ready_line(nonce)
-    times: dict[str, float] = {}
-    block: list[str] | None = None
-    block_size = 0
-    begin: re.Match[str] | None = None
-    errors: list[str] = []
-    for line in log:
-        if line.lvl == "target" and isinstance(line.msg, str):
-            text = line.msg.rstrip("\r\n")
-            t = _seconds(line.dt)
-            out.console.append(text)
-            out.times.append(t)
-            bare = _TIMESTAMP.sub("", text)
-            times.setdefault("console", t)
-            if ready.search(bare):
-                out.ready = True
-                times.setdefault("ready", t)
-            elif (m := _UNAME.match(bare)) and m["nonce"] == nonce:
-                out.kernel_release = m["release"]
-            elif (m := _BEGIN.match(bare)) and m["nonce"] == nonce:
-                begin, block, block_size = m, [], 0
-                out.pytest_status = int(m["status"])
-            elif (m := _END.match(bare)) and m["nonce"] == nonce and begin and block is not None:
-                out.results_xml, out.results_error = _decode(block, begin["sha"])
-                out.malformed = out.results_xml is None
-                times.setdefault("results", t)
-                block = None
-            elif (m := _NONE.match(bare)) and m["nonce"] == nonce:
-                out.pytest_status = int(m["status"])
-                out.results_error = f"pytest exited {m['status']} and wrote no JUnit file"
-                times.setdefault("results", t)
-            elif block is not None:
-                block.append(bare.strip())
-                block_size += len(block[-1])
-                if block_size > _limits()["block_bytes"]:
-                    out.results_error = (f"the results block on the console is more than "
-                                         f"{_limits()['block_bytes']} bytes ([lab] "
-                                         "block_bytes): not read")
-                    out.malformed, block = True, None
-        elif isinstance(line.msg, str):
-            if line.lvl == "error":
-                errors.append(line.msg)
-            elif m := _QEMU_VERSION.search(line.msg):
-                out.qemu_version = m.group(1)
-            elif "qemu-system" in line.msg and " -kernel " in line.msg:
-                out.accel = "kvm" if "-enable-kvm" in line.msg else "tcg"
-    out.lab_error = job.failure or (errors[-1] if errors else "")
-    start = _seconds(job.started)
-    if start and "console" in times:
-        out.timings["deploy"] = round(times["console"] - start, 3)
-    if "ready" in times and "console" in times:
-        out.timings["boot"] = round(times["ready"] - times["console"], 3)
-    if "results" in times and "ready" in times:
-        out.timings["tests"] = round(times["results"] - times["ready"], 3)
-    if start and _seconds(job.submitted):
-        out.timings["queue"] = round(start - _seconds(job.submitted), 3)
-    return out
-
-
-def _decode(block: list[str], sha: str) -> tuple[str | None, str]:
-    try:
-        data = base64.b64decode("".join(block), validate=True)
-    except ValueError as e:
-        return None, f"the results block on the console is not base64 ({e})"
-    if hashlib.sha256(data).hexdigest() != sha:
-        return None, ("the results block on the console was garbled (sha256 mismatch): "
-                      "console output mixed into it?")
-    cap = _limits()["results_bytes"]
-    unzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)     # gzip, one member
-    try:
-        xml = unzip.decompress(data, cap + 1)
-    except zlib.error as e:
-        return None, f"the results block on the console is malformed: not gzip data ({e})"
-    if len(xml) > cap:
-        return None, (f"the results block on the console unpacks to more than {cap} bytes "
-                      "([lab] results_bytes): not read")
-    if not unzip.eof:
-        return None, ("the results block on the console is malformed: its gzip data is cut "
-                      "short")
-    return xml.decode("utf-8", "replace"), ""
-
-
-def _limits() -> dict[str, int]:
-    return datafiles.guest_limits("lab")
-
-
-def _fill(record: LabJob, job: Job) -> None:
-    record.device, record.state, record.health = job.device, job.state, job.health
-    record.submitted, record.started, record.finished = job.submitted, job.started, job.finished
-
-
-def _seconds(stamp: str) -> float:
-    """An ISO 8601 time as seconds since the epoch (naive times are UTC); 0.0 if none."""
-    if not stamp:
-        return 0.0
-    try:
-        when = dt.datetime.fromisoformat(stamp)
-    except ValueError:
-        return 0.0
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
 
 
 def _sha256(path: Path) -> str:

@@ -30,7 +30,7 @@ from rig.flows import config
 from rig.results import report
 from rig.results import schema as results
 from rig.results.schema import LabJob, Verdict
-from rig.runtime import lab, lava
+from rig.runtime import lab, lava, lava_log
 from rig.runtime.base import TestStageResult
 from rig.runtime.suites.base import Limits, Staged
 from rig.runtime.suites.umem import GUEST_DIR, GUEST_KO, UmemSuite, stage_tests
@@ -48,9 +48,9 @@ def _job(n: int) -> tuple[lava.Job, list[lava.LogLine], str]:
     return job, lava.parse_log(text), nonce
 
 
-def _read(n: int) -> lab.JobOutcome:
+def _read(n: int) -> lava_log.JobOutcome:
     job, log, nonce = _job(n)
-    return lab.read_log(LabJob("test", str(job.id), f"http://lab/scheduler/job/{job.id}"),
+    return lava_log.read_log(LabJob("test", str(job.id), f"http://lab/scheduler/job/{job.id}"),
                         job, log, nonce)
 
 
@@ -131,13 +131,13 @@ def test_a_results_block_garbled_on_the_console_is_refused_not_misread():
     at = next(i for i, line in enumerate(log)
               if isinstance(line.msg, str) and line.msg.startswith("RIG-RESULTS-BEGIN:")) + 2
     log[at] = lava.LogLine(log[at].dt, log[at].lvl, "A" + log[at].msg[1:])
-    out = lab.read_log(LabJob("test", "3", "u"), job, log, nonce)
+    out = lava_log.read_log(LabJob("test", "3", "u"), job, log, nonce)
     assert out.results_xml is None and "sha256 mismatch" in out.results_error
 
 
 def test_output_of_another_boot_is_not_taken_for_this_ones():
     job, log, _ = _job(3)
-    out = lab.read_log(LabJob("test", "3", "u"), job, log, "0123456789abcdef")
+    out = lava_log.read_log(LabJob("test", "3", "u"), job, log, "0123456789abcdef")
     assert not out.ready and out.results_xml is None
 
 
@@ -296,7 +296,7 @@ def test_a_malformed_results_block_is_the_variants_infra_error_with_the_reason(
     in a 65 KiB block), each with a sha256 that matches: the variant gets an infra error
     saying what was wrong, nothing raises, and another variant's job keeps its results."""
     job, log, nonce = _with_block(make(_real_xml()))
-    out = lab.read_log(LabJob("test", "3", "u"), job, log, nonce)
+    out = lava_log.read_log(LabJob("test", "3", "u"), job, log, nonce)
     assert out.results_xml is None and says in out.results_error
     the_lab = lab.Lab(_settings(tmp_path))
     result = TestStageResult(Outcome.OK)
@@ -310,7 +310,7 @@ def test_a_results_block_past_its_cap_is_not_kept(monkeypatch):
     job, log, nonce = _with_block(gzip.compress(_real_xml()))
     monkeypatch.setattr(datafiles, "guest_limits", lambda section: {
         "block_bytes": 1000, "results_bytes": 1 << 20})
-    out = lab.read_log(LabJob("test", "3", "u"), job, log, nonce)
+    out = lava_log.read_log(LabJob("test", "3", "u"), job, log, nonce)
     assert out.results_xml is None
     assert "results block on the console is more than 1000 bytes" in out.results_error
 

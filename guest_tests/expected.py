@@ -51,7 +51,7 @@ class Expectation:
 
 @dataclass
 class Result:
-    """The parts of a test result the comparison needs (rig.results.TestResult has them)."""
+    """The parts of a test result the comparison needs (rig.results.schema.TestResult has them)."""
     id: str
     check: str
     region: str

@@ -42,7 +42,7 @@ class Limits:
 
 class Sandbox(Protocol):
     """Turns a step's argv, cwd and own variables into the argv that runs it confined
-    (rig.sandbox.Box), and says the step's limits."""
+    (rig.kernel.sandbox.Box), and says the step's limits."""
 
     @property
     def limits(self) -> Limits: ...

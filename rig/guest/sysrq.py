@@ -1,7 +1,9 @@
 """Asking a stuck guest's kernel where it is stuck, before the guest is killed.
 
 SysRq-w prints the stacks of the tasks in uninterruptible sleep (a test looping in msleep()
-inside ib_umem_get(), a pin waiting on a lock).  It goes through a new SSH command when sshd
+inside ib_umem_get(), a pin waiting on a lock); SysRq-l the backtraces of the CPUs that are
+running, for a task that spins instead (a registration looping inside GUP is never blocked,
+so -w alone printed only its header).  Each goes through a new SSH command when sshd
 still answers (the stuck task holds nothing sshd needs), or else as a break on the serial
 console (QEMU's serial multiplexer: Ctrl-A b, then the command key), which the kernel handles
 even when no process can run.  What the console printed meanwhile is the evidence.
@@ -19,6 +21,10 @@ SERIAL_BREAK = b"\x01b"              # QEMU's mux escape (Ctrl-A) then "b": send
 SSH_TIMEOUT = 5.0
 SETTLE = 1.5                         # console quiet this long: the dump is over
 LIMIT = 15.0                         # longest wait for the dump
+# blocked tasks (asked over SSH when it answers), then the running CPUs' backtraces, always
+# over the serial line: asked from a shell, -l shows that shell's own CPU writing the trigger,
+# not the task the serial interrupt finds spinning there
+STUCK_KEYS = (("w", True), ("l", False))
 
 
 class _Console(Protocol):
@@ -32,7 +38,12 @@ class _Session(Protocol):
     def run(self, cmd: str, timeout: float) -> object: ...
 
 
-def blocked_tasks(console: _Console, session: _Session | None, key: str = "w") -> str:
+def stuck_tasks(console: _Console, session: _Session | None) -> str:
+    """What the kernel prints for each of STUCK_KEYS, one after the other."""
+    return "".join(ask(console, session if ssh else None, key) for key, ssh in STUCK_KEYS)
+
+
+def ask(console: _Console, session: _Session | None, key: str) -> str:
     """Trigger SysRq KEY and return what the console printed in answer ("" if nothing)."""
     start = console.log_path.stat().st_size
     asked = False

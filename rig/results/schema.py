@@ -5,7 +5,7 @@ Document (``"schema": "umem-rig/results"``, ``"version": 2``)::
     {"schema": "umem-rig/results", "version": 2,
      "runs": [{"started", "finished", "rig_version", "host", "command": [argv...]}],
      "variants": [{
-        "name", "is_base", "outcome",            # outcome: a rig.model.Outcome value
+        "name", "is_base", "outcome",            # outcome: a rig.core.model.Outcome value
         "environment": {"source", "source_version", "series", "config_hash",
                         "patches": [{"subject", "sha256", "origin", "message_id"}],
                         "qemu_version", "accelerator", "image_hash", "kernel_release",

@@ -148,8 +148,8 @@ class _Stage:
         if hung is not None:
             # before the guest is killed: where are its tasks stuck?
             tail = guest.console.tail()
-            excerpt = "\n".join(filter(None, [tail, sysrq.blocked_tasks(guest.console,
-                                                                      guest.session)]))
+            excerpt = "\n".join(filter(None, [tail, sysrq.stuck_tasks(guest.console,
+                                                                    guest.session)]))
             self.result.console += excerpt + "\n"
             self._crash(suite, console_since(guest.console_log, mark), str(hung), excerpt)
             return False

@@ -18,7 +18,7 @@ from support.paths import PROJECT
 ROOT = PROJECT
 DEBIAN_12_PYTHON = Path("/usr/bin/python3.11")
 
-# Run rig.untar.extract on an archive under an interpreter; print what came out or the error.
+# Run rig.core.untar.extract on an archive under an interpreter; print what came out or the error.
 _SCRIPT = """
 import json, os, sys, tarfile
 sys.path.insert(0, sys.argv[1])

@@ -262,6 +262,7 @@ def test_a_kernel_that_hangs_on_read_only_registrations_shows_where(tmp_path):
     assert len(hung) == 2 and all(t.message.startswith("hung") for t in hung), \
         [(t.id, t.message) for t in hung]
     assert "sysrq: Show Blocked State" in hung[0].details
+    assert "sysrq: Show backtrace of all active CPUs" in hung[0].details
     assert "ib_umem_get" in hung[0].details and "msleep" in hung[0].details, hung[0].details
     lost = [t for t in v.tests if t.verdict.value == "lost"]
     assert {t.access for t in lost} <= {"ro-mr"}

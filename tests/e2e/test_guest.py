@@ -21,7 +21,7 @@ from support.paths import PROJECT
 
 from rig.core.cache import Cache
 from rig.core.model import BootRequest, ConsoleEvent, Outcome
-from rig.guest import qemu
+from rig.guest import qemu, sysrq
 from rig.guest.image import ensure_image
 from rig.guest.machine import BootError, GuestCrashed, boot, launch
 
@@ -72,6 +72,17 @@ def test_panic_during_a_command_ends_it_at_once(request_for):
         assert "sysrq triggered crash" in crash.value.report.excerpt
 
 
+def test_a_spinning_task_shows_in_the_sysrq_evidence(request_for):
+    """SysRq-w shows only sleeping tasks; -l the running CPUs, where a spinning one is."""
+    with boot(request_for("spin")) as guest:
+        guest.run("cp /bin/sh /tmp/rigspin && "
+                  "nohup /tmp/rigspin -c 'while :; do :; done' >/dev/null 2>&1 &", timeout=30)
+        evidence = sysrq.stuck_tasks(guest.console, guest.session)
+    assert "sysrq: Show Blocked State" in evidence
+    assert "sysrq: Show backtrace of all active CPUs" in evidence, evidence[-3000:]
+    assert "Comm: rigspin" in evidence, evidence[-3000:]
+
+
 def test_init_that_exits_is_a_panic(request_for):
     with pytest.raises(BootError) as err, launch(request_for("init-exits"), init="/bin/false"):
         pass
@@ -96,11 +107,11 @@ _BOOT_AND_WAIT = """
 import signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
-from rig import qemu
-from rig.cache import Cache
-from rig.guest import boot
-from rig.image import ensure_image
-from rig.model import BootRequest
+from rig.core.cache import Cache
+from rig.core.model import BootRequest
+from rig.guest import qemu
+from rig.guest.image import ensure_image
+from rig.guest.machine import boot
 req = BootRequest(Path(sys.argv[1]), ensure_image(Cache()), accel="tcg")
 with boot(req, say=lambda m: None) as guest:
     print(guest.qemu_pid, flush=True)

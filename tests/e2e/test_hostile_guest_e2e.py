@@ -1,5 +1,5 @@
 """End to end: a real guest of the base variant leaves hostile files where the rig fetches its
-results, and the rig's real fetch (rig.guest.Guest.get over the guest's own sftp-server)
+results, and the rig's real fetch (rig.guest.machine.Guest.get over the guest's own sftp-server)
 takes nothing from it but plain files under the destination, with the rig's modes.
 
 In the guest: a setuid and a world-writable file, a setgid one in a subfolder, links to host

@@ -9,9 +9,10 @@ which must install nothing and stop at once with the exact `sudo apt-get install
 host packages.  Then the user runs that line and, as themselves, a real run of the base and
 umem-rfc to the README's headline, and vets a patch: their rig fetches the kernel source,
 builds the guest image (mmdebstrap in unshare mode), the kernels (in the sandbox for the
-patched ones) and boots them.  Only the compiler cache is seeded, from the root's cache that
-CI's earlier tests filled, so the base build is mostly ccache hits (CCACHE_BASEDIR: the
-cache's own path does not matter).  The user's cache is on another file system than their
+patched ones) and boots them.  The compiler cache and the base kernel are seeded from the
+root's cache that CI's earlier tests filled: the base is a cache hit (the same inputs make the
+same key) and the patched builds mostly ccache hits (CCACHE_BASEDIR: the cache's own path does
+not matter).  The user's cache is on another file system than their
 home and the output (XDG_CACHE_HOME on a bind mount of the host's disk), as a user may keep
 it.
 
@@ -251,8 +252,11 @@ def comment_patch(tmp: Path) -> Path:
     return path
 
 
-def test_a_normal_user_runs_and_vets_after_the_sudo_line(bookworm, project, tmp_path):
-    """As the user, after the sudo line: the run to the README's headline, then a vet."""
+def test_a_normal_user_runs_and_vets_after_the_sudo_line(bookworm, project, tmp_path,
+                                                        base_kernel):
+    """As the user, after the sudo line: the run to the README's headline, then a vet.  The
+    base kernel CI built is seeded too (the same inputs make the same key): the user builds
+    the patched ones, in the sandbox, which is what only a user's build can show."""
     line = refusal(bookworm, project)
     assert line.startswith("sudo ")
     bookworm.check(line, user=USER)            # the user's sudo: nothing else is installed
@@ -264,10 +268,13 @@ def test_a_normal_user_runs_and_vets_after_the_sudo_line(bookworm, project, tmp_
     ccache = Cache().root / "ccache"
     if ccache.is_dir():
         shutil.copytree(ccache, cache / "ccache", symlinks=True)
+    entry = base_kernel.parent
+    if (entry / "meta.json").is_file():                # a cache entry, not $RIG_KERNEL's
+        shutil.copytree(entry, cache / "kernel" / entry.name)
     cache.mkdir(parents=True, exist_ok=True)
     bookworm.check(f"chmod 0755 /srv/disk && chown -R {USER}: {cache_home} && "
                    f"chmod 0700 {cache_home}")
-    print(f"[{time.monotonic() - start:6.1f} s] seeded the user's ccache")
+    print(f"[{time.monotonic() - start:6.1f} s] seeded the user's ccache and base kernel")
     env = (f"XDG_CACHE_HOME={cache_home}",)
     run = bookworm.run("tox -e rig -- --variant base --variant umem-rfc", user=USER,
                        cwd=project, env=env, timeout=2400)

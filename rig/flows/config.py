@@ -165,34 +165,9 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
     if debug:
         frags.append(root / "kconfigs" / "debug.config")
     sources = {n: source_spec(n, t, root) for n, t in data.get("sources", {}).items()}
-    chosen: list[Variant] = []
-    unloadable: dict[str, str] = {}
-    base_name = ""
     where = f"config file {path or '(the defaults)'}"
-    for table in data.get("variants", []):
-        name = check_name(table["name"], f"{where}: variant", ConfigFileError)
-        if name in (v.name for v in chosen):
-            raise ConfigFileError(f"{where}: variant {name}: named twice")
-        if table.get("source") not in sources:
-            raise ConfigFileError(f"{where}: variant {name}: unknown source "
-                                  f"{table.get('source')!r}")
-        if table.get("opt_in") and name not in (variants or ()):
-            continue            # defined, but run only where named (--variant)
-        series: tuple = ()
-        if table.get("patches"):
-            try:
-                series = tuple(patchlib.load(root / table["patches"]))
-            except patchlib.PatchError as exc:
-                unloadable[name] = str(exc)
-        chosen.append(Variant(name, sources[table["source"]], tuple(frags), series,
-                              table.get("patches", "")))
-        if table.get("base"):
-            if base_name:
-                raise ConfigFileError(f"{where}: variants {base_name} and {name} are both "
-                                      "marked base = true: one variant is the base")
-            base_name = name
-    if not base_name:
-        raise ConfigFileError(f"{where}: no variant is marked base = true")
+    chosen, unloadable, base_name = _variants(data.get("variants", []), sources, frags, root,
+                                              where, variants or [])
     cfg = RunConfig(
         project=root, out=Path(out or run["out"]), accel=accel or run["accel"],
         parallel=1, jobs=int(run["jobs"]) or os.cpu_count() or 1,
@@ -210,18 +185,11 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
                               f"{', '.join(SUITES)}, once")
     if onto:
         cfg.base = cfg.variant(onto).name
-    for extra in extra_patches or []:
-        onto_variant = cfg.variant(cfg.base)
-        name = check_name(extra.stem if extra.is_file() else extra.name,
-                          f"--patch {extra}: variant name", ConfigFileError)
-        series = tuple(patchlib.load(extra))   # a bad --patch is the user's error: raise
-        cfg.variants.append(Variant(name, onto_variant.source, onto_variant.fragments,
-                                    onto_variant.patches + series, str(extra)))
-        variants = [*variants, name] if variants else None
+    added = _add_patches(cfg, extra_patches or [])
     if variants:
-        keep = {cfg.base, *variants}
         for name in variants:
             cfg.variant(name)
+        keep = {cfg.base, *variants, *added}
         cfg.variants = [v for v in cfg.variants if v.name in keep]
     if lab:
         try:
@@ -231,3 +199,51 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
     cfg.parallel = (auto_parallel(len(cfg.variants)) if run["parallel"] == "auto"
                     else run["parallel"])
     return cfg
+
+
+def _variants(tables: list[dict], sources: dict[str, SourceSpec], frags: list[Path], root: Path,
+              where: str, wanted: list[str]) -> tuple[list[Variant], dict[str, str], str]:
+    """The [[variants]] tables as variants (opt-in ones only where WANTED), the series that
+    would not load by name, and the base's name."""
+    chosen: list[Variant] = []
+    unloadable: dict[str, str] = {}
+    base_name = ""
+    for table in tables:
+        name = check_name(table["name"], f"{where}: variant", ConfigFileError)
+        if name in (v.name for v in chosen):
+            raise ConfigFileError(f"{where}: variant {name}: named twice")
+        if table.get("source") not in sources:
+            raise ConfigFileError(f"{where}: variant {name}: unknown source "
+                                  f"{table.get('source')!r}")
+        if table.get("opt_in") and name not in wanted:
+            continue            # defined, but run only where named (--variant)
+        series: tuple = ()
+        if table.get("patches"):
+            try:
+                series = tuple(patchlib.load(root / table["patches"]))
+            except patchlib.PatchError as exc:
+                unloadable[name] = str(exc)
+        chosen.append(Variant(name, sources[table["source"]], tuple(frags), series,
+                              table.get("patches", "")))
+        if table.get("base"):
+            if base_name:
+                raise ConfigFileError(f"{where}: variants {base_name} and {name} are both "
+                                      "marked base = true: one variant is the base")
+            base_name = name
+    if not base_name:
+        raise ConfigFileError(f"{where}: no variant is marked base = true")
+    return chosen, unloadable, base_name
+
+
+def _add_patches(cfg: RunConfig, extra_patches: list[Path]) -> list[str]:
+    """A variant for each --patch, on the base; their names."""
+    names = []
+    for extra in extra_patches:
+        onto = cfg.variant(cfg.base)
+        name = check_name(extra.stem if extra.is_file() else extra.name,
+                          f"--patch {extra}: variant name", ConfigFileError)
+        series = tuple(patchlib.load(extra))   # a bad --patch is the user's error: raise
+        cfg.variants.append(Variant(name, onto.source, onto.fragments,
+                                    onto.patches + series, str(extra)))
+        names.append(name)
+    return names

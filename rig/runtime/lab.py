@@ -32,7 +32,7 @@ from pathlib import Path
 
 import jinja2
 
-from rig.core.model import BootEnvironment, ConsoleEvent, Outcome, StageError
+from rig.core.model import BootEnvironment, ConsoleEvent, ConsoleReport, Outcome, StageError
 from rig.core.progress import Progress
 from rig.guest import markers, qemu
 from rig.guest.console import scan
@@ -393,58 +393,19 @@ class Lab:
             result.boot = BootEnvironment(out.accel, out.qemu_version, memory_mb, cpus)
         result.kernel_release = out.kernel_release or result.kernel_release
         reports = scan(list(zip(out.times, out.console, strict=True)))
-        text = "\n".join(out.console)
         panic = next((r for r in reports if r.event is ConsoleEvent.PANIC), None)
         where = f"lab {self.settings.name}, job {out.job.id} on {out.job.device or '?'}"
         if not out.ready:
-            tail = "\n".join(out.console[-EXCERPT_LINES:])
-            if not any(LINUX.search(line) for line in out.console):
-                # QEMU or the lab failed before the kernel ran: not the kernel's verdict.
-                result.errors.append(StageError(
-                    "lab", f"{where}: the kernel never started; the job ended "
-                    f"{out.job.health}{': ' + out.lab_error if out.lab_error else ''} "
-                    f"({out.job.url})", tail))
-                return Outcome.INFRA_ERROR if first else Outcome.TESTS_RAN
-            what = "kernel panic" if panic else "no ready line"
-            result.errors.append(StageError(
-                "boot", f"{where}: {what}; the job ended {out.job.health}"
-                f"{': ' + out.lab_error if out.lab_error else ''} ({out.job.url})",
-                panic.excerpt if panic else tail))
-            result.console += (panic.excerpt if panic else tail) + "\n"
-            if not first:
-                return Outcome.TESTS_RAN
-            return Outcome.PANICKED if panic else Outcome.BOOT_FAILED
+            return _not_booted(out, panic, where, result, first)
         if out.results_xml is None:
-            node = suite.running_test(markers.trusted(text, token))
-            if panic:
-                # What killed the guest is often an Oops or BUG just before the panic.
-                upto = reports[:reports.index(panic) + 1]
-                message = f"the guest died: {panic.event.value}"
-                excerpt = "\n\n".join(r.excerpt for r in upto)
-            else:
-                message = (f"hung: the console went quiet and the job ended "
-                           f"{out.job.health} without the suite's results"
-                           f"{': ' + out.lab_error if out.lab_error else ''}")
-                excerpt = "\n".join(out.console[-EXCERPT_LINES:])
-            result.console += excerpt + "\n"
-            if out.malformed:       # the guest's block, not the lab: no verdict from it
-                result.errors.append(StageError("lab", f"{where}: {out.results_error}"))
-                return Outcome.INFRA_ERROR if first else Outcome.TESTS_RAN
-            if out.results_error:
-                result.errors.append(StageError("tests", f"{where}: {out.results_error}"))
-                return Outcome.TESTS_RAN
-            if node is None or node in crashed:
-                result.errors.append(StageError(
-                    "tests", f"{where}: {message}, outside any test ({out.job.url})", excerpt))
-                return Outcome.TESTS_RAN
-            crashed[node] = (message, excerpt)
-            return None
+            return _died(out, reports, panic, where, suite.running_test(
+                markers.trusted("\n".join(out.console), token)), result, crashed, first)
         try:
             result.tests = junit.parse_string(out.results_xml, f"job {out.job.id}")
         except junit.JUnitError as e:
             result.errors.append(StageError("tests", f"{where}: {e}"))
             return Outcome.TESTS_RAN
-        for excerpt in pin_splats(reports, text, token, suite, result.tests):
+        for excerpt in pin_splats(reports, "\n".join(out.console), token, suite, result.tests):
             result.console += excerpt + "\n"
             kernel_log.append(excerpt)
         if out.pytest_status not in (0, 1):
@@ -454,6 +415,60 @@ class Lab:
             return Outcome.TESTS_RAN
         return Outcome.OK if not crashed else Outcome.TESTS_RAN
 
+
+
+def _ended(out: JobOutcome) -> str:
+    return f"{out.job.health}{': ' + out.lab_error if out.lab_error else ''}"
+
+
+def _not_booted(out: JobOutcome, panic: ConsoleReport | None, where: str,
+                result: TestStageResult, first: bool) -> Outcome:
+    """A job whose guest never said it was ready: the lab's failure or the kernel's."""
+    tail = "\n".join(out.console[-EXCERPT_LINES:])
+    if not any(LINUX.search(line) for line in out.console):
+        # QEMU or the lab failed before the kernel ran: not the kernel's verdict.
+        result.errors.append(StageError(
+            "lab", f"{where}: the kernel never started; the job ended {_ended(out)} "
+            f"({out.job.url})", tail))
+        return Outcome.INFRA_ERROR if first else Outcome.TESTS_RAN
+    what = "kernel panic" if panic else "no ready line"
+    result.errors.append(StageError(
+        "boot", f"{where}: {what}; the job ended {_ended(out)} ({out.job.url})",
+        panic.excerpt if panic else tail))
+    result.console += (panic.excerpt if panic else tail) + "\n"
+    if not first:
+        return Outcome.TESTS_RAN
+    return Outcome.PANICKED if panic else Outcome.BOOT_FAILED
+
+
+def _died(out: JobOutcome, reports: list[ConsoleReport], panic: ConsoleReport | None,
+          where: str, node: str | None, result: TestStageResult,
+          crashed: dict[str, tuple[str, str]], first: bool) -> Outcome | None:
+    """A job that booted but gave no results: the test NODE that was running crashed or
+    hung (None: run another job without it), or the results block was bad."""
+    if panic:
+        # What killed the guest is often an Oops or BUG just before the panic.
+        upto = reports[:reports.index(panic) + 1]
+        message = f"the guest died: {panic.event.value}"
+        excerpt = "\n\n".join(r.excerpt for r in upto)
+    else:
+        message = (f"hung: the console went quiet and the job ended {out.job.health} "
+                   "without the suite's results"
+                   f"{': ' + out.lab_error if out.lab_error else ''}")
+        excerpt = "\n".join(out.console[-EXCERPT_LINES:])
+    result.console += excerpt + "\n"
+    if out.malformed:       # the guest's block, not the lab: no verdict from it
+        result.errors.append(StageError("lab", f"{where}: {out.results_error}"))
+        return Outcome.INFRA_ERROR if first else Outcome.TESTS_RAN
+    if out.results_error:
+        result.errors.append(StageError("tests", f"{where}: {out.results_error}"))
+        return Outcome.TESTS_RAN
+    if node is None or node in crashed:
+        result.errors.append(StageError(
+            "tests", f"{where}: {message}, outside any test ({out.job.url})", excerpt))
+        return Outcome.TESTS_RAN
+    crashed[node] = (message, excerpt)
+    return None
 
 
 def _unattended(suite: Suite) -> bool:

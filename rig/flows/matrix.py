@@ -40,6 +40,7 @@ from rig.results.schema import (
     patch_file,
 )
 from rig.runtime import suites as suitelib
+from rig.runtime import test_times
 from rig.runtime.base import Runtime, TestRequest
 from rig.runtime.lab import Lab, LabError
 from rig.runtime.local import Local
@@ -191,8 +192,11 @@ class Runner:
                                    silence_timeout=cfg.timeouts.silence, workdir=scratch)
             ran = self.runtime.run_tests(TestRequest(boot_req, tuple(prepared.suites), variant.name,
                                              console_dir,
-                                             Limits(cfg.timeouts.test, cfg.timeouts.suite)),
+                                             Limits(cfg.timeouts.test, cfg.timeouts.suite,
+                                                    test_times.load(self.cache))),
                                  self.progress)
+        if vr.is_base:
+            test_times.record(self.cache, ran.test_times)
         # a suite that could not be built leaves the variant with only part of its verdicts
         vr.outcome = Outcome.TESTS_RAN if prepared.failed and ran.outcome is Outcome.OK \
             else ran.outcome

@@ -198,21 +198,25 @@ class Guest:
         return GuestCrashed(what, fatal) if fatal else e
 
     def run(self, cmd: str, timeout: float = 600.0,
-            silence: float | None = None) -> CommandResult:
+            silence: float | Callable[[], float] | None = None) -> CommandResult:
         """Run CMD in the guest; raises GuestCrashed if the guest dies meanwhile.
 
-        With SILENCE, a console quiet for that long ends the command as timed out: for a
-        command that keeps the console busy (the suite logs each test), that is a hang.
+        With SILENCE (seconds, or a function that says how many now), a console quiet for
+        that long ends the command as timed out: for a command that keeps the console busy
+        (the suite logs each test), that is a hang.
         """
+        def limit() -> float | None:
+            return silence() if callable(silence) else silence
+
         def quiet() -> bool:
-            return silence is not None and self.console.quiet_for() > silence
+            return silence is not None and self.console.quiet_for() > limit()
 
         start = time.monotonic()
         try:
             return self.session.run(cmd, timeout, alive=lambda: self._alive() and not quiet())
         except ssh.SSHError as e:
             if quiet() and self.console.fatal() is None:
-                return CommandResult(-1, "", f"no console output for {silence:g} s",
+                return CommandResult(-1, "", f"no console output for {limit():g} s",
                                      time.monotonic() - start, timed_out=True)
             raise self._crashed(cmd, e) from None
 

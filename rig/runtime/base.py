@@ -47,6 +47,7 @@ class TestStageResult:
     kernel_release: str = ""                     # uname -r in the guest
     console: str = ""                            # excerpts of what went wrong on the console
     lab: str = ""                                # the lab that ran it (rig/runtime/lab.py), if any
+    test_times: dict[str, float] = field(default_factory=dict)  # console name: seconds
     lab_jobs: list[LabJob] = field(default_factory=list)
 
 

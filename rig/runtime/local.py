@@ -24,6 +24,7 @@ from rig.guest import markers, sysrq
 from rig.guest.console import Console
 from rig.guest.machine import BootError, Guest, GuestCrashed, boot
 from rig.results.schema import SuiteInfo, TestResult, Verdict
+from rig.runtime import test_times
 from rig.runtime.base import (
     TestRequest,
     TestStageResult,
@@ -145,6 +146,8 @@ class _Stage:
             else:
                 hung = None
         _add(self.result.timings, suite_timing(suite.name), timing["seconds"])
+        self.result.test_times.update(test_times.measure(
+            markers.trusted(console_since(guest.console_log, mark), guest.marker_token)))
         if hung is not None:
             # before the guest is killed: where are its tasks stuck?
             tail = guest.console.tail()

@@ -23,6 +23,7 @@ from rig.core.model import BuildResult, CommandResult, ImageResult, SourceSpec, 
 from rig.core.status import InfraError, RigError
 from rig.guest.machine import Guest
 from rig.results.schema import TestResult, Verdict
+from rig.runtime import test_times
 from rig.runtime.crashes import Cell, Kind
 
 HANG_MARGIN = 15.0                   # seconds of console silence beyond a test's own limit
@@ -45,6 +46,8 @@ class Hung(Exception):
 class Limits:
     test: float = 30.0               # seconds one test may take
     suite: float = 1200.0            # seconds one suite may take in one boot
+    # seconds each test took on the base (rig/runtime/test_times.py), by its console name
+    learned: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -158,13 +161,19 @@ def console_since(log: Path | None, mark: int) -> str:
         return fh.read().decode("utf-8", "replace")
 
 
-def run_step(guest: Guest, command: str, limits: Limits) -> CommandResult:
+def run_step(guest: Guest, command: str, limits: Limits,
+             running: Callable[[], str | None] | None = None) -> CommandResult:
     """Run COMMAND in the guest as one step of a suite; Hung if it overruns.
 
     `timeout` in the guest ends a step stuck in userspace (status 137); a step stuck in the
-    kernel is caught by the console's silence, since every test logs its start and end."""
+    kernel is caught by the console's silence, since every test logs its start and end.
+    With RUNNING (which test is running, by its console name), a test the base was timed on
+    is hung after its own limit (rig/runtime/test_times.py)."""
+    untimed = limits.test + HANG_MARGIN
+    silence = test_times.silence(limits.learned, untimed, guest.console.quiet_for, running) \
+        if running else untimed
     run = guest.run(f"timeout -s KILL {limits.suite:g} sh -c {shlex.quote(command)}",
-                    timeout=limits.suite + 60, silence=limits.test + HANG_MARGIN)
+                    timeout=limits.suite + 60, silence=silence)
     if run.timed_out or run.status == 137:
         raise Hung(f"hung: {run.stderr.strip() or 'the suite did not finish'}")
     return run

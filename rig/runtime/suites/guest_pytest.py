@@ -62,7 +62,8 @@ def run(guest: Guest, command_for: Callable[[list[str]], str], junit_xml: str,
     died: dict[str, tuple[str, str]] = {}
     for _ in range(MAX_DEATHS + 1):
         mark = guest.console_log.stat().st_size
-        ran = run_step(guest, command_for(sorted(died)), limits)
+        ran = run_step(guest, command_for(sorted(died)), limits, lambda m=mark: running_test(
+            markers.trusted(console_since(guest.console_log, m), guest.marker_token)))
         node = running_test(markers.trusted(console_since(guest.console_log, mark),
                                             guest.marker_token)) if ran.status > 128 else None
         if node is None or node in died:

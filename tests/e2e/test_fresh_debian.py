@@ -7,7 +7,8 @@ test (uncommitted files stay out) goes to a normal user with sudo, who runs the 
 set-up line, then `tox -e unit` (which must leave their rig cache alone), then `tox -e rig`,
 which must install nothing and stop at once with the exact `sudo apt-get install` line for the
 host packages.  Then the user runs that line and, as themselves, a real run of the base and
-umem-rfc to the README's headline, and vets a patch: their rig fetches the kernel source,
+umem-rfc to the README's headline, vets a patch, and runs report, export, history and cache on
+what the vet wrote: their rig fetches the kernel source,
 builds the guest image (mmdebstrap in unshare mode), the kernels (in the sandbox for the
 patched ones) and boots them.  The compiler cache and the base kernel are seeded from the
 root's cache that CI's earlier tests filled: the base is a cache hit (the same inputs make the
@@ -300,4 +301,22 @@ def test_a_normal_user_runs_and_vets_after_the_sudo_line(bookworm, project, tmp_
     assert cand.outcome.value == "ok" and cand.tests, cand.errors
     assert not cand.environment.sandbox.startswith("none"), cand.environment.sandbox
     assert (out / "vet-summary.txt").is_file()
+
+    # The commands that read what runs wrote, as the user, on the vet's results.
+    rig = ".tox/rig/bin/rig"
+    report = bookworm.run(f"{rig} report rig-out/vet/results.json --out rig-out/again",
+                          user=USER, cwd=project, env=env)
+    assert report.returncode == 0, (report.stdout + report.stderr)[-3000:]
+    bookworm.check(f"{rig} export --kcidb rig-out/vet/results.json -o rig-out/kcidb.json",
+                   user=USER, cwd=project, env=env)
+    bookworm.check("mkdir -p rig-out/nights && "
+                   "cp rig-out/vet/results.json rig-out/nights/results-2026-12-02.json && "
+                   f"{rig} history rig-out/nights", user=USER, cwd=project, env=env)
+    listed = bookworm.check(f"{rig} cache", user=USER, cwd=project, env=env)
+    assert "kernel" in listed.stdout, listed.stdout
+    bookworm.check(f"{rig} cache --clear logs", user=USER, cwd=project, env=env)
+    written = bookworm.path / project.lstrip("/") / "rig-out"
+    for made in ("again/report.html", "kcidb.json", "nights/history.html"):
+        assert (written / made).is_file() and (written / made).stat().st_uid == uid, made
+    assert not (cache / "logs").exists()
     subprocess.run(["du", "-sh", str(cache)], check=False)

@@ -9,11 +9,10 @@ import sys
 import pytest
 from support.paths import FIXTURES, PROJECT
 
-ROOT = PROJECT
-sys.path.insert(0, str(ROOT / "guest_tests"))
+sys.path.insert(0, str(PROJECT / "guest_tests"))
 import expected as exp  # guest_tests/ is not a package: on the path above
 
-# The kernels CI builds end to end; debian-7.2 is held to the data by its real run (above) and
+# The kernels CI builds end to end; debian-7.2 is held to the data by its real run (tests/flows/test_expected.py) and
 # by `rig run` itself (nightly, tox -e rig): README, "Which kernels CI builds".
 CI_KERNELS = ["base", "umem-rfc", "write-if-able", "upstream"]
 
@@ -27,7 +26,7 @@ def test_the_ci_kernels_do_what_their_code_says(expected, tmp_path):
     variants = [a for k in CI_KERNELS for a in ("--variant", k)]
     proc = subprocess.run([sys.executable, "-m", "rig.cli", "run", *variants,
                            "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=7200, check=False)
+                          cwd=PROJECT, capture_output=True, text=True, timeout=7200, check=False)
     assert (tmp_path / "results.json").exists(), proc.stderr[-3000:]
     runs = exp.results_of(tmp_path / "results.json")
     assert sorted(runs) == sorted(CI_KERNELS), proc.stdout[-2000:]
@@ -42,7 +41,7 @@ def test_a_read_that_moved_no_data_or_read_another_mr_fails_its_check():
         [sys.executable, "-m", "rig.cli", "boot", "base", "--", "sh", "-c",
          ("cd /root/guest_tests && "
           "python3 -m pytest -p no:cacheprovider -v test_guards.py")],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
+        cwd=PROJECT, capture_output=True, text=True, timeout=1800, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     passed = [line for line in proc.stdout.splitlines() if line.endswith("PASSED")
               or " PASSED " in line]
@@ -57,7 +56,7 @@ def test_a_writable_rereg_that_lands_in_the_zero_page_is_caught_and_undone(tmp_p
     proc = subprocess.run([sys.executable, "-m", "rig.cli", "run", "--variant", "base",
                            "--patch", str(series), "--select", "test_rereg",
                            "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
+                          cwd=PROJECT, capture_output=True, text=True, timeout=3600, check=False)
     assert (tmp_path / "results.json").exists(), proc.stderr[-3000:]
     runs = exp.results_of(tmp_path / "results.json")
     tests = {t.id: t for t in runs["rfc-rxe-rereg"]}
@@ -85,7 +84,7 @@ def test_a_driver_that_cannot_be_loaded_errors_its_cells_naming_why():
          ("cd /root/guest_tests && UMEM_TEST_KO=/nonexistent/umem_test.ko "
           "python3 -m pytest -p no:cacheprovider -q -rA -k 'drv-shared-rw-ro-mr or "
           "anon-written-ro-mr'")],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
+        cwd=PROJECT, capture_output=True, text=True, timeout=1800, check=False)
     out = proc.stdout
     errors = [line for line in out.splitlines() if line.startswith("ERROR ")]
     # every test of the driver cell, and only those; the anonymous cell runs as ever

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from rig.core.model import Outcome, Patch, Variant
 from rig.core.text import few, one_line, printable
 from rig.flows.bisect.search import Bisection, BuildBisection, Found, Step
+from rig.results import report
 from rig.results.compare import differences
 from rig.results.report import show_observed
 
@@ -79,40 +80,14 @@ def build_break(build: BuildBisection, patches: Sequence[Patch]) -> list[str]:
 
 def summary(bisection: Bisection, patches: Sequence[Patch], series: str, command: str,
             build: BuildBisection | None = None) -> str:
-    """The plain-text summary: the patch that breaks the build, if any; the patch that flips,
-    the evidence, the steps."""
-    answer = bisection.answer
-    assert answer is not None
-    n = len(patches)
-    lines = [f"umem-rig bisect: {series}, {n} patch{'es' * (n > 1)}", ""]
-    if build is not None:
-        lines += build_break(build, patches)
-    if answer.found is Found.EXACT:
-        p = patches[answer.first - 1]
-        lines += [f"First patch that changes the verdicts: {answer.first}/{n}",
-                  f"  {p.prefix + ' ' if p.prefix else ''}{p.subject}"]
-        lines += [f"  {label}: {value}" for label, value in
-                  (("From", p.author), ("Message-Id", p.message_id and f"<{p.message_id}>"),
-                   ("File", str(p.origin)))
-                  if value]
-        lines.append(f"  sha256 {p.sha256[:12]}")
-    elif answer.found is Found.RANGE:
-        lines.append(f"First patch that changes the verdicts: one of {answer.first}..{answer.last}"
-                     f" of {n} (skipped steps hide which):")
-        lines += [f"  {k}/{n} {patches[k - 1].subject}"
-                  + (f"  [skipped: {bisection.skipped[k]}]" if k in bisection.skipped else "")
-                  for k in range(answer.first, answer.last + 1)]
-    else:
-        lines.append(answer.message[:1].upper() + answer.message[1:])
-    if bisection.tests:
-        lines += ["", f"Chosen tests ({len(bisection.tests)}): {few(bisection.tests)}"]
-    if ev := evidence(bisection):
-        lines += ["", "Evidence (* = verdict changed):", *ev]
-    lines += ["", (f"Steps: {bisection.runs_beyond_ends} test run(s) beyond the two ends "
-                  f"(at most {bisection.bound} without skips or retries):")]
-    lines += [f"  {step_line(s, patches)}" for s in bisection.steps]
-    lines += ["", f"Reproduce: {command}"]
-    return printable("\n".join(lines) + "\n")
+    """The plain-text summary (templates/bisect-summary.txt.j2)."""
+    assert bisection.answer is not None
+    return report.render_template(
+        "bisect-summary.txt.j2", series=series, n=len(patches), patches=patches,
+        bisection=bisection, answer=bisection.answer, Found=Found, command=command,
+        build_lines=build_break(build, patches) if build is not None else [],
+        chosen=few(bisection.tests), evidence=evidence(bisection),
+        steps=[step_line(s, patches) for s in bisection.steps])
 
 
 def document(bisection: Bisection, patches: Sequence[Patch], variant: Variant, offset: int,

@@ -39,8 +39,8 @@ from rig.results.schema import (
     Verdict,
     patch_file,
 )
+from rig.runtime import hang_limits
 from rig.runtime import suites as suitelib
-from rig.runtime import test_times
 from rig.runtime.base import Runtime, TestRequest
 from rig.runtime.lab import Lab, LabError
 from rig.runtime.local import Local
@@ -193,10 +193,10 @@ class Runner:
             ran = self.runtime.run_tests(TestRequest(boot_req, tuple(prepared.suites), variant.name,
                                              console_dir,
                                              Limits(cfg.timeouts.test, cfg.timeouts.suite,
-                                                    test_times.load(self.cache))),
+                                                    hang_limits.load(self.cache))),
                                  self.progress)
         if vr.is_base:
-            test_times.record(self.cache, ran.test_times)
+            hang_limits.record(self.cache, ran.test_times)
         # a suite that could not be built leaves the variant with only part of its verdicts
         vr.outcome = Outcome.TESTS_RAN if prepared.failed and ran.outcome is Outcome.OK \
             else ran.outcome

@@ -24,7 +24,7 @@ from rig.guest import markers, sysrq
 from rig.guest.console import Console
 from rig.guest.machine import BootError, Guest, GuestCrashed, boot
 from rig.results.schema import SuiteInfo, TestResult, Verdict
-from rig.runtime import test_times
+from rig.runtime import hang_limits
 from rig.runtime.base import (
     TestRequest,
     TestStageResult,
@@ -146,7 +146,7 @@ class _Stage:
             else:
                 hung = None
         _add(self.result.timings, suite_timing(suite.name), timing["seconds"])
-        self.result.test_times.update(test_times.measure(
+        self.result.test_times.update(hang_limits.measure(
             markers.trusted(console_since(guest.console_log, mark), guest.marker_token)))
         if hung is not None:
             # before the guest is killed: where are its tasks stuck?

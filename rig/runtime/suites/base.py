@@ -23,7 +23,7 @@ from rig.core.model import BuildResult, CommandResult, ImageResult, SourceSpec, 
 from rig.core.status import InfraError, RigError
 from rig.guest.machine import Guest
 from rig.results.schema import TestResult, Verdict
-from rig.runtime import test_times
+from rig.runtime import hang_limits
 from rig.runtime.crashes import Cell, Kind
 
 HANG_MARGIN = 15.0                   # seconds of console silence beyond a test's own limit
@@ -46,7 +46,7 @@ class Hung(Exception):
 class Limits:
     test: float = 30.0               # seconds one test may take
     suite: float = 1200.0            # seconds one suite may take in one boot
-    # seconds each test took on the base (rig/runtime/test_times.py), by its console name
+    # seconds each test took on the base (rig/runtime/hang_limits.py), by its console name
     learned: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -168,9 +168,9 @@ def run_step(guest: Guest, command: str, limits: Limits,
     `timeout` in the guest ends a step stuck in userspace (status 137); a step stuck in the
     kernel is caught by the console's silence, since every test logs its start and end.
     With RUNNING (which test is running, by its console name), a test the base was timed on
-    is hung after its own limit (rig/runtime/test_times.py)."""
+    is hung after its own limit (rig/runtime/hang_limits.py)."""
     untimed = limits.test + HANG_MARGIN
-    silence = test_times.silence(limits.learned, untimed, guest.console.quiet_for, running) \
+    silence = hang_limits.silence(limits.learned, untimed, guest.console.quiet_for, running) \
         if running else untimed
     run = guest.run(f"timeout -s KILL {limits.suite:g} sh -c {shlex.quote(command)}",
                     timeout=limits.suite + 60, silence=silence)

@@ -1,0 +1,163 @@
+"""`rig watch`: series as a list follower sees them, its state across a kill, its answers'
+headers, and refusals of hostile input.  The mails are real: patches/umem-rfc's patch in a
+thread (support/inbox.py) and the git format-patch threads of tests/fixtures/thread/."""
+
+import email
+import email.policy
+import gzip
+import mailbox
+
+import pytest
+from support import inbox
+from support.paths import FIXTURES
+
+from rig import cli
+from rig.core.cache import Cache
+from rig.core.progress import Progress
+from rig.flows import config, watch
+from rig.flows.watch import feed, reply
+from rig.flows.watch.state import ATTEMPTS, State
+from rig.kernel import thread
+
+THREADS = FIXTURES / "thread"
+SENDER = "umem-rig <bot@umem-rig.invalid>"
+
+
+def _parse(texts):
+    return [email.message_from_string(t, policy=email.policy.default) for t in texts]
+
+
+def _fixture(name):
+    return feed.messages((THREADS / name).read_bytes(), name)
+
+
+def _rfc():
+    cover, patch = inbox.rfc_thread()
+    return _parse([cover, patch, inbox.review(patch)])
+
+
+def test_a_thread_is_its_newest_revision_and_replies_are_no_series():
+    found = thread.arrival("rfc", _rfc())
+    assert (found.revision, found.expected, found.missing) == (1, 1, ())
+    assert f"<{found.message_id}>" == inbox.COVER_ID
+    assert thread.arrival("review", _rfc()[2:]) is None
+    assert thread.arrival("three", _fixture("three-revisions.mbox")).revision == 3
+
+
+def test_a_partial_series_names_what_is_missing():
+    found = thread.arrival("missing", _fixture("missing-patch.mbox"))
+    assert (found.revision, found.missing) == (3, ("2/3",))
+
+
+def test_the_files_followed_are_data():
+    patterns = feed.Patterns.load()
+    assert patterns.touches(_rfc()[1])
+    assert not patterns.touches(_parse([inbox.UNRELATED])[0])
+    assert not patterns.touches(_rfc()[0])                   # a cover letter has no diff
+    assert "dfn:mm/gup.c" in patterns.query("20261101")
+
+
+def _arrive(st, key, revision, missing=""):
+    return st.arrive(key, "me subject", revision, "http://i/", f"{key}@x", "subject",
+                     "me", missing, b"")
+
+
+def test_a_newer_revision_supersedes_a_queued_one(tmp_path):
+    st = State(tmp_path / "s.sqlite")
+    assert _arrive(st, "v1", 1) == "queued"
+    assert _arrive(st, "v2", 2, missing="2/2") == "waiting"
+    assert st.get("v1").state == "superseded"
+    assert _arrive(st, "v2", 2) == "queued"                  # the missing patch came
+    assert _arrive(st, "v0", 0) == "superseded"              # an old one, late
+    assert _arrive(st, "v2", 2) == "queued"                  # seen again: unchanged
+
+
+def test_a_vet_killed_midway_is_queued_again_and_given_up_after_attempts(tmp_path):
+    st = State(tmp_path / "s.sqlite")
+    _arrive(st, "a", 1)
+    _arrive(st, "b", 1)
+    st.set("a", state="vetting", attempts=1)
+    st.set("b", state="vetting", attempts=ATTEMPTS)
+    st.close()                                               # as a kill -9 leaves it
+    again = State(tmp_path / "s.sqlite")
+    assert sorted(r.key for r in again.recover()) == ["a", "b"]
+    assert again.get("a").state == "queued" and again.get("b").state == "failed"
+
+
+def test_the_answer_is_threaded_under_the_cover_letter_and_addressed_as_b4_reply():
+    cover = _rfc()[0]
+    body = "Result: REGRESSION: 6 fixed, 6 regressed\n" + "word " * 40 + "\n"
+    msg = reply.compose(cover, body, SENDER, "<umem-rig-k@umem-rig.invalid>")
+    assert msg["Subject"] == ("Re: [PATCH RFC 0/1] IB/umem: Don't force write access when "
+                              "pinning read-only MRs")
+    assert msg["In-Reply-To"] == inbox.COVER_ID
+    assert msg["References"] == inbox.COVER_ID
+    assert msg["To"] == "umem-rig maintainers <maintainers@umem-rig.invalid>"
+    assert msg["Cc"] == f"{inbox.LIST}, {inbox.CC}"
+    text = msg.get_content()
+    assert text.startswith("Result: REGRESSION") and max(map(len, text.splitlines())) <= 80
+    # a reply to the patch keeps the thread's References
+    assert reply.compose(_rfc()[1], body, SENDER, "<x@y>")["References"] == \
+        f"{inbox.COVER_ID} <umem-rfc.1.1@umem-rig.invalid>"
+
+
+def test_a_header_from_the_list_cannot_add_headers():
+    head = _rfc()[0]
+    head.replace_header("Subject", "=?utf-8?q?x=0D=0ABcc:_evil@umem-rig.invalid?=")
+    msg = reply.compose(head, "body\n", SENDER, "<x@y>")
+    assert msg["Bcc"] is None and "\n" not in msg["Subject"]
+    assert "evil" not in str(msg["Cc"]) + str(msg["To"])
+
+
+def test_a_mail_without_an_author_is_refused_by_name():
+    head = _rfc()[0]
+    head.replace_header("From", "nobody")
+    with pytest.raises(reply.ReplyError, match="cover.umem-rfc.1@umem-rig.invalid"):
+        reply.compose(head, "x\n", SENDER, "<x@y>")
+
+
+def test_hostile_responses_are_refused_naming_them():
+    bomb = gzip.compress(b"From x\n" + b"\0" * (4 << 20))
+    with pytest.raises(feed.FeedError, match="http://i/t.mbox.gz: more than 65536 bytes"):
+        feed.unpack(bomb, "http://i/t.mbox.gz", 65536)
+    with pytest.raises(feed.FeedError, match="src: not a readable gzip"):
+        feed.unpack(b"\x1f\x8bnot gzip at all", "src", 65536)
+    with pytest.raises(feed.FeedError, match="src: not an mbox"):
+        feed.messages(b"<html>rate limited</html>", "src")
+    with pytest.raises(feed.FeedError, match="'<..>' as its Message-Id"):
+        feed.thread("http://127.0.0.1:9/i/", "<..>", 65536)
+    with pytest.raises(feed.FeedError, match="an inbox is an http"):
+        feed.search("file:///etc/", feed.Patterns.load(), "20261101", 65536)
+
+
+def _settings(tmp_path):
+    return watch.Settings.of(config.read(None), Cache(tmp_path / "cache"))
+
+
+def test_an_answer_written_before_a_kill_is_not_written_again(tmp_path):
+    settings = _settings(tmp_path)
+    st = State(settings.state / "state.sqlite")
+    messages = _rfc()
+    _arrive(st, "k", 1)
+    st.set("k", state="vetted", summary="Result: no regression\n", status=0,
+           thread=watch.mboxrd(messages))
+    # the kill came after the outbox got the answer, before the state recorded it
+    answer = reply.compose(messages[0], "x\n", settings.sender,
+                           reply.reply_id("k", settings.sender))
+    reply.Outbox(settings.outbox).add(answer)
+    st.close()
+    poll = watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                      progress=Progress(live=False))
+    assert poll.answered == ["k"] and not poll.errors
+    assert len(mailbox.Maildir(settings.outbox)) == 1
+    again = watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                       progress=Progress(live=False))
+    assert again.answered == [] and len(mailbox.Maildir(settings.outbox)) == 1
+    assert "answered" in watch.status(settings)
+
+
+def test_watch_needs_an_inbox(capsys, tmp_path):
+    assert cli.main(["watch", "--once", "--cache", str(tmp_path)]) == 2
+    assert "no inbox to follow" in capsys.readouterr().err
+    assert cli.main(["watch", "--status", "--cache", str(tmp_path)]) == 0
+    assert "nothing watched yet" in capsys.readouterr().out

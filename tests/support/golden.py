@@ -8,14 +8,16 @@ tests/fixtures/golden` then shows what the change did to each.
 import difflib
 import os
 
-from support.paths import FIXTURES
+from support.paths import FIXTURES, PROJECT
 
 GOLDEN = FIXTURES / "golden"
 RENDER = os.environ.get("RIG_RENDER") == "1"
 
 
 def matches(name: str, text: str) -> None:
-    """TEXT is golden/NAME (with RIG_RENDER=1: becomes it)."""
+    """TEXT is golden/NAME (with RIG_RENDER=1: becomes it); the checkout's own path, which
+    differs between a worktree and CI's clone, is written <project>."""
+    text = text.replace(str(PROJECT), "<project>")
     path = GOLDEN / name
     if RENDER:
         path.write_text(text)

@@ -6,8 +6,10 @@ import email
 import email.policy
 import gzip
 import mailbox
+import socket
 
 import pytest
+from aiosmtpd.controller import Controller
 from support import inbox
 from support.paths import FIXTURES
 
@@ -134,13 +136,19 @@ def _settings(tmp_path):
     return watch.Settings.of(config.read(None), Cache(tmp_path / "cache"))
 
 
-def test_an_answer_written_before_a_kill_is_not_written_again(tmp_path):
-    settings = _settings(tmp_path)
+def _vetted(settings, messages):
+    """A state holding one series vetted and not yet answered."""
     st = State(settings.state / "state.sqlite")
-    messages = _rfc()
     _arrive(st, "k", 1)
     st.set("k", state="vetted", summary="Result: no regression\n", status=0,
            thread=watch.mboxrd(messages))
+    return st
+
+
+def test_an_answer_written_before_a_kill_is_not_written_again(tmp_path):
+    settings = _settings(tmp_path)
+    messages = _rfc()
+    st = _vetted(settings, messages)
     # the kill came after the outbox got the answer, before the state recorded it
     answer = reply.compose(messages[0], "x\n", settings.sender,
                            reply.reply_id("k", settings.sender))
@@ -154,6 +162,39 @@ def test_an_answer_written_before_a_kill_is_not_written_again(tmp_path):
                        progress=Progress(live=False))
     assert again.answered == [] and len(mailbox.Maildir(settings.outbox)) == 1
     assert "answered" in watch.status(settings)
+
+
+class _Keep:
+    def __init__(self):
+        self.got = []
+
+    async def handle_DATA(self, server, session, envelope):   # aiosmtpd calls it so
+        self.got.append(envelope)
+        return "250 OK"
+
+
+def test_send_delivers_each_answer_once_to_a_real_smtp_server(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    keep = _Keep()
+    server = Controller(keep, hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        data = config.read(None)
+        data["watch"]["smtp"] = {"host": "127.0.0.1", "port": port, "starttls": False}
+        settings = watch.Settings.of(data, Cache(tmp_path / "cache"))
+        _vetted(settings, _rfc()).close()
+        for _ in range(2):
+            watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                       progress=Progress(live=False), send=True)
+    finally:
+        server.stop()
+    [sent] = keep.got
+    assert sorted(sent.rcpt_tos) == sorted(["maintainers@umem-rig.invalid", inbox.LIST,
+                                            "mm@umem-rig.invalid"])
+    assert b"In-Reply-To: " + inbox.COVER_ID.encode() in sent.content
+    assert " sent " in watch.status(settings)
 
 
 def test_watch_needs_an_inbox(capsys, tmp_path):

@@ -164,6 +164,24 @@ def test_an_answer_written_before_a_kill_is_not_written_again(tmp_path):
     assert "answered" in watch.status(settings)
 
 
+def test_a_series_still_partial_at_the_deadline_is_answered_without_a_verdict(tmp_path):
+    data = config.read(None)
+    data["watch"]["deadline"] = 0
+    settings = watch.Settings.of(data, Cache(tmp_path / "cache"))
+    st = State(settings.state / "state.sqlite")
+    st.arrive("p", "t", 3, "http://i/", "x@y", "IB/umem: read-only MRs", "me", "2/3",
+              watch.mboxrd(_fixture("missing-patch.mbox")))
+    st.close()
+    poll = watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                      progress=Progress(live=False))
+    assert poll.answered == ["p"] and poll.vetted == []
+    [answer] = mailbox.Maildir(settings.outbox)
+    body = answer.get_payload()
+    assert "patch 2/3 of it did not reach http://i/" in " ".join(body.split())
+    assert "no verdict on any of its patches" in " ".join(body.split())
+    assert "Result:" not in body
+
+
 class _Keep:
     def __init__(self):
         self.got = []

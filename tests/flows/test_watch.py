@@ -209,10 +209,16 @@ def test_send_delivers_each_answer_once_to_a_real_smtp_server(tmp_path):
     finally:
         server.stop()
     [sent] = keep.got
+    assert " sent " in watch.status(settings)
+    # a server that refuses: the answer stays in the outbox, said, and not sent again later
+    _vetted(settings, _rfc()).set("k", state="vetted")
+    poll = watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                      progress=Progress(live=False), send=True)
+    assert f"127.0.0.1:{port}" in poll.errors[0] and "is in the outbox" in poll.errors[0]
+    assert keep.got == [sent]
     assert sorted(sent.rcpt_tos) == sorted(["maintainers@umem-rig.invalid", inbox.LIST,
                                             "mm@umem-rig.invalid"])
     assert b"In-Reply-To: " + inbox.COVER_ID.encode() in sent.content
-    assert " sent " in watch.status(settings)
 
 
 def test_watch_needs_an_inbox(capsys, tmp_path):

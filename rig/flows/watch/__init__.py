@@ -187,8 +187,15 @@ def _answer(st: State, row: Row, settings: Settings, outbox: reply.Outbox, send:
     st.set(row.key, state="answered", answered=time.time())
     poll.answered.append(row.key)
     if send:
-        st.set(row.key, state="sending")      # never retried: a send may have happened
-        settings.smtp.send(msg)
+        # never retried: a send cut short may have reached the server; the answer stays in
+        # the outbox for a human
+        st.set(row.key, state="sending")
+        try:
+            settings.smtp.send(msg)
+        except RigError as exc:
+            st.set(row.key, state="answered")
+            poll.errors.append(f"{exc} (the answer to <{row.message_id}> is in the outbox)")
+            return
         st.set(row.key, state="sent")
 
 

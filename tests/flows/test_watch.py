@@ -200,7 +200,7 @@ def test_send_delivers_each_answer_once_to_a_real_smtp_server(tmp_path):
     server.start()
     try:
         data = config.read(None)
-        data["watch"]["smtp"] = {"host": "127.0.0.1", "port": port, "starttls": False}
+        data["watch"]["smtp"].update(host="127.0.0.1", port=port, starttls=False)
         settings = watch.Settings.of(data, Cache(tmp_path / "cache"))
         _vetted(settings, _rfc()).close()
         for _ in range(2):

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +98,8 @@ class Inbox:
                        capture_output=True, timeout=120)
 
     def deliver(self, message: str) -> None:
+        """MESSAGE into the inbox as the list's mail server would hand it over (mda drops,
+        with status 0, a message whose To: or Cc: does not name the list)."""
         env = dict(self.env, ORIGINAL_RECIPIENT=LIST)
         subprocess.run(["public-inbox-mda"], env=env, check=True, input=message, text=True,
                        capture_output=True, timeout=120)
@@ -111,10 +114,13 @@ class Inbox:
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT)
         try:
             for _ in range(100):
-                with contextlib.suppress(OSError):
+                try:
                     urllib.request.urlopen(self.url, timeout=5).close()
                     break
-                time.sleep(0.1)
+                except urllib.error.HTTPError:
+                    break                      # it answers (an empty inbox is a 404)
+                except OSError:
+                    time.sleep(0.1)
             else:
                 raise RuntimeError(f"public-inbox-httpd did not answer on {self.url}")
             yield self.url

@@ -63,9 +63,8 @@ class Settings:
                    Path(w["state"]).expanduser() if w["state"] else cache.root / "watch",
                    int(w["lookback_days"]), float(w["deadline"]), float(w["interval"]),
                    w["from"], w["report_url"], int(w["max_bytes"]),
-                   reply.Smtp(smtp.get("host", ""), int(smtp.get("port", 587)),
-                              bool(smtp.get("starttls", True)), smtp.get("user", ""),
-                              smtp.get("password_file", "")))
+                   reply.Smtp(smtp["host"], int(smtp["port"]), bool(smtp["starttls"]),
+                              smtp["user"], smtp["password_file"]))
 
     @property
     def outbox(self) -> Path:

@@ -182,6 +182,48 @@ def test_a_series_still_partial_at_the_deadline_is_answered_without_a_verdict(tm
     assert "Result:" not in body
 
 
+HOSTILE = f"""From: Mallory <mallory@umem-rig.invalid>
+To: {inbox.LIST}
+Date: Fri, 27 Nov 2026 10:00:00 +0000
+Subject: [PATCH] IB/umem: Tidy up
+Message-Id: <tidy.1@umem-rig.invalid>
+
+---
+diff --git a/drivers/infiniband/core/umem.c b/drivers/infiniband/core/umem.c
+--- a/drivers/infiniband/core/umem.c
++++ b/drivers/infiniband/core/umem.c
+@@ -1 +1 @@
+-// SPDX-License-Identifier: GPL-2.0 OR Linux-OpenIB
++// SPDX-License-Identifier: GPL-2.0 OR Linux-OpenIB.
+diff --git a/../../../etc/rig-escape b/../../../etc/rig-escape
+new file mode 100644
+--- /dev/null
++++ b/../../../etc/rig-escape
+@@ -0,0 +1 @@
++owned
+"""
+
+
+def test_a_hostile_series_is_answered_with_the_refusal_and_nothing_is_built(tmp_path):
+    settings = _settings(tmp_path)
+    [mail] = _parse([HOSTILE])
+    assert feed.Patterns.load().touches(mail)
+    st = State(settings.state / "state.sqlite")
+    st.arrive("h", "t", 1, "http://i/", "tidy.1@umem-rig.invalid", "IB/umem: Tidy up",
+              "Mallory", "", watch.mboxrd([mail]))
+    st.close()
+    poll = watch.once(settings, lambda out: config.load(None, out=out),
+                      Cache(tmp_path / "cache"), Progress(live=False))
+    assert poll.vetted == poll.answered == ["h"]
+    [answer] = mailbox.Maildir(settings.outbox)
+    body = " ".join(answer.get_payload().split())
+    assert "could not vet this series: <tidy.1@umem-rig.invalid>: refusing a patch that " \
+           "reaches outside the tree with '..': b/../../../etc/rig-escape" in body, body
+    assert str(tmp_path) not in body
+    assert answer["To"] == "Mallory <mallory@umem-rig.invalid>"
+    assert not (settings.state / "vets" / "h").exists()
+
+
 class _Keep:
     def __init__(self):
         self.got = []

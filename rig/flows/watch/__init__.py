@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -214,7 +215,11 @@ def _vet(st: State, row: Row, settings: Settings, configure: Callable[[Path], Ru
         done = vet(configure(out), cache, progress, req)
         summary, status = done.summary.read_text(), int(done.run.exit_status)
     except RigError as exc:
-        summary = f"umem-rig could not vet this series:\n  {exc}\n"
+        # the reply is public: the series is named by its Message-Id, not by the files the
+        # rig read it from (the thread here, its scratch copies in the cache)
+        said = re.sub("|".join(re.escape(str(p)) + r"[^\s:]*" for p in (settings.state, cache.root)),
+                      f"<{row.message_id}>", str(exc))
+        summary = f"umem-rig could not vet this series:\n  {said}\n"
         status = int(ExitStatus.NO_VERDICT)
     st.set(row.key, state="vetted", summary=summary, status=status, out=str(out))
 

@@ -24,6 +24,8 @@ def add_parser(sub):
     p.add_argument("--send", action="store_true",
                    help="also send each new answer over SMTP ([watch] smtp; the password "
                    "from its password_file or $RIG_SMTP_PASSWORD)")
+    p.add_argument("--mute", metavar="MESSAGE-ID",
+                   help="never answer (nor vet) the thread of this message, and exit")
     p.add_argument("--inbox", action="append", metavar="URL",
                    help="follow this inbox instead of [watch] inboxes (repeatable)")
     return p
@@ -34,6 +36,11 @@ def run(args) -> ExitStatus:
     settings = watch.Settings.of(config.read(args.config), cache, tuple(args.inbox or ()))
     if args.status:
         print(watch.status(settings), end="")
+        return ExitStatus.OK
+    if args.mute:
+        muted = watch.mute(settings, args.mute)
+        print(f"watch: the thread of <{args.mute.strip('<>')}> is muted ({muted} series "
+              "known to it not answered)")
         return ExitStatus.OK
     if not settings.inboxes:
         raise RigError("no inbox to follow: set [watch] inboxes in the config or give --inbox")
@@ -50,5 +57,7 @@ def run(args) -> ExitStatus:
     print(f"watch: {len(poll.arrived)} arrived, {len(poll.vetted)} vetted, "
           f"{len(poll.answered)} answered"
           + (f", {len(poll.recovered)} vets a killed run left re-queued" if poll.recovered
-             else "") + f"; outbox: {settings.outbox}")
+             else "")
+          + (f", {len(poll.held)} held past [watch] per_hour" if poll.held else "")
+          + f"; outbox: {settings.outbox}")
     return poll.status

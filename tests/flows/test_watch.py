@@ -74,6 +74,30 @@ def test_a_newer_revision_supersedes_a_queued_one(tmp_path):
     assert _arrive(st, "v2", 2) == "queued"                  # seen again: unchanged
 
 
+def test_a_muted_thread_is_neither_vetted_nor_answered(tmp_path):
+    st = State(tmp_path / "s.sqlite")
+    _arrive(st, "v1", 1)
+    assert st.mute("v1@x") == 1 and st.get("v1").state == "muted"
+    # a later revision sent in reply to the muted cover letter: its thread names it
+    assert st.arrive("v2", "me subject", 2, "http://i/", "v2@x", "subject", "me", "", b"",
+                     st.muted({"v1@x", "v2@x"})) == "muted"
+    assert not st.muted({"other@x"})
+
+
+def test_answers_past_the_hours_limit_wait_for_a_later_poll(tmp_path):
+    data = config.read(None)
+    data["watch"]["per_hour"] = 1
+    settings = watch.Settings.of(data, Cache(tmp_path / "cache"))
+    st = _vetted(settings, _rfc())
+    st.arrive("k2", "other", 1, "http://i/", "k2@x", "s", "me", "", watch.mboxrd(_rfc()))
+    st.set("k2", state="vetted", summary="Result: no regression\n", status=0)
+    st.close()
+    poll = watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                      progress=Progress(live=False))
+    assert len(poll.answered) == 1 and len(poll.held) == 1
+    assert len(mailbox.Maildir(settings.outbox)) == 1
+
+
 def test_a_vet_killed_midway_is_queued_again_and_given_up_after_attempts(tmp_path):
     st = State(tmp_path / "s.sqlite")
     _arrive(st, "a", 1)
@@ -268,3 +292,7 @@ def test_watch_needs_an_inbox(capsys, tmp_path):
     assert "no inbox to follow" in capsys.readouterr().err
     assert cli.main(["watch", "--status", "--cache", str(tmp_path)]) == 0
     assert "nothing watched yet" in capsys.readouterr().out
+    assert cli.main(["watch", "--mute", "a b", "--cache", str(tmp_path)]) == 2
+    assert "not a Message-Id" in capsys.readouterr().err
+    assert cli.main(["watch", "--mute", "<x@y>", "--cache", str(tmp_path)]) == 0
+    assert "<x@y> is muted (0 series" in capsys.readouterr().out

@@ -54,6 +54,7 @@ class Settings:
     sender: str
     report_url: str
     max_bytes: int
+    per_hour: int
     smtp: reply.Smtp
 
     @classmethod
@@ -63,7 +64,7 @@ class Settings:
         return cls(inboxes or tuple(w["inboxes"]),
                    Path(w["state"]).expanduser() if w["state"] else cache.root / "watch",
                    int(w["lookback_days"]), float(w["deadline"]), float(w["interval"]),
-                   w["from"], w["report_url"], int(w["max_bytes"]),
+                   w["from"], w["report_url"], int(w["max_bytes"]), int(w["per_hour"]),
                    reply.Smtp(smtp["host"], int(smtp["port"]), bool(smtp["starttls"]),
                               smtp["user"], smtp["password_file"]))
 
@@ -80,6 +81,7 @@ class Poll:
     vetted: list[str] = field(default_factory=list)
     answered: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)   # vets a killed run left
+    held: list[str] = field(default_factory=list)        # answers past the hour's limit
     errors: list[str] = field(default_factory=list)      # inboxes or messages refused
 
     @property
@@ -124,7 +126,8 @@ def _take(st: State, inbox: str, messages, patterns: feed.Patterns, poll: Poll) 
     topic = f"{found.author.lower()} {found.subject.lower()}"
     before = st.get(key)
     after = st.arrive(key, topic, found.revision, inbox, found.message_id, found.subject,
-                      found.author, ", ".join(found.missing), mboxrd(messages))
+                      found.author, ", ".join(found.missing), mboxrd(messages),
+                      st.muted({_msgid(m) for m in messages}))
     if before is None or before.state != after:
         poll.arrived.append(key)
 
@@ -173,6 +176,11 @@ def _body(row: Row, settings: Settings) -> str:
 
 def _answer(st: State, row: Row, settings: Settings, outbox: reply.Outbox, send: bool,
             poll: Poll) -> None:
+    """Answer ROW, unless [watch] per_hour answers went out in the last hour: then it stays
+    vetted, and a later poll answers it."""
+    if st.answers_since(time.time() - 3600) >= settings.per_hour:
+        poll.held.append(row.key)
+        return
     found = thread.arrival(row.key, feed.messages(row.thread, row.key))
     assert found is not None                  # it was a series when it arrived
     message_id = reply.reply_id(row.key, settings.sender)
@@ -240,7 +248,7 @@ def once(settings: Settings, configure: Callable[[Path], RunConfig], cache: Cach
                 if now - row.first_seen >= settings.deadline:
                     st.set(row.key, state="partial", summary=_partial(row, settings))
             outbox = reply.Outbox(settings.outbox)
-            for row in st.rows("vetted", "partial"):     # due from an earlier, killed run
+            for row in st.rows("vetted", "partial"):     # due from an earlier poll
                 _answer(st, row, settings, outbox, send, poll)
             for row in st.rows("queued"):
                 _vet(st, row, settings, configure, cache, progress)
@@ -259,6 +267,19 @@ def daemon(settings: Settings, configure: Callable[[Path], RunConfig], cache: Ca
         for error in poll.errors:
             progress.log(f"refused: {printable(error)}")
         time.sleep(settings.interval)
+
+
+def mute(settings: Settings, message_id: str) -> int:
+    """Never answer the thread of MESSAGE_ID (nor vet it): the series muted before their
+    answer."""
+    msgid = message_id.strip().strip("<>")
+    if not msgid or any(c.isspace() or c in "<>" for c in msgid):
+        raise RigError(f"--mute {message_id!r}: not a Message-Id")
+    st = State(settings.state / "state.sqlite")
+    try:
+        return st.mute(msgid)
+    finally:
+        st.close()
 
 
 def status(settings: Settings) -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 # that finds one at its start was killed); vetted: summary ready; partial: past the deadline
 # with patches missing, answered as such; answered: in the outbox; sent: over SMTP too;
 # sending: an SMTP send began and its end was not recorded (never retried); superseded: a
-# newer revision came; failed: vetting it killed the rig ATTEMPTS times.
+# newer revision came; failed: vetting it killed the rig ATTEMPTS times; muted: its thread
+# is not to be answered (--mute), so it is not vetted either.
 ACTIVE = ("waiting", "queued", "vetting")
 ATTEMPTS = 3
 
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS series (
     answered REAL
 );
 CREATE TABLE IF NOT EXISTS polls (inbox TEXT PRIMARY KEY, last REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS muted (message_id TEXT PRIMARY KEY);
 """
 
 
@@ -100,8 +102,10 @@ class State:
             self.db.execute(f"UPDATE series SET {names} WHERE key = ?", (*fields.values(), key))
 
     def arrive(self, key: str, topic: str, revision: int, inbox: str, message_id: str,
-               subject: str, author: str, missing: str, thread: bytes) -> str:
-        """Record a series as the thread shows it now; its state after.  A newer revision
+               subject: str, author: str, missing: str, thread: bytes,
+               muted: bool = False) -> str:
+        """Record a series as the thread shows it now; its state after.  MUTED: its thread
+        is not to be answered (State.muted).  A newer revision
         supersedes the older ones still waiting or queued; an older one arriving after a
         newer one is superseded at once; one seen before only gains patches it was missing."""
         now = time.time()
@@ -111,7 +115,8 @@ class State:
             newer = self.db.execute("SELECT 1 FROM series WHERE topic = ? AND revision > ?",
                                     (topic, revision)).fetchone()
             if old is None:
-                state = "superseded" if newer else ("waiting" if missing else "queued")
+                state = ("muted" if muted else "superseded" if newer
+                         else "waiting" if missing else "queued")
                 self.db.execute(
                     "INSERT INTO series (key, topic, revision, inbox, message_id, subject, "
                     "author, state, missing, first_seen, updated, thread) "
@@ -138,6 +143,26 @@ class State:
         for row in found:
             self.set(row.key, state="failed" if row.attempts >= ATTEMPTS else "queued")
         return found
+
+    def mute(self, message_id: str) -> int:
+        """No answer on the thread of MESSAGE_ID (any message of it: a later revision sent in
+        reply is muted too); the number of series muted before their answer."""
+        with self.db:
+            self.db.execute("INSERT OR IGNORE INTO muted (message_id) VALUES (?)", (message_id,))
+            return self.db.execute(
+                "UPDATE series SET state = 'muted', updated = ? WHERE message_id = ? AND "
+                "state IN ('waiting', 'queued', 'vetting', 'vetted', 'partial')",
+                (time.time(), message_id)).rowcount
+
+    def muted(self, message_ids: set[str]) -> bool:
+        marks = ",".join("?" * len(message_ids))
+        return bool(message_ids) and self.db.execute(
+            f"SELECT 1 FROM muted WHERE message_id IN ({marks})",
+            tuple(message_ids)).fetchone() is not None
+
+    def answers_since(self, when: float) -> int:
+        return self.db.execute("SELECT count(*) FROM series WHERE answered >= ?",
+                               (when,)).fetchone()[0]
 
     def last_poll(self, inbox: str) -> float | None:
         row = self.db.execute("SELECT last FROM polls WHERE inbox = ?", (inbox,)).fetchone()

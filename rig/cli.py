@@ -25,14 +25,15 @@ from rig.commands import (
     report,
     run,
     vet,
+    watch,
 )
 from rig.commands import sources as debsources
 from rig.core.status import ExitStatus, RigError
 from rig.core.text import printable
 from rig.runtime.suites import SUITES
 
-COMMANDS = (run, build, image, boot, report, vet, bisect, nightly, history, export, cache,
-            debsources)
+COMMANDS = (run, build, image, boot, report, vet, watch, bisect, nightly, history, export,
+            cache, debsources)
 DESCRIPTION = ("umem-rig: what ibv_reg_mr() does to a process's memory on a kernel, and what a "
                "patch changes about it.  Exit status: 0 no regression, 1 a candidate "
                "regressed, 2 some variant has no verdict or the input was refused, "

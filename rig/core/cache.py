@@ -38,6 +38,7 @@ KINDS = {
     "suite": "guest suites built per kernel source",
     "tmp": "scratch space",
     "apt": "the rig's own apt lists of Debian's archive (where kernel sources come from)",
+    "watch": "rig watch's state, outbox and vets (unless [watch] state says elsewhere)",
     "keys": "the rig's SSH client key (a new one means a new guest image)",
     "lava-root": "the local LAVA lab the end-to-end tests bring up",
     "testroot": "the clean Debian root the end-to-end set-up test starts from",

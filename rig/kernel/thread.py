@@ -185,3 +185,42 @@ def fetch(message_id: str, revision: int | None = None) -> tuple[Series, bytes]:
         thread = io.BytesIO()
         b4.save_mboxrd_mbox(messages, thread)
         return _pick(f"<{msgid}>", messages, revision, records), thread.getvalue()
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """The newest revision of a series as a thread shows it so far, complete or not: what a
+    list follower needs to decide whether to wait, vet or answer."""
+
+    revision: int
+    expected: int                    # patches the series says it has
+    missing: tuple[str, ...]         # "2/3", ... not (yet) in the thread
+    subject: str                     # without [PATCH ...]
+    author: str                      # "Name <address>"
+    message_id: str                  # the cover letter's, else the first patch's (no <>)
+    head: EmailMessage               # that message: the one an answer replies to
+    revisions: tuple[int, ...]
+
+
+def arrival(source: str, messages: Sequence[EmailMessage]) -> Arrival | None:
+    """The newest revision of a series in MESSAGES (a thread), None when it holds no patch
+    (replies, reviews, discussion).  No network."""
+    with _b4(network=False):
+        mailbox = b4.LoreMailbox()
+        for msg in messages:
+            if b4.LoreMessage.get_clean_msgid(msg):      # one without an id threads nowhere
+                mailbox.add_message(msg)
+        revisions = tuple(sorted(mailbox.series))
+        if not revisions:
+            return None
+        newest = mailbox.get_latest_revision()
+        series = mailbox.get_series(newest, codereview_trailers=False)
+        if series is None:
+            return None
+        head = series.patches[0] or next((p for p in series.patches[1:] if p is not None), None)
+        if head is None:
+            return None
+        name, address = head.fromname or "", head.fromemail or ""
+        return Arrival(newest, series.expected, tuple(_missing(series)), head.subject,
+                       email.utils.formataddr((name, address)) if name else address,
+                       head.msgid, head.msg, revisions)

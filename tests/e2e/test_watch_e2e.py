@@ -1,0 +1,71 @@
+"""End to end: `rig watch --once` on a real public-inbox-httpd on loopback, whose inbox holds
+the RFC (patches/umem-rfc, its exact bytes: the kernel the other e2e tests build) as a thread
+with a Reviewed-by reply, and a patch touching no file followed."""
+
+import email
+import email.policy
+import mailbox
+import shutil
+
+import pytest
+from support import inbox
+from support.rfc import EXPECT_FIXED, EXPECT_REGRESSED
+
+from rig import cli
+from rig.core import hostdeps
+
+
+@pytest.fixture
+def public_inbox(tmp_path):
+    try:
+        hostdeps.ensure(["inbox"])
+    except hostdeps.MissingPackages as exc:
+        pytest.skip(str(exc))
+    box = inbox.Inbox(tmp_path / "pi")
+    cover, patch = inbox.rfc_thread()
+    for message in (cover, patch, inbox.review(patch), inbox.UNRELATED):
+        box.deliver(message)
+    with box.serve() as url:
+        yield url
+
+
+def _cell(test_id: str) -> str:
+    """How the summary writes a cell: test_registration[drv-shared-ro-ro-mr] is
+    registration [drv-shared-ro ro-mr]."""
+    check, where = test_id.removeprefix("test_").rstrip("]").split("[")
+    region, access = where.rsplit("-", 2)[0], "-".join(where.rsplit("-", 2)[1:])
+    return f"{check} [{region} {access}]"
+
+
+def test_watch_answers_the_rfc_once(public_inbox, tmp_path, capsys):
+    state = tmp_path / "state"
+    conf = tmp_path / "watch.toml"
+    conf.write_text(f'[watch]\nstate = "{state}"\nfrom = "umem-rig <bot@umem-rig.invalid>"\n'
+                    f'inboxes = ["{public_inbox}"]\n')
+    status = cli.main(["watch", "--once", "--config", str(conf)])
+    said = capsys.readouterr().out
+    assert status == 0 and "1 vetted, 1 answered" in said, said
+    answers = list(mailbox.Maildir(state / "outbox"))
+    assert len(answers) == 1
+    raw = answers[0].as_bytes()
+    # kept beside the test's output for a reader (the CI log names the folder)
+    shutil.copy(state / "outbox" / "new" / next((state / "outbox" / "new").iterdir()),
+                tmp_path / "answer.eml")
+    answer = email.message_from_bytes(raw, policy=email.policy.default)
+    assert answer["Subject"] == ("Re: [PATCH RFC 0/1] IB/umem: Don't force write access when "
+                                 "pinning read-only MRs")
+    assert answer["In-Reply-To"] == answer["References"] == inbox.COVER_ID
+    assert answer["To"] == "umem-rig maintainers <maintainers@umem-rig.invalid>"
+    assert answer["Cc"] == f"{inbox.LIST}, {inbox.CC}"
+    body = answer.get_content()
+    assert max(map(len, body.splitlines())) <= 80
+    assert f"{len(EXPECT_FIXED)} fixed, {len(EXPECT_REGRESSED)} regressed" in body, body
+    for test_id in EXPECT_FIXED | EXPECT_REGRESSED:
+        assert _cell(test_id) in body, (test_id, body)
+    assert str(state) not in body              # no path of the bot's machine in a reply
+    # a second poll sees the thread again and neither vets nor answers it
+    assert cli.main(["watch", "--once", "--config", str(conf)]) == 0
+    assert "0 arrived, 0 vetted, 0 answered" in capsys.readouterr().out
+    assert len(mailbox.Maildir(state / "outbox")) == 1
+    assert cli.main(["watch", "--status", "--config", str(conf)]) == 0
+    assert "Result: REGRESSION" in capsys.readouterr().out

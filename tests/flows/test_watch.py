@@ -1,0 +1,298 @@
+"""`rig watch`: series as a list follower sees them, its state across a kill, its answers'
+headers, and refusals of hostile input.  The mails are real: patches/umem-rfc's patch in a
+thread (support/inbox.py) and the git format-patch threads of tests/fixtures/thread/."""
+
+import email
+import email.policy
+import gzip
+import mailbox
+import socket
+
+import pytest
+from aiosmtpd.controller import Controller
+from support import inbox
+from support.paths import FIXTURES
+
+from rig import cli
+from rig.core.cache import Cache
+from rig.core.progress import Progress
+from rig.flows import config, watch
+from rig.flows.watch import feed, reply
+from rig.flows.watch.state import ATTEMPTS, State
+from rig.kernel import thread
+
+THREADS = FIXTURES / "thread"
+SENDER = "umem-rig <bot@umem-rig.invalid>"
+
+
+def _parse(texts):
+    return [email.message_from_string(t, policy=email.policy.default) for t in texts]
+
+
+def _fixture(name):
+    return feed.messages((THREADS / name).read_bytes(), name)
+
+
+def _rfc():
+    cover, patch = inbox.rfc_thread()
+    return _parse([cover, patch, inbox.review(patch)])
+
+
+def test_a_thread_is_its_newest_revision_and_replies_are_no_series():
+    found = thread.arrival("rfc", _rfc())
+    assert (found.revision, found.expected, found.missing) == (1, 1, ())
+    assert f"<{found.message_id}>" == inbox.COVER_ID
+    assert thread.arrival("review", _rfc()[2:]) is None
+    assert thread.arrival("three", _fixture("three-revisions.mbox")).revision == 3
+
+
+def test_a_partial_series_names_what_is_missing():
+    found = thread.arrival("missing", _fixture("missing-patch.mbox"))
+    assert (found.revision, found.missing) == (3, ("2/3",))
+
+
+def test_the_files_followed_are_data():
+    patterns = feed.Patterns.load()
+    assert patterns.touches(_rfc()[1])
+    assert not patterns.touches(_parse([inbox.UNRELATED])[0])
+    assert not patterns.touches(_rfc()[0])                   # a cover letter has no diff
+    assert "dfn:mm/gup.c" in patterns.query("20261101")
+
+
+def _arrive(st, key, revision, missing=""):
+    return st.arrive(key, "me subject", revision, "http://i/", f"{key}@x", "subject",
+                     "me", missing, b"")
+
+
+def test_a_newer_revision_supersedes_a_queued_one(tmp_path):
+    st = State(tmp_path / "s.sqlite")
+    assert _arrive(st, "v1", 1) == "queued"
+    assert _arrive(st, "v2", 2, missing="2/2") == "waiting"
+    assert st.get("v1").state == "superseded"
+    assert _arrive(st, "v2", 2) == "queued"                  # the missing patch came
+    assert _arrive(st, "v0", 0) == "superseded"              # an old one, late
+    assert _arrive(st, "v2", 2) == "queued"                  # seen again: unchanged
+
+
+def test_a_muted_thread_is_neither_vetted_nor_answered(tmp_path):
+    st = State(tmp_path / "s.sqlite")
+    _arrive(st, "v1", 1)
+    assert st.mute("v1@x") == 1 and st.get("v1").state == "muted"
+    # a later revision sent in reply to the muted cover letter: its thread names it
+    assert st.arrive("v2", "me subject", 2, "http://i/", "v2@x", "subject", "me", "", b"",
+                     st.muted({"v1@x", "v2@x"})) == "muted"
+    assert not st.muted({"other@x"})
+
+
+def test_answers_past_the_hours_limit_wait_for_a_later_poll(tmp_path):
+    data = config.read(None)
+    data["watch"]["per_hour"] = 1
+    settings = watch.Settings.of(data, Cache(tmp_path / "cache"))
+    st = _vetted(settings, _rfc())
+    st.arrive("k2", "other", 1, "http://i/", "k2@x", "s", "me", "", watch.mboxrd(_rfc()))
+    st.set("k2", state="vetted", summary="Result: no regression\n", status=0)
+    st.close()
+    poll = watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                      progress=Progress(live=False))
+    assert len(poll.answered) == 1 and len(poll.held) == 1
+    assert len(mailbox.Maildir(settings.outbox)) == 1
+
+
+def test_a_vet_killed_midway_is_queued_again_and_given_up_after_attempts(tmp_path):
+    st = State(tmp_path / "s.sqlite")
+    _arrive(st, "a", 1)
+    _arrive(st, "b", 1)
+    st.set("a", state="vetting", attempts=1)
+    st.set("b", state="vetting", attempts=ATTEMPTS)
+    st.close()                                               # as a kill -9 leaves it
+    again = State(tmp_path / "s.sqlite")
+    assert sorted(r.key for r in again.recover()) == ["a", "b"]
+    assert again.get("a").state == "queued" and again.get("b").state == "failed"
+
+
+def test_the_answer_is_threaded_under_the_cover_letter_and_addressed_as_b4_reply():
+    cover = _rfc()[0]
+    body = "Result: REGRESSION: 6 fixed, 6 regressed\n" + "word " * 40 + "\n"
+    msg = reply.compose(cover, body, SENDER, "<umem-rig-k@umem-rig.invalid>")
+    assert msg["Subject"] == ("Re: [PATCH RFC 0/1] IB/umem: Don't force write access when "
+                              "pinning read-only MRs")
+    assert msg["In-Reply-To"] == inbox.COVER_ID
+    assert msg["References"] == inbox.COVER_ID
+    assert msg["To"] == "umem-rig maintainers <maintainers@umem-rig.invalid>"
+    assert msg["Cc"] == f"{inbox.LIST}, {inbox.CC}"
+    text = msg.get_content()
+    assert text.startswith("Result: REGRESSION") and max(map(len, text.splitlines())) <= 80
+    # a reply to the patch keeps the thread's References
+    assert reply.compose(_rfc()[1], body, SENDER, "<x@y>")["References"] == \
+        f"{inbox.COVER_ID} <umem-rfc.1.1@umem-rig.invalid>"
+
+
+def test_a_header_from_the_list_cannot_add_headers():
+    head = _rfc()[0]
+    head.replace_header("Subject", "=?utf-8?q?x=0D=0ABcc:_evil@umem-rig.invalid?=")
+    msg = reply.compose(head, "body\n", SENDER, "<x@y>")
+    assert msg["Bcc"] is None and "\n" not in msg["Subject"]
+    assert "evil" not in str(msg["Cc"]) + str(msg["To"])
+
+
+def test_a_mail_without_an_author_is_refused_by_name():
+    head = _rfc()[0]
+    head.replace_header("From", "nobody")
+    with pytest.raises(reply.ReplyError, match="cover.umem-rfc.1@umem-rig.invalid"):
+        reply.compose(head, "x\n", SENDER, "<x@y>")
+
+
+def test_hostile_responses_are_refused_naming_them():
+    bomb = gzip.compress(b"From x\n" + b"\0" * (4 << 20))
+    with pytest.raises(feed.FeedError, match="http://i/t.mbox.gz: more than 65536 bytes"):
+        feed.unpack(bomb, "http://i/t.mbox.gz", 65536)
+    with pytest.raises(feed.FeedError, match="src: not a readable gzip"):
+        feed.unpack(b"\x1f\x8bnot gzip at all", "src", 65536)
+    with pytest.raises(feed.FeedError, match="src: not an mbox"):
+        feed.messages(b"<html>rate limited</html>", "src")
+    with pytest.raises(feed.FeedError, match="'<..>' as its Message-Id"):
+        feed.thread("http://127.0.0.1:9/i/", "<..>", 65536)
+    with pytest.raises(feed.FeedError, match="an inbox is an http"):
+        feed.search("file:///etc/", feed.Patterns.load(), "20261101", 65536)
+
+
+def _settings(tmp_path):
+    return watch.Settings.of(config.read(None), Cache(tmp_path / "cache"))
+
+
+def _vetted(settings, messages):
+    """A state holding one series vetted and not yet answered."""
+    st = State(settings.state / "state.sqlite")
+    _arrive(st, "k", 1)
+    st.set("k", state="vetted", summary="Result: no regression\n", status=0,
+           thread=watch.mboxrd(messages))
+    return st
+
+
+def test_an_answer_written_before_a_kill_is_not_written_again(tmp_path):
+    settings = _settings(tmp_path)
+    messages = _rfc()
+    st = _vetted(settings, messages)
+    # the kill came after the outbox got the answer, before the state recorded it
+    answer = reply.compose(messages[0], "x\n", settings.sender,
+                           reply.reply_id("k", settings.sender))
+    reply.Outbox(settings.outbox).add(answer)
+    st.close()
+    poll = watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                      progress=Progress(live=False))
+    assert poll.answered == ["k"] and not poll.errors
+    assert len(mailbox.Maildir(settings.outbox)) == 1
+    again = watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                       progress=Progress(live=False))
+    assert again.answered == [] and len(mailbox.Maildir(settings.outbox)) == 1
+    assert "answered" in watch.status(settings)
+
+
+def test_a_series_still_partial_at_the_deadline_is_answered_without_a_verdict(tmp_path):
+    data = config.read(None)
+    data["watch"]["deadline"] = 0
+    settings = watch.Settings.of(data, Cache(tmp_path / "cache"))
+    st = State(settings.state / "state.sqlite")
+    st.arrive("p", "t", 3, "http://i/", "x@y", "IB/umem: read-only MRs", "me", "2/3",
+              watch.mboxrd(_fixture("missing-patch.mbox")))
+    st.close()
+    poll = watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                      progress=Progress(live=False))
+    assert poll.answered == ["p"] and poll.vetted == []
+    [answer] = mailbox.Maildir(settings.outbox)
+    body = answer.get_payload()
+    assert "patch 2/3 of it did not reach http://i/" in " ".join(body.split())
+    assert "no verdict on any of its patches" in " ".join(body.split())
+    assert "Result:" not in body
+
+
+HOSTILE = f"""From: Mallory <mallory@umem-rig.invalid>
+To: {inbox.LIST}
+Date: Fri, 27 Nov 2026 10:00:00 +0000
+Subject: [PATCH] IB/umem: Tidy up
+Message-Id: <tidy.1@umem-rig.invalid>
+
+---
+diff --git a/drivers/infiniband/core/umem.c b/drivers/infiniband/core/umem.c
+--- a/drivers/infiniband/core/umem.c
++++ b/drivers/infiniband/core/umem.c
+@@ -1 +1 @@
+-// SPDX-License-Identifier: GPL-2.0 OR Linux-OpenIB
++// SPDX-License-Identifier: GPL-2.0 OR Linux-OpenIB.
+diff --git a/../../../etc/rig-escape b/../../../etc/rig-escape
+new file mode 100644
+--- /dev/null
++++ b/../../../etc/rig-escape
+@@ -0,0 +1 @@
++owned
+"""
+
+
+def test_a_hostile_series_is_answered_with_the_refusal_and_nothing_is_built(tmp_path):
+    settings = _settings(tmp_path)
+    [mail] = _parse([HOSTILE])
+    assert feed.Patterns.load().touches(mail)
+    st = State(settings.state / "state.sqlite")
+    st.arrive("h", "t", 1, "http://i/", "tidy.1@umem-rig.invalid", "IB/umem: Tidy up",
+              "Mallory", "", watch.mboxrd([mail]))
+    st.close()
+    poll = watch.once(settings, lambda out: config.load(None, out=out),
+                      Cache(tmp_path / "cache"), Progress(live=False))
+    assert poll.vetted == poll.answered == ["h"]
+    [answer] = mailbox.Maildir(settings.outbox)
+    body = " ".join(answer.get_payload().split())
+    assert "could not vet this series: <tidy.1@umem-rig.invalid>: refusing a patch that " \
+           "reaches outside the tree with '..': b/../../../etc/rig-escape" in body, body
+    assert str(tmp_path) not in body
+    assert answer["To"] == "Mallory <mallory@umem-rig.invalid>"
+    assert not (settings.state / "vets" / "h").exists()
+
+
+class _Keep:
+    def __init__(self):
+        self.got = []
+
+    async def handle_DATA(self, server, session, envelope):   # aiosmtpd calls it so
+        self.got.append(envelope)
+        return "250 OK"
+
+
+def test_send_delivers_each_answer_once_to_a_real_smtp_server(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    keep = _Keep()
+    server = Controller(keep, hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        data = config.read(None)
+        data["watch"]["smtp"].update(host="127.0.0.1", port=port, starttls=False)
+        settings = watch.Settings.of(data, Cache(tmp_path / "cache"))
+        _vetted(settings, _rfc()).close()
+        for _ in range(2):
+            watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                       progress=Progress(live=False), send=True)
+    finally:
+        server.stop()
+    [sent] = keep.got
+    assert " sent " in watch.status(settings)
+    # a server that refuses: the answer stays in the outbox, said, and not sent again later
+    _vetted(settings, _rfc()).set("k", state="vetted")
+    poll = watch.once(settings, configure=None, cache=Cache(tmp_path / "cache"),
+                      progress=Progress(live=False), send=True)
+    assert f"127.0.0.1:{port}" in poll.errors[0] and "is in the outbox" in poll.errors[0]
+    assert keep.got == [sent]
+    assert sorted(sent.rcpt_tos) == sorted(["maintainers@umem-rig.invalid", inbox.LIST,
+                                            "mm@umem-rig.invalid"])
+    assert b"In-Reply-To: " + inbox.COVER_ID.encode() in sent.content
+
+
+def test_watch_needs_an_inbox(capsys, tmp_path):
+    assert cli.main(["watch", "--once", "--cache", str(tmp_path)]) == 2
+    assert "no inbox to follow" in capsys.readouterr().err
+    assert cli.main(["watch", "--status", "--cache", str(tmp_path)]) == 0
+    assert "nothing watched yet" in capsys.readouterr().out
+    assert cli.main(["watch", "--mute", "a b", "--cache", str(tmp_path)]) == 2
+    assert "not a Message-Id" in capsys.readouterr().err
+    assert cli.main(["watch", "--mute", "<x@y>", "--cache", str(tmp_path)]) == 0
+    assert "<x@y> is muted (0 series" in capsys.readouterr().out

@@ -10,16 +10,18 @@ import socket
 
 import pytest
 from aiosmtpd.controller import Controller
-from support import inbox
+from support import inbox, mkthread, trees
 from support.paths import FIXTURES
 
 from rig import cli
 from rig.core.cache import Cache
 from rig.core.progress import Progress
 from rig.flows import config, watch
+from rig.flows.vet import VetRequest
 from rig.flows.watch import feed, reply
 from rig.flows.watch.state import ATTEMPTS, State
 from rig.kernel import thread
+from rig.kernel.tree import TreeError
 
 THREADS = FIXTURES / "thread"
 SENDER = "umem-rig <bot@umem-rig.invalid>"
@@ -296,3 +298,35 @@ def test_watch_needs_an_inbox(capsys, tmp_path):
     assert "not a Message-Id" in capsys.readouterr().err
     assert cli.main(["watch", "--mute", "<x@y>", "--cache", str(tmp_path)]) == 0
     assert "<x@y> is muted (0 series" in capsys.readouterr().out
+
+
+def test_the_vet_is_on_the_tree_only_at_a_base_commit_the_tree_has(tmp_path):
+    """[vet] tree: the series' base-commit when the tree has it, else the base variant, and
+    the answer says why (the fixture threads name the small tree's first commit)."""
+    cache = Cache(tmp_path / "cache")
+    named = VetRequest(series=FIXTURES / "thread" / "three-revisions.mbox")
+    unnamed = VetRequest(series=FIXTURES / "vet" / "umem-rfc.mbox")
+    cfg = config.load(out=tmp_path / "out")
+    assert watch.where(cfg, named, cache) == (named, "")          # no tree configured
+
+    cfg.vet_tree = trees.umem_tree(tmp_path / "linux")
+    req, why = watch.where(cfg, named, cache)
+    assert req.tree == cfg.vet_tree and why == ""
+    req, why = watch.where(cfg, unnamed, cache)
+    assert req.tree is None and "names no base-commit" in why
+
+    other = tmp_path / "other"
+    (other / "README").parent.mkdir()
+    (other / "README").write_text("another tree\n")
+    mkthread.git(other, "init", "-q")
+    mkthread.git(other, "add", "README")
+    mkthread.git(other, "commit", "-q", "-m", "another tree")
+    cfg.vet_tree = other
+    req, why = watch.where(cfg, named, cache)
+    assert req.tree is None
+    assert f"names base-commit {trees.BASE[:12]}, which the configured tree does not have" in why
+    assert str(other) not in why                                  # the answer is public
+
+    cfg.vet_tree = tmp_path / "nowhere"
+    with pytest.raises(TreeError, match="nowhere: not a directory"):
+        watch.where(cfg, named, cache)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.paths import FIXTURES
+from support.trees import BASE, UMEM, umem_tree
 
 from rig import cli
 from rig.core import hostdeps
@@ -21,8 +22,6 @@ from rig.kernel import sandbox, tree
 from rig.kernel.tree import TreeError
 
 THREADS = FIXTURES / "thread"
-UMEM = "drivers/infiniband/core/umem.c"
-BASE = "d45f8f09ea42eb0b5cde6044b2a8c2615af1ed98"     # the threads' base-commit
 
 
 def git(repo: Path, *args: str, date: str = "2026-11-02T10:00:00Z") -> str:
@@ -35,19 +34,7 @@ def git(repo: Path, *args: str, date: str = "2026-11-02T10:00:00Z") -> str:
 
 @pytest.fixture
 def repo(tmp_path) -> Path:
-    """BASE (6.1's umem.c), then HEAD: a commit changing the lines the v3 series changes."""
-    path = tmp_path / "linux"
-    (path / UMEM).parent.mkdir(parents=True)
-    shutil.copyfile(FIXTURES / "patches" / "tree" / UMEM, path / UMEM)
-    git(path, "init", "-q", "-b", "master")
-    git(path, "add", UMEM)
-    git(path, "commit", "-q", "-m", "linux-source-6.1 umem.c")
-    assert git(path, "rev-parse", "HEAD") == BASE
-    text = (path / UMEM).read_text()
-    (path / UMEM).write_text(text.replace("\tunsigned int gup_flags = FOLL_WRITE;\n",
-                                          "\tunsigned int gup_flags = FOLL_WRITE; /* pin */\n"))
-    git(path, "commit", "-q", "-a", "-m", "IB/umem: a comment", date="2026-11-20T10:00:00Z")
-    return path
+    return umem_tree(tmp_path / "linux")
 
 
 def state(path: Path) -> dict[str, str]:

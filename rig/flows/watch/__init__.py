@@ -16,6 +16,7 @@ writes only under its state folder.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import io
 import re
@@ -32,10 +33,10 @@ from rig.core.progress import Progress
 from rig.core.status import ExitStatus, RigError
 from rig.core.text import printable
 from rig.flows.config import RunConfig
-from rig.flows.vet import VetRequest, vet
+from rig.flows.vet import VetRequest, read_series, vet
 from rig.flows.watch import feed, reply
 from rig.flows.watch.state import Row, State
-from rig.kernel import thread
+from rig.kernel import thread, tree
 
 # b4 was written for a maintainer's own mail, not a hostile list: what it raises on a
 # malformed message is refused as that message's fault.
@@ -216,12 +217,13 @@ def _vet(st: State, row: Row, settings: Settings, configure: Callable[[Path], Ru
     threads.mkdir(parents=True, exist_ok=True)
     mbox = threads / f"{row.key}.mbox"
     mbox.write_bytes(row.thread)
-    req = VetRequest(series=mbox, revision=row.revision,
-                     command=("rig", "vet", "--msgid", row.message_id))
+    cfg = configure(out)
+    req, why = where(cfg, VetRequest(series=mbox, revision=row.revision,
+                                     command=("rig", "vet", "--msgid", row.message_id)), cache)
     progress.log(f"vetting {printable(row.subject)} (v{row.revision}, <{row.message_id}>)")
     try:
-        done = vet(configure(out), cache, progress, req)
-        summary, status = done.summary.read_text(), int(done.run.exit_status)
+        done = vet(cfg, cache, progress, req)
+        summary, status = why + done.summary.read_text(), int(done.run.exit_status)
     except RigError as exc:
         # the reply is public: the series is named by its Message-Id, not by the files the
         # rig read it from (the thread here, its scratch copies in the cache)
@@ -230,6 +232,28 @@ def _vet(st: State, row: Row, settings: Settings, configure: Callable[[Path], Ru
         summary = f"umem-rig could not vet this series:\n  {said}\n"
         status = int(ExitStatus.NO_VERDICT)
     st.set(row.key, state="vetted", summary=summary, status=status, out=str(out))
+
+
+def where(cfg: RunConfig, req: VetRequest, cache: Cache) -> tuple[VetRequest, str]:
+    """REQ on the configured tree ([vet] tree) at the series' base-commit when the tree has
+    that commit, else on the rig's base variant; and, for the answer, why not on the tree.
+    A tree that is not one is the configuration's fault: raised, never answered."""
+    if cfg.vet_tree is None:
+        return req, ""
+    root = tree.open_tree(cfg.vet_tree)
+    try:
+        named = read_series(req, cache).base_commit
+    except RigError:
+        return req, ""                  # the vet refuses the series, and the answer says so
+    if not named:
+        return req, ("The series names no base-commit: vetted on the rig's base variant, "
+                     "not on the configured tree.\n\n")
+    try:
+        tree.base(root, named)
+    except tree.TreeError:
+        return req, (f"The series names base-commit {named[:12]}, which the configured tree "
+                     "does not have: vetted on the rig's base variant instead.\n\n")
+    return dataclasses.replace(req, tree=root), ""
 
 
 def once(settings: Settings, configure: Callable[[Path], RunConfig], cache: Cache,

@@ -58,6 +58,7 @@ class RunConfig:
     suite_settings: dict[str, dict] = field(default_factory=dict)   # [suites.NAME] tables
     sources: dict[str, SourceSpec] = field(default_factory=dict)
     vet_tree: Path | None = None     # [vet] tree: the kernel git tree `rig vet` uses
+    confirm: int = 0                 # [run] confirm: re-runs of each test a candidate changed
 
     @property
     def build_settings(self) -> BuildSettings:
@@ -177,7 +178,7 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         unloadable=unloadable, select=tuple(select or ()),
         sandbox=bool(run["sandbox"]) if sandbox is None else sandbox,
         suites=tuple(suites or run.get("suites", ["umem"])),
-        suite_settings=data.get("suites", {}), sources=sources,
+        suite_settings=data.get("suites", {}), sources=sources, confirm=int(run["confirm"]),
         vet_tree=root / Path(data["vet"]["tree"]).expanduser() if data["vet"]["tree"] else None)
     unknown = [s for s in cfg.suites if s not in SUITES]
     if unknown or len(set(cfg.suites)) != len(cfg.suites):

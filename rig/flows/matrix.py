@@ -28,6 +28,7 @@ from rig.kernel import decode, machinery, sandbox, sources
 from rig.kernel.build import Builder
 from rig.kernel.worktree import WorkTree
 from rig.results import compare, junit, report
+from rig.results.compare import Change
 from rig.results.schema import (
     PATCHES,
     Environment,
@@ -41,7 +42,7 @@ from rig.results.schema import (
 )
 from rig.runtime import hang_limits
 from rig.runtime import suites as suitelib
-from rig.runtime.base import Runtime, TestRequest
+from rig.runtime.base import KERNEL_LOG, Runtime, TestRequest
 from rig.runtime.lab import Lab, LabError
 from rig.runtime.local import Local
 from rig.runtime.suites.base import Limits, Staged, StageRequest, Suite, SuiteError
@@ -89,9 +90,9 @@ class Prepared:
 def prepare_suites(cfg: RunConfig, cache: Cache, built: BuildResult, image: ImageResult,
                    select: dict[str, tuple[str, ...]], scratch: Path, progress: Progress,
                    who: str) -> Prepared:
-    """Build (or find in the cache) what each of CFG's suites needs for one variant."""
+    """Build (or find in the cache) what each suite SELECT names needs for one variant."""
     out = Prepared()
-    for name in cfg.suites:
+    for name in select:
         suite = suitelib.get(name)
         req = StageRequest(cfg.project, cache, built, image, cfg.suite_settings.get(name, {}),
                            cfg.sources, select.get(name, ()), scratch, progress.log)
@@ -149,7 +150,10 @@ class Runner:
         except sandbox.SandboxUnavailable as exc:
             raise StageFailed("sandbox", str(exc)) from None
 
-    def variant(self, variant: Variant) -> VariantResult:
+    def variant(self, variant: Variant, select: dict[str, tuple[str, ...]] | None = None,
+                console: str = "console") -> VariantResult:
+        """VARIANT built, booted and tested: the suites and tests of SELECT (the run's by
+        default), console logs under OUT/CONSOLE."""
         cfg = self.cfg
         config_name = " + ".join([cfg.base_config, *(f.name for f in variant.fragments)])
         patches = [PatchInfo(p.subject, p.sha256, str(p.origin), p.message_id)
@@ -176,10 +180,11 @@ class Runner:
             vr.errors.append(StageError("image", "no guest image"))
             return vr
         vr.environment.image_hash = self.image.key
-        console_dir = cfg.out / "console"
+        console_dir = cfg.out / console
         console_dir.mkdir(parents=True, exist_ok=True)
         with self.cache.scratch("suites") as scratch:
-            prepared = prepare_suites(cfg, self.cache, built, self.image, self.select,
+            prepared = prepare_suites(cfg, self.cache, built, self.image,
+                                      self.select if select is None else select,
                                       scratch, self.progress, variant.name)
             vr.errors += prepared.errors
             vr.timings.update(prepared.timings)
@@ -249,12 +254,53 @@ class Runner:
         width = max(len(cfg.variants), 1) if self.lab else cfg.parallel
         with ThreadPoolExecutor(max_workers=width) as pool:
             variants = list(pool.map(self.variant, cfg.variants))
+            self.confirm(variants, pool)
         results = Results([RunInfo(started, now(), rig_version(), platform.node(),
                                    sys.argv)], variants)
         if self.image_seconds:
             for v in variants:
                 v.timings.setdefault("image", self.image_seconds)
         return results
+
+
+    def confirm(self, variants: list[VariantResult], pool: ThreadPoolExecutor) -> None:
+        """Run again, on the base and on the candidate, each test whose verdict a candidate
+        changed ([run] confirm times, one boot each): a re-run's verdicts go with the test
+        (TestResult.reruns), and one that changed its mind is flaky, neither fixed nor
+        regressed (rig/results/compare.py)."""
+        wanted: dict[str, set[tuple[str, str]]] = {}
+        for vc in compare.compare(Results([], variants)).variants:
+            keys = {c.key for c in vc.cells if c.change in (Change.FIXED, Change.REGRESSED)
+                    and c.id != KERNEL_LOG}     # a splat is the boot's, not one test's
+            if keys:
+                wanted.setdefault(vc.name, set()).update(keys)
+                wanted.setdefault(vc.base.name, set()).update(keys)
+        by_name = {v.name: v for v in variants}
+        if wanted and self.cfg.confirm:
+            self.progress.log(f"confirming {len(set().union(*wanted.values()))} changed "
+                              f"test(s) on {', '.join(wanted)}, {self.cfg.confirm} time(s)")
+        for round_ in range(1, self.cfg.confirm + 1):
+            jobs = {name: pool.submit(self.variant, self.cfg.variant(name),
+                                      _select(by_name[name], keys), f"console/confirm-{round_}")
+                    for name, keys in wanted.items()}
+            for name, job in jobs.items():
+                rerun = job.result()
+                mine = by_name[name]
+                mine.timings["confirm"] = round(mine.timings.get("confirm", 0.0)
+                                                + sum(rerun.timings.values()), 3)
+                again = {t.key: t for t in rerun.tests}
+                for t in mine.tests:
+                    if t.key in wanted[name] and t.key in again:
+                        t.reruns.append(again[t.key].verdict)
+
+
+def _select(variant: VariantResult, keys: set[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """The --select, per suite, that runs exactly the tests KEYS of VARIANT."""
+    chosen: dict[str, list[str]] = {}
+    for t in variant.tests:
+        if t.key in keys:
+            chosen.setdefault(t.suite, []).append(suitelib.get(t.suite).select_for(t))
+    return {suite: tuple(dict.fromkeys(names)) for suite, names in chosen.items()}
 
 
 def save_patches(out: Path, variant: Variant) -> None:

@@ -41,6 +41,7 @@ class Change(str, enum.Enum):
     FIXED = "fixed"
     REGRESSED = "regressed"
     LOST = "lost"
+    FLAKY = "flaky"          # fixed or regressed once, but a re-run changed its mind
     CHANGED = "changed"
     UNCHANGED = "unchanged"
     NEW = "new"
@@ -114,7 +115,7 @@ class VariantComparison:
 
     def notable(self) -> list[CellChange]:
         """Regressed, lost, fixed, then changed cells: what a maintainer reads first."""
-        order = (Change.REGRESSED, Change.LOST, Change.FIXED, Change.CHANGED)
+        order = (Change.REGRESSED, Change.LOST, Change.FIXED, Change.FLAKY, Change.CHANGED)
         return sorted((c for c in self.cells if c.change in order),
                       key=lambda c: order.index(c.change))
 
@@ -140,7 +141,8 @@ class VariantComparison:
     def _counts(self, suite: str | None) -> str:
         counts = [f"{self.count(c, suite)} {c.value}" for c in
                   (Change.FIXED, Change.REGRESSED, Change.CHANGED)]
-        counts += [f"{n} {c.value}" for c in (Change.LOST, Change.NEW, Change.NOT_COMPARABLE)
+        counts += [f"{n} {c.value}" for c in (Change.LOST, Change.FLAKY, Change.NEW,
+                                              Change.NOT_COMPARABLE)
                    if (n := self.count(c, suite))]
         return ", ".join(counts)
 
@@ -295,5 +297,7 @@ def _cell(b: TestResult, o: TestResult | None) -> CellChange:
         change = Change.REGRESSED
     else:
         change = Change.CHANGED if diffs else Change.UNCHANGED
+    if change in (Change.FIXED, Change.REGRESSED) and (b.flaky or o.flaky):
+        change = Change.FLAKY
     return CellChange(b.id, change, b, o, diffs)
 

@@ -213,7 +213,9 @@ class _Exporter:
             "log_excerpt": _excerpt(t.message, t.details) or None,
             "comment": t.doc,
             "misc": _drop_empty({"verdict": t.verdict.value, "pytest_id": t.id,
-                                 "observations": t.observations, "kmsg": t.kmsg or None}),
+                                 "observations": t.observations, "kmsg": t.kmsg or None,
+                                 "reruns": [r.value for r in t.reruns] or None,
+                                 "flaky": t.flaky or None}),
         })
 
     def document(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ LABELS = {
 # symbol + word, so a change reads without colour
 MARKERS = {
     Change.FIXED: "▲ FIXED", Change.REGRESSED: "▼ REGRESSED", Change.CHANGED: "Δ CHANGED",
-    Change.NEW: "+ NEW", Change.LOST: "⊘ LOST",
+    Change.NEW: "+ NEW", Change.LOST: "⊘ LOST", Change.FLAKY: "~ FLAKY",
 }
 # how many cells of one kind the text lists before it refers to the HTML report
 TEXT_LIMIT = 8

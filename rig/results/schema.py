@@ -20,7 +20,8 @@ Document (``"schema": "umem-rig/results"``, ``"version": 2``)::
         "console",                               # an excerpt, not the whole log
         "suites": [{"name", "outcome", "origin"}],
         "tests": [{"suite", "id", "check", "region", "access", "verdict", "message",
-                   "details", "doc", "observations", "kmsg", "duration"}]}]}
+                   "details", "doc", "observations", "kmsg", "duration",
+                   "reruns": [verdict...]}]}]}        # the verdicts of its confirmations
 
 Version 2 added the suites: each test names the suite it belongs to ("umem", "kselftest-mm",
 "rdma-core"), and each variant lists the suites it was asked to run with what became of them
@@ -129,6 +130,12 @@ class TestResult:
     kmsg: list[str] = field(default_factory=list)
     duration: float = 0.0
     suite: str = ""                # the suite it belongs to: "umem", "kselftest-mm", ...
+    reruns: list[Verdict] = field(default_factory=list)   # its verdicts when run again
+
+    @property
+    def flaky(self) -> bool:
+        """Whether a re-run on the same kernel gave another verdict."""
+        return any(v is not self.verdict for v in self.reruns)
 
     @property
     def cell(self) -> str:
@@ -395,6 +402,16 @@ class _Obj:
             allowed = ", ".join(m.value for m in cls)
             raise ResultsError(f"{self.where}.{key}: {value!r} is not one of {allowed}") from None
 
+    def enums(self, key: str, cls: type[enum.Enum]) -> list[Any]:
+        allowed = {m.value: m for m in cls}
+        out = []
+        for i, item in enumerate(self.strings(key)):
+            if item not in allowed:
+                raise ResultsError(f"{self.where}.{key}[{i}]: {item!r} is not one of "
+                                   f"{', '.join(allowed)}")
+            out.append(allowed[item])
+        return out
+
     def strings(self, key: str) -> list[str]:
         items = self.get(key, list, [])
         for i, item in enumerate(items):
@@ -464,7 +481,8 @@ def _from_version_1(v: VariantResult) -> None:
 def _test(o: _Obj) -> TestResult:
     return _fields(TestResult, o, verdict=lambda o, k: o.enum(k, Verdict),
                    observations=lambda o, k: o.get(k, dict), kmsg=_Obj.strings,
-                   duration=_Obj.seconds, suite=lambda o, k: o.name(k, optional=True))
+                   duration=_Obj.seconds, suite=lambda o, k: o.name(k, optional=True),
+                   reruns=lambda o, k: o.enums(k, Verdict))
 
 
 def _variant(o: _Obj) -> VariantResult:

@@ -199,3 +199,14 @@ def test_summary_when_the_guest_crashed_with_the_series():
 def test_the_summary_as_golden():
     matches("vet-summary.txt",
             vet.summary(compare.compare(V1), "umem-rfc", VETTED, "rig vet umem-rfc.mbox"))
+
+
+def test_a_flaky_cell_is_said_apart_and_not_counted_as_regressed():
+    doc = copy.deepcopy(V1)
+    stale = next(t for t in doc.variant("umem-rfc").tests
+                 if t.id == "test_coherent_after_cpu_write[zero-page-ro-mr]")
+    stale.reruns = [Verdict.PASSED]
+    text = vet.summary(compare.compare(doc), "umem-rfc", VETTED, "rig vet x")
+    assert ", 1 flaky, of 64 tests" in text and "regressed, 7 changed" in text
+    flaky = text.split("Flaky (a re-run changed its mind: not counted as fixed or regressed):\n")
+    assert flaky[1].startswith("  coherent_after_cpu_write [zero-page ro-mr]: passed -> failed")

@@ -6,6 +6,7 @@ the comparison reports exactly that.
 """
 
 import dataclasses
+import json
 
 import pytest
 from support.paths import FIXTURES
@@ -302,3 +303,38 @@ def test_a_real_run_of_the_four_default_variants_with_every_suite():
     zero = next(c for c in upstream.cells
                 if c.id == "cow: R/O longterm GUP pin ... with shared zeropage")
     assert (zero.base.verdict, zero.other.verdict) == (Verdict.SKIPPED, Verdict.PASSED)
+
+
+def test_a_change_a_rerun_takes_back_is_flaky_not_a_verdict():
+    """The RFC's synthetic run, each changed test run once more on both kernels: one stale
+    read the re-run passes (as rdma-core's test_resize_cq did on 6.12, 2026-12-02)."""
+    base = variant("base", "base.synthetic.xml", is_base=True)
+    rfc = variant("umem-rfc", "rfc.synthetic.xml")
+    flip = "test_coherent_after_cpu_write[zero-page-ro-mr]"
+    for v in (base, rfc):
+        for t in v.tests:
+            t.reruns = [Verdict.PASSED if (v is rfc and t.id == flip) else t.verdict]
+    c = compare.compare(Results([], [base, rfc]))
+    [vc] = c.variants
+    assert ids(vc, Change.FLAKY) == {flip}
+    assert flip not in ids(vc, Change.REGRESSED) and len(ids(vc, Change.REGRESSED)) == 2
+    assert c.headline()[1] == "umem-rfc vs base: 2 fixed, 2 regressed, 7 changed, 1 flaky"
+    assert c.exit_status() == ExitStatus.REGRESSION                 # the other two stand
+    for t in rfc.tests:
+        if t.id != flip and t.verdict is Verdict.FAILED:
+            t.verdict = Verdict.PASSED
+            t.reruns = [Verdict.PASSED]
+    assert compare.compare(Results([], [base, rfc])).exit_status() == ExitStatus.OK
+
+
+def test_reruns_go_through_the_results_file(tmp_path):
+    res = Results([], [variant("base", "base.synthetic.xml", is_base=True)])
+    res.variants[0].tests[0].reruns = [Verdict.FAILED, Verdict.PASSED]
+    res.save(tmp_path / "r.json")
+    back = results.load(tmp_path / "r.json").variants[0].tests[0]
+    assert back.reruns == [Verdict.FAILED, Verdict.PASSED] and back.flaky
+    doc = json.loads((tmp_path / "r.json").read_text())
+    doc["variants"][0]["tests"][0]["reruns"] = ["maybe"]
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(results.ResultsError, match=r"tests\[0\]\.reruns\[0\]: 'maybe' is not one"):
+        results.load(tmp_path / "bad.json")

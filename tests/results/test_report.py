@@ -5,7 +5,7 @@ import html.parser
 from support.paths import FIXTURES
 
 from rig.core.model import Outcome, StageError
-from rig.results import junit, report
+from rig.results import junit, kcidb, report
 from rig.results import schema as results
 from rig.results.compare import Change, compare
 from rig.results.schema import PatchInfo, Results, VariantResult, Verdict
@@ -165,3 +165,16 @@ def test_a_real_run_with_every_suite_renders_one_report():
         assert f"* {line}\n" in text
     assert "suite kselftest-mm: linux-source-6.12 6.12.117-1~deb12u1" in text
     assert "    test_qp_ex_rc_atomic_write [test_qpex.QpExTestCase]: failed -> passed\n" in text
+
+
+def test_a_flaky_test_is_marked_so_in_both_reports_and_kcidb():
+    doc = results.load(V1)
+    rfc = doc.variant("umem-rfc")
+    stale = next(t for t in rfc.tests if t.id == "test_coherent_after_cpu_write[zero-page-ro-mr]")
+    stale.reruns = [Verdict.PASSED]
+    assert "~ FLAKY" in report.render(doc) and 'class="v flaky' in report.render(doc)
+    text = report.render_text(doc)
+    assert "1 flaky" in text and "  flaky:\n    coherent_after_cpu_write [zero-page ro-mr]" in text
+    [test] = [t for t in kcidb.export(doc, "umem_rig")["tests"]
+              if t["misc"].get("pytest_id") == stale.id and t["misc"].get("flaky")]
+    assert test["misc"]["reruns"] == ["passed"]

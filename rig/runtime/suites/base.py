@@ -137,6 +137,10 @@ class Suite(abc.ABC):
         the suite reports through the console)."""
         return []
 
+    def select_for(self, test: TestResult) -> str:
+        """The --select value of this suite that runs TEST (and as few others as it can)."""
+        return test.id
+
     def unattended(self, staged: Staged, limits: Limits, deselect: list[str],
                    token: str) -> Unattended | None:
         """How the suite runs with no SSH, its tests' markers carrying TOKEN and DESELECT

@@ -278,6 +278,9 @@ class KselftestMM(Suite):
                     "tests", f"{run.name}'s end marker never reached the console"))
         return report
 
+    def select_for(self, test: TestResult) -> str:
+        return test.region             # a program run: its tests run together
+
     def running_test(self, console: str) -> str | None:
         run = _open_run(console, self.recipe.runs)
         if run is None:

@@ -270,8 +270,11 @@ class Runner:
         regressed (rig/results/compare.py)."""
         wanted: dict[str, set[tuple[str, str]]] = {}
         for vc in compare.compare(Results([], variants)).variants:
+            # a splat is the boot's, not one test's; a crash has its splat for evidence and
+            # costs a boot to see again
             keys = {c.key for c in vc.cells if c.change in (Change.FIXED, Change.REGRESSED)
-                    and c.id != KERNEL_LOG}     # a splat is the boot's, not one test's
+                    and c.id != KERNEL_LOG and Verdict.CRASHED not in
+                    {t.verdict for t in (c.base, c.other) if t}}
             if keys:
                 wanted.setdefault(vc.name, set()).update(keys)
                 wanted.setdefault(vc.base.name, set()).update(keys)

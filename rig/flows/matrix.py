@@ -180,18 +180,25 @@ class Runner:
             vr.errors.append(StageError("image", "no guest image"))
             return vr
         vr.environment.image_hash = self.image.key
+        self._test(vr, variant, built, self.select if select is None else select, console)
+        return vr
+
+    def _test(self, vr: VariantResult, variant: Variant, built: BuildResult,
+              select: dict[str, tuple[str, ...]], console: str) -> None:
+        """The test stage of VARIANT, built (BUILT), into VR: its suites staged, the kernel
+        booted and the suites run (locally or on the lab)."""
+        cfg = self.cfg
         console_dir = cfg.out / console
         console_dir.mkdir(parents=True, exist_ok=True)
         with self.cache.scratch("suites") as scratch:
-            prepared = prepare_suites(cfg, self.cache, built, self.image,
-                                      self.select if select is None else select,
-                                      scratch, self.progress, variant.name)
+            prepared = prepare_suites(cfg, self.cache, built, self.image, select, scratch,
+                                      self.progress, variant.name)
             vr.errors += prepared.errors
             vr.timings.update(prepared.timings)
             vr.suites = list(prepared.failed)
             if not prepared.suites:
                 vr.outcome = Outcome.BUILD_FAILED
-                return vr
+                return
             boot_req = BootRequest(built.bzimage, self.image, self.accel,
                                    boot_timeout=cfg.timeouts.boot,
                                    silence_timeout=cfg.timeouts.silence, workdir=scratch)
@@ -215,7 +222,6 @@ class Runner:
         vr.environment.record_boot(ran.boot, ran.kernel_release, ran.lab, ran.lab_jobs)
         if ran.boot is not None:
             self.accel = ran.boot.accelerator
-        return vr
 
     def _decode(self, vr: VariantResult, vmlinux: Path, variant: Variant) -> None:
         """Crash evidence decoded to file:line where the build has debug information."""

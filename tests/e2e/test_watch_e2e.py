@@ -1,13 +1,19 @@
 """End to end: `rig watch --once` on a real public-inbox-httpd on loopback, whose inbox holds
 the RFC (patches/umem-rfc, its exact bytes: the kernel the other e2e tests build) as a thread
-with a Reviewed-by reply, and a patch touching no file followed."""
+with a Reviewed-by reply, and a patch touching no file followed; and `--send` to a real SMTP
+server on loopback that hands what it gets to public-inbox-mda, as the list's server would,
+so the answer shows in the thread."""
 
 import email
 import email.policy
+import gzip
 import mailbox
 import shutil
+import socket
+import urllib.request
 
 import pytest
+from aiosmtpd.controller import Controller
 from support import inbox
 from support.rfc import EXPECT_FIXED, EXPECT_REGRESSED
 
@@ -26,7 +32,7 @@ def public_inbox(tmp_path):
     for message in (cover, patch, inbox.review(patch), inbox.UNRELATED):
         box.deliver(message)
     with box.serve() as url:
-        yield url
+        yield box, url
 
 
 def _cell(test_id: str) -> str:
@@ -38,10 +44,11 @@ def _cell(test_id: str) -> str:
 
 
 def test_watch_answers_the_rfc_once(public_inbox, tmp_path, capsys):
+    _, url = public_inbox
     state = tmp_path / "state"
     conf = tmp_path / "watch.toml"
     conf.write_text(f'[watch]\nstate = "{state}"\nfrom = "umem-rig <bot@umem-rig.invalid>"\n'
-                    f'inboxes = ["{public_inbox}"]\n')
+                    f'inboxes = ["{url}"]\n')
     status = cli.main(["watch", "--once", "--config", str(conf)])
     said = capsys.readouterr().out
     assert status == 0 and "1 vetted, 1 answered" in said, said
@@ -69,3 +76,43 @@ def test_watch_answers_the_rfc_once(public_inbox, tmp_path, capsys):
     assert len(mailbox.Maildir(state / "outbox")) == 1
     assert cli.main(["watch", "--status", "--config", str(conf)]) == 0
     assert "Result: REGRESSION" in capsys.readouterr().out
+
+
+class _ToTheList:
+    """An SMTP server's delivery to the list: each message into the inbox."""
+
+    def __init__(self, box: inbox.Inbox):
+        self.box, self.got = box, []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.got.append(envelope)
+        self.box.deliver(envelope.content.decode("utf-8", "replace"))
+        return "250 OK"
+
+
+def test_an_answer_sent_shows_in_the_thread_once(public_inbox, tmp_path, capsys):
+    box, url = public_inbox
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mta = _ToTheList(box)
+    server = Controller(mta, hostname="127.0.0.1", port=port)
+    conf = tmp_path / "watch.toml"
+    conf.write_text(f'[watch]\nstate = "{tmp_path / "state"}"\n'
+                    f'from = "umem-rig <bot@umem-rig.invalid>"\ninboxes = ["{url}"]\n'
+                    f'[watch.smtp]\nhost = "127.0.0.1"\nport = {port}\nstarttls = false\n')
+    server.start()
+    try:
+        assert cli.main(["watch", "--once", "--send", "--config", str(conf)]) == 0
+        assert cli.main(["watch", "--once", "--send", "--config", str(conf)]) == 0
+    finally:
+        server.stop()
+    assert len(mta.got) == 1, capsys.readouterr().out      # nothing is sent twice
+    sent = email.message_from_bytes(mta.got[0].content, policy=email.policy.default)
+    thread = mailbox.mbox(tmp_path / "thread.mbox")
+    with urllib.request.urlopen(f"{url}{inbox.COVER_ID.strip('<>')}/t.mbox.gz") as got:
+        (tmp_path / "thread.mbox").write_bytes(gzip.decompress(got.read()))
+    ids = [m["Message-Id"] for m in thread]
+    assert sent["Message-Id"] in ids and inbox.COVER_ID in ids, ids
+    [back] = [m for m in thread if m["Message-Id"] == sent["Message-Id"]]
+    assert back["In-Reply-To"] == inbox.COVER_ID

@@ -316,7 +316,7 @@ class Lab:
             return result
         suite, staged = chosen
         crashed: dict[str, tuple[str, str]] = {}
-        kernel_log: list[str] = []            # splats no test owns, as testrun keeps them
+        kernel_log: list[str] = []            # splats no test owns, as the local runtime keeps them
         try:
             with progress.stage(req.who, "lab"):
                 self._jobs(req, suite, staged, result, crashed, kernel_log, progress)

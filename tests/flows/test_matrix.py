@@ -1,4 +1,5 @@
-"""The matrix run: a stage every variant needs that fails ends the run before any build."""
+"""The matrix run (rig/flows/matrix.py): a stage every variant needs that fails ends the run
+before any build; a confirmation runs exactly the tests a candidate changed."""
 
 from __future__ import annotations
 

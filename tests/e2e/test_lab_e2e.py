@@ -20,6 +20,7 @@ from support.lavalab import LocalLava
 
 from rig.core import hostdeps
 from rig.core.cache import Cache
+from rig.guest.qemu import free_port
 from rig.results import compare
 from rig.results import schema as results
 from rig.results.compare import Change
@@ -66,7 +67,7 @@ def lava(tmp_path_factory, request):
 @pytest.fixture(scope="module")
 def config(lava):
     lab, artefacts, work = lava
-    closed = _closed_port()
+    closed = free_port()             # free, so nothing listens on it
     path = work / "labs.toml"
     (work / "bad-token").write_text("not-a-token\n")
 
@@ -197,8 +198,3 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _closed_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -9,7 +9,6 @@ import email.policy
 import gzip
 import mailbox
 import shutil
-import socket
 import urllib.request
 
 import pytest
@@ -19,6 +18,7 @@ from support.rfc import EXPECT_FIXED, EXPECT_REGRESSED
 
 from rig import cli
 from rig.core import hostdeps
+from rig.guest.qemu import free_port
 
 
 @pytest.fixture
@@ -92,9 +92,7 @@ class _ToTheList:
 
 def test_an_answer_sent_shows_in_the_thread_once(public_inbox, tmp_path, capsys):
     box, url = public_inbox
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mta = _ToTheList(box)
     server = Controller(mta, hostname="127.0.0.1", port=port)
     conf = tmp_path / "watch.toml"

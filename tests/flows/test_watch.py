@@ -6,7 +6,6 @@ import email
 import email.policy
 import gzip
 import mailbox
-import socket
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -20,6 +19,7 @@ from rig.flows import config, watch
 from rig.flows.vet import VetRequest
 from rig.flows.watch import feed, reply
 from rig.flows.watch.state import ATTEMPTS, State
+from rig.guest.qemu import free_port
 from rig.kernel import thread
 from rig.kernel.tree import TreeError
 
@@ -260,9 +260,7 @@ class _Keep:
 
 
 def test_send_delivers_each_answer_once_to_a_real_smtp_server(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     keep = _Keep()
     server = Controller(keep, hostname="127.0.0.1", port=port)
     server.start()

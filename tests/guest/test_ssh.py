@@ -21,6 +21,7 @@ from rig.core import datafiles
 from rig.core.cache import Cache
 from rig.guest import ssh
 from rig.guest.image import client_key
+from rig.guest.qemu import free_port
 
 
 class _Server(paramiko.ServerInterface):
@@ -64,9 +65,7 @@ class SSHServer:
                  sftp: tuple | None = None):
         self.host_key, self.client = host_key, client
         self.sftp = sftp            # (SFTPServerInterface subclass, its arguments)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.transports: list[paramiko.Transport] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(delay,), daemon=True)
@@ -164,9 +163,7 @@ def test_connect_retries_until_the_server_listens(keys):
 
 def test_connect_gives_up_when_the_guest_is_gone(keys):
     path, _, host = keys
-    with socket.socket() as s:            # a free port that nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()                    # a free port that nothing listens on
     with pytest.raises(ssh.GuestGone):
         ssh.connect(ssh.Target("127.0.0.1", port, _public(host), path), 30, alive=lambda: False)
 

@@ -7,12 +7,11 @@ there name this tree's first commit as their base.
 """
 
 import hashlib
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from support import mkthread
 from support.paths import FIXTURES
 from support.trees import BASE, UMEM, umem_tree
 
@@ -25,11 +24,7 @@ THREADS = FIXTURES / "thread"
 
 
 def git(repo: Path, *args: str, date: str = "2026-11-02T10:00:00Z") -> str:
-    env = dict(os.environ, GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date,
-               GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1")
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=umem-rig maintainers",
-                           "-c", "user.email=maintainers@umem-rig.invalid", *args], env=env,
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return mkthread.git(repo, *args, date=date).strip()
 
 
 @pytest.fixture

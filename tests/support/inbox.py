@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -16,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from rig.guest.qemu import free_port
 from support import mkthread
 from support.paths import PROJECT
 
@@ -83,9 +83,7 @@ class Inbox:
         self.env = dict(os.environ, PI_CONFIG=str(folder / "pi-config"),
                         HOME=str(folder / "home"))
         (folder / "home").mkdir(parents=True, exist_ok=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/{name}/"
         self._run("public-inbox-init", "-V2", "-L", "full", name, str(folder / name),
                   self.url, LIST)

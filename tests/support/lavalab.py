@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Self
 
 from rig.core.cache import Cache, digest
+from rig.guest.qemu import free_port
 from support.paths import TESTS
 
 RECIPE = TESTS / "lava" / "lab.toml"
@@ -315,7 +315,7 @@ class LocalLava:
         self._mounts.mount("--bind", str(self.artefacts),
                            at=self.root / str(self.artefacts.resolve()).lstrip("/"))
         _start_postgres(self._procs, recipe, self.root)
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}/"
         chroot = ["chroot", str(self.root)]
         _run([*chroot, "sh", "-c", ("mkdir -p /var/log/lava-server /var/log/lava-dispatcher"
@@ -369,7 +369,3 @@ def _token_line(text: str) -> str:
     raise LabSetupError(f"no worker token in {text!r}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -162,11 +162,11 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
     data = read(path)
     run = data["run"]
     debug = run.get("debug", False) if debug is None else debug
-    frags = [root / "kconfigs" / f for f in run["fragments"]]
+    where = f"config file {path or '(the defaults)'}"
+    frags = _fragments(run["fragments"], root, f"{where}: [run] fragments")
     if debug:
         frags.append(root / "kconfigs" / "debug.config")
     sources = {n: source_spec(n, t, root) for n, t in data.get("sources", {}).items()}
-    where = f"config file {path or '(the defaults)'}"
     chosen, unloadable, base_name = _variants(data.get("variants", []), sources, frags, root,
                                               where, variants or [])
     cfg = RunConfig(
@@ -202,6 +202,17 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
     return cfg
 
 
+def _fragments(names: list[str], root: Path, where: str) -> list[Path]:
+    """The kconfigs/ files NAMES name: a plain name of a file there, nothing outside it."""
+    paths = []
+    for name in names:
+        path = root / "kconfigs" / check_name(name, f"{where}:", ConfigFileError)
+        if not path.is_file():
+            raise ConfigFileError(f"{where}: {name!r} is not a file in {root / 'kconfigs'}")
+        paths.append(path)
+    return paths
+
+
 def _variants(tables: list[dict], sources: dict[str, SourceSpec], frags: list[Path], root: Path,
               where: str, wanted: list[str]) -> tuple[list[Variant], dict[str, str], str]:
     """The [[variants]] tables as variants (opt-in ones only where WANTED), the series that
@@ -224,7 +235,8 @@ def _variants(tables: list[dict], sources: dict[str, SourceSpec], frags: list[Pa
                 series = tuple(patchlib.load(root / table["patches"]))
             except patchlib.PatchError as exc:
                 unloadable[name] = str(exc)
-        chosen.append(Variant(name, sources[table["source"]], tuple(frags), series,
+        own = _fragments(table.get("fragments", []), root, f"{where}: variant {name}: fragments")
+        chosen.append(Variant(name, sources[table["source"]], (*frags, *own), series,
                               table.get("patches", "")))
         if table.get("base"):
             if base_name:

@@ -43,3 +43,21 @@ def test_extra_patch_becomes_a_candidate_on_the_base():
     cand = cfg.variants[-1]
     assert cand.name == "umem-rfc" or cand.series.endswith("umem-rfc")
     assert cand.source == cfg.variant("base").source
+
+
+def test_a_variant_adds_its_own_fragments_to_the_runs():
+    """The 7.x variants build memfd_secret in (kconfigs/secretmem.config); the others do not,
+    so their kernels' cache keys stay what they were."""
+    cfg = config.load(variants=["debian-7.2"])
+    frags = {v.name: [f.name for f in v.fragments] for v in cfg.variants}
+    assert frags["base"] == ["qemu-guest.config", "rdma.config", "mm.config"]
+    assert frags["debian-7.2"] == [*frags["base"], "secretmem.config"]
+
+
+def test_a_fragment_outside_kconfigs_or_missing_is_refused_naming_the_file(tmp_path):
+    f = tmp_path / "c.toml"
+    for name, why in (("../README.md", "cannot be a name"), ("nope.config", "is not a file")):
+        f.write_text(f'[[variants]]\nname = "b"\nsource = "debian-6-1"\nbase = true\n'
+                     f'fragments = ["{name}"]\n')
+        with pytest.raises(config.ConfigFileError, match=f"{f}.*variant b: fragments.*{why}"):
+            config.load(f)

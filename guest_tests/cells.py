@@ -14,20 +14,36 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from loopback import Loopback, Target, VerbsError
-from memory import PageState, page_states
+from loopback import CompletionError, Loopback, Target, VerbsError
+from memory import PageState, page_states, pinned_kb
 from pyverbs.mr import MR
 from regions import (
+    ACCESSES,
     LENGTH,
     PAGES,
+    REGIONS,
     Access,
     Region,
     RegionKind,
+    Unavailable,
     classify,
     file_dir,
     filesystem_of,
     pattern,
 )
+
+
+def cell_params(regions=REGIONS, accesses=ACCESSES, xfail_registration=False) -> list:
+    """The (kind, access) parameters of a check over REGIONS x ACCESSES."""
+    params = []
+    for kind in regions:
+        for access in accesses:
+            marks = []
+            if xfail_registration and kind.registration_xfail:
+                marks.append(pytest.mark.xfail(strict=True, reason=kind.registration_xfail))
+            params.append(pytest.param(kind, access, id=f"{kind.name}-{access.name}",
+                                       marks=marks))
+    return params
 
 
 def replaced(before: list[PageState], after: list[PageState]) -> list[int]:
@@ -68,6 +84,7 @@ def not_new(pages: list[str]) -> list[int]:
 @dataclass
 class Cell:
     region: Region
+    access: Access
     obs: dict
     loop: Loopback
     mr: MR | None
@@ -100,8 +117,12 @@ class Cell:
 
     def read_mr(self, target: MR | Target | None = None, **candidates: bytes) -> list[str]:
         """Per page, which of CANDIDATES an RDMA READ of the MR returns; "poison" where the
-        READ left the buffer as it was, "other" for anything else."""
-        data, fill = self.loop.rdma_read(target or self.mr, LENGTH)
+        READ left the buffer as it was, "other" for anything else; the completion status on
+        every page where the READ failed (an ODP MR of what the device cannot reach)."""
+        try:
+            data, fill = self.loop.rdma_read(target or self.mr, LENGTH)
+        except CompletionError as exc:
+            return [exc.status] * PAGES
         return classify(data, **candidates, poison=fill)
 
     def read_process(self, **candidates: bytes) -> list[str]:
@@ -112,7 +133,12 @@ class Cell:
 @contextlib.contextmanager
 def open_cell(kind: RegionKind, access: Access, check: str, loop: Loopback,
               obs: dict) -> Iterator[Cell]:
-    region = Region(kind, f"{kind.name}/{access.name}/{check}")
+    if access.odp and (why := loop.odp_unsupported(access.writable)):
+        pytest.skip(f"no ODP MR here: {why}")
+    try:
+        region = Region(kind, f"{kind.name}/{access.name}/{check}")
+    except Unavailable as exc:
+        pytest.skip(str(exc))
     mr = None
     try:
         mapping = region.mapping
@@ -123,12 +149,14 @@ def open_cell(kind: RegionKind, access: Access, check: str, loop: Loopback,
         if kind.backing == "file":
             obs["file_fs"] = filesystem_of(file_dir())
         before = page_states(mapping.addr, PAGES)
+        pinned = pinned_kb()
         error = None
         try:
             mr = loop.register(mapping.addr, mapping.length, access.flags)
         except VerbsError as exc:
             error = exc
         after = page_states(mapping.addr, PAGES)
+        obs["pinned_kb"] = pinned_kb() - pinned
         obs["registered"] = mr is not None
         obs["errno"] = error.name if error else None
         obs.update(page_observations("before", before, driver_pfns))
@@ -138,7 +166,7 @@ def open_cell(kind: RegionKind, access: Access, check: str, loop: Loopback,
         if kind.huge and not all(s.huge for s in before):
             pytest.fail(f"{kind.name} did not get a huge page before registration (pages: "
                         f"{obs['kind_before']}): the cell would test small pages")
-        yield Cell(region, obs, loop, mr, error, after)
+        yield Cell(region, access, obs, loop, mr, error, after)
     finally:
         if mr is not None:
             mr.close()

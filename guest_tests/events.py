@@ -126,6 +126,32 @@ def keeps_pinned_pages(cell: Cell, event: str, do: Callable[[], None]) -> str:
     return ""
 
 
+def follows_process(cell: Cell, event: str, do: Callable[[], None]) -> str:
+    """Do EVENT to the mapping of an ODP MR: an RDMA READ must then return what the process
+    reads, and after a CPU write the new bytes (the device reads first, so that it, not the
+    process, faults the pages in)."""
+    region, obs = cell.region, cell.obs
+    do()
+    seen = {"old": region.old, "fill": region.fill or region.old, "zero": bytes(LENGTH)}
+    obs[f"rdma_read_after_{event}"] = cell.read_mr(**seen)
+    cell.record_pages(f"after_{event}")
+    obs[f"process_read_after_{event}"] = cell.read_process(**seen)
+    obs["mprotect_rw"] = region.make_writable()
+    new = cell.pattern("cpu-write")
+    region.mapping.write(new)
+    cell.record_pages("after_cpu_write")
+    obs["rdma_read_pages"] = cell.read_mr(new=new, **seen)
+    problems = []
+    if apart := _differing(obs[f"rdma_read_after_{event}"], obs[f"process_read_after_{event}"]):
+        problems.append(f"after {event} the MR and the process differ on pages {apart} (MR: "
+                        f"{obs[f'rdma_read_after_{event}']}, process: "
+                        f"{obs[f'process_read_after_{event}']})")
+    if stale := not_new(obs["rdma_read_pages"]):
+        problems.append(f"after {event} and a CPU write the MR does not read the new bytes on "
+                        f"pages {stale} (per page: {obs['rdma_read_pages']})")
+    return "; ".join(problems)
+
+
 def _zero_pages_intact(huge: bool) -> bool:
     """Whether a fresh read-faulted anonymous page (a huge one: a fresh THP region) reads as
     zeros, i.e. whether the shared (huge) zero page still holds zeros."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import hashlib
 import os
 import struct
@@ -31,6 +32,7 @@ PORT = 1
 IPV4_MAPPED_PREFIX = "0000:0000:0000:0000:0000:ffff:"
 QP_ACCESS = e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_READ | e.IBV_ACCESS_REMOTE_WRITE
 COMPLETION_TIMEOUT = 10.0
+PROBE_SIZE = 64
 UVERBS_DEV = "/dev/infiniband/uverbs"
 # include/uapi/rdma/ib_user_verbs.h: the write() command ibv_rereg_mr() sends (rdma-core 44's
 # rxe provider has no rereg_mr, so the library answers EOPNOTSUPP without asking the kernel)
@@ -40,6 +42,19 @@ _HDR = struct.Struct("<IHH")                   # command, in_words, out_words
 _REREG = struct.Struct("<QIIQQQII")            # response, mr_handle, flags, start, length,
                                                # hca_va, pd_handle, access_flags
 _REREG_RESP = struct.Struct("<II")             # lkey, rkey
+# ibv_advise_mr() as the kernel sees it (include/uapi/rdma/ib_user_ioctl_cmds.h): rdma-core 44's
+# rxe provider has no advise_mr, so the library answers EOPNOTSUPP without asking the kernel;
+# the ioctl itself asks it.  RDMA_VERBS_IOCTL = _IOWR(0x1b, 1, struct ib_uverbs_ioctl_hdr).
+RDMA_VERBS_IOCTL = 0xC0181B01
+UVERBS_OBJECT_MR, UVERBS_METHOD_ADVISE_MR = 7, 2
+ADVISE_PD_HANDLE, ADVISE_ADVICE, ADVISE_FLAGS, ADVISE_SGE_LIST = range(4)
+ADVICES = {"PREFETCH": 0, "PREFETCH_WRITE": 1, "PREFETCH_NO_FAULT": 2}
+ADVISE_FLAG_FLUSH = 1
+RDMA_DRIVER_RXE = 14                           # enum rdma_driver_id: the header must name it
+_IOCTL_HDR = struct.Struct("<HHHHQII")         # length, object, method, num_attrs, reserved,
+                                               # driver_id, reserved
+_IOCTL_ATTR = struct.Struct("<HHHHQ")          # attr_id, len, flags, attr_data, data
+_SGE = struct.Struct("<QII")                   # addr, length, lkey
 
 
 class VerbsError(Exception):
@@ -53,6 +68,14 @@ class VerbsError(Exception):
         super().__init__(f"{what} failed: {self.name}")
 
 
+class CompletionError(RuntimeError):
+    """A work request that completed with an error status (the QPs are connected again)."""
+
+    def __init__(self, opcode: int, status: int):
+        self.status = e.ibv_wc_status(status).name
+        super().__init__(f"RDMA {e.ibv_wr_opcode(opcode).name} completed with {self.status}")
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a remote peer reaches an MR: its rkey and address."""
@@ -62,8 +85,7 @@ class Target:
 
 def poison(length: int, serial: int) -> bytes:
     """LENGTH bytes no test writes: a different fill before every READ."""
-    digest = hashlib.sha256(f"poison/{serial}".encode()).digest()
-    return (digest * (length // len(digest) + 1))[:length]
+    return hashlib.shake_256(f"poison/{serial}".encode()).digest(length)
 
 
 def uverbs_fds() -> set[int]:
@@ -100,6 +122,7 @@ class Loopback:
         self.cmd_fd = opened.pop()
         self.reads = 0
         self.gid_index = roce_v2_ipv4_gid(self.ctx, PORT)
+        self.odp_caps = self.ctx.query_device_ex().odp_caps
         self.pd = PD(self.ctx)
         self.cq = CQ(self.ctx, 16)
         init = QPInitAttr(qp_type=e.IBV_QPT_RC, scq=self.cq, rcq=self.cq,
@@ -110,6 +133,8 @@ class Loopback:
         # the local end of every transfer: plain memory pyverbs allocates
         self.bounce = MR(self.pd, bounce_size, e.IBV_ACCESS_LOCAL_WRITE)
         self.bounce_size = bounce_size
+        # a pinned MR of plain memory that any READ can reach: whether the QPs work at all
+        self.probe = MR(self.pd, PROBE_SIZE, e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_READ)
 
     def _rts_attr(self, peer: QP) -> QPAttr:
         attr = QPAttr(port_num=PORT)
@@ -154,6 +179,35 @@ class Loopback:
         _lkey, rkey = _REREG_RESP.unpack(resp)
         return Target(rkey, mr.buf)
 
+    def odp_unsupported(self, writable: bool) -> str:
+        """Why an ODP MR cannot be tested here ("" when it can): the device's ODP caps for RC
+        RDMA READ (and WRITE for a writable MR), as ibv_query_device_ex() reports them."""
+        caps = self.odp_caps
+        if not caps.general_caps & e.IBV_ODP_SUPPORT:
+            return "the device reports no on-demand paging (odp_caps.general_caps)"
+        need = e.IBV_ODP_SUPPORT_READ | (e.IBV_ODP_SUPPORT_WRITE if writable else 0)
+        if caps.rc_odp_caps & need != need:
+            return (f"the device's RC ODP caps {caps.rc_odp_caps:#x} lack RDMA READ"
+                    f"{' or WRITE' if writable else ''}")
+        return ""
+
+    def advise(self, mr: MR, advice: str, flags: int, length: int) -> None:
+        """ibv_advise_mr(ADVICE, FLAGS) on the first LENGTH bytes of MR; raises VerbsError."""
+        sge = _SGE.pack(mr.buf, length, mr.lkey)
+        sge_buf = ctypes.create_string_buffer(sge, len(sge))
+        attrs = [_IOCTL_ATTR.pack(ADVISE_PD_HANDLE, 0, 0, 0, self.pd.handle),
+                 _IOCTL_ATTR.pack(ADVISE_ADVICE, 8, 0, 0, ADVICES[advice]),
+                 _IOCTL_ATTR.pack(ADVISE_FLAGS, 8, 0, 0, flags),
+                 _IOCTL_ATTR.pack(ADVISE_SGE_LIST, len(sge), 0, 0,
+                                  ctypes.addressof(sge_buf))]
+        cmd = bytearray(_IOCTL_HDR.pack(_IOCTL_HDR.size + _IOCTL_ATTR.size * len(attrs),
+                                        UVERBS_OBJECT_MR, UVERBS_METHOD_ADVISE_MR, len(attrs),
+                                        0, RDMA_DRIVER_RXE, 0) + b"".join(attrs))
+        try:
+            fcntl.ioctl(self.cmd_fd, RDMA_VERBS_IOCTL, cmd)
+        except OSError as exc:
+            raise VerbsError(f"ibv_advise_mr({advice})", exc.errno) from None
+
     def _post(self, opcode: int, target: Target, length: int) -> None:
         wr = SendWR(opcode=opcode, num_sge=1, sg=[SGE(self.bounce.buf, length, self.bounce.lkey)],
                     send_flags=e.IBV_SEND_SIGNALED)
@@ -165,8 +219,7 @@ class Loopback:
             if n:
                 if wcs[0].status != e.IBV_WC_SUCCESS:
                     self.connect()
-                    raise RuntimeError(f"RDMA {e.ibv_wr_opcode(opcode).name} completed with "
-                                       f"{e.ibv_wc_status(wcs[0].status).name}")
+                    raise CompletionError(opcode, wcs[0].status)
                 return
         self.connect()
         raise TimeoutError(f"no completion for RDMA {e.ibv_wr_opcode(opcode).name} "
@@ -180,6 +233,15 @@ class Loopback:
         self.bounce.write(fill, len(fill))
         self._post(e.IBV_WR_RDMA_READ, _target(target), length)
         return self.bounce.read(self.bounce_size, 0), fill
+
+    def works(self) -> bool:
+        """Whether an RDMA READ of the probe MR completes (after a failed one: the pair was
+        connected again)."""
+        try:
+            self.rdma_read(self.probe, PROBE_SIZE)
+        except (CompletionError, TimeoutError):
+            return False
+        return True
 
     def rdma_write(self, target: MR | Target, data: bytes) -> None:
         """Have the device write DATA into the MR, as a remote peer would."""

@@ -111,12 +111,25 @@ class Mapping:
         """munmap, then mmap the same object again at the same address (protection as
         first mapped)."""
         self.unmap()
+        self.map_again()
+
+    def map_again(self) -> None:
+        """mmap the object again where it was, after unmap()."""
         got = _mmap(self.addr, self.length, self.prot, self.flags | MAP_FIXED_NOREPLACE,
                     self.fd, self.offset)
         if got != self.addr:
             _libc.munmap(got, self.length)
             raise OSError(0, f"mmap at {self.addr:#x} returned {got:#x} (a kernel before 4.17 "
                              "ignores MAP_FIXED_NOREPLACE)")
+
+
+def pinned_kb() -> int:
+    """The process's pinned memory (VmPin: mm->pinned_vm, which ib_umem_get() adds to)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmPin:"):
+                return int(line.split()[1])
+    raise OSError(0, "/proc/self/status has no VmPin line")
 
 
 def is_mapped(addr: int, length: int) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import functools
 import hashlib
 import mmap
@@ -16,11 +18,16 @@ PAGES = umem_dev.NPAGES             # the pages every check looks at: the first 
 LENGTH = PAGES * PAGE_SIZE          # far below 2 MiB: a small region never gets a huge page
 R = mmap.PROT_READ
 RW = mmap.PROT_READ | mmap.PROT_WRITE
-BACKINGS = ("anon", "driver", "file", "shmem", "hugetlb")
+BACKINGS = ("anon", "driver", "file", "shmem", "hugetlb", "secretmem")
 BEFORE = ("cpu-write", "cpu-read", "nothing")
 FILE_DIR_ENV = "UMEM_TEST_FILE_DIR"
 DEFAULT_FILE_DIR = "/var/tmp"       # on the guest's ext4 root (/tmp is a tmpfs)
 NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+SYS_MEMFD_SECRET = 447              # x86_64 (arch/x86/entry/syscalls/syscall_64.tbl)
+
+
+class Unavailable(Exception):
+    """The kernel cannot make this kind of region at all (a config option it lacks)."""
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,8 @@ class RegionKind:
     name: str
     backing: str                    # "anon"; "driver" (the umem_test device's own pages);
                                     # "file" (a regular file in FILE_DIR); "shmem" (a memfd);
-                                    # "hugetlb" (a memfd with MFD_HUGETLB, 2 MiB pages)
+                                    # "hugetlb" (a memfd with MFD_HUGETLB, 2 MiB pages);
+                                    # "secretmem" (memfd_secret: out of the kernel's direct map)
     prot: int
     shared: bool
     before: str                     # what the CPU does before registration:
@@ -55,6 +63,17 @@ class RegionKind:
     @property
     def length(self) -> int:
         return HUGE_SIZE if self.huge else LENGTH
+
+    @property
+    def secret(self) -> bool:
+        """Whether the process keeps the memory secret from the kernel (memfd_secret): no
+        device may ever read or write it (test_secretmem.py alone checks it through ODP)."""
+        return self.backing == "secretmem"
+
+    @property
+    def pfnmap(self) -> bool:
+        """Whether the mapping has no struct pages behind it (VM_PFNMAP)."""
+        return self.backing == "driver" and self.mmap_offset == umem_dev.MMAP_PFNMAP
 
     @property
     def refaults(self) -> bool:
@@ -84,6 +103,9 @@ REGIONS = (
     RegionKind("hugetlb-private-ro", "hugetlb", R, False, "cpu-read", fill=True, huge=True),
     RegionKind("thp-written", "anon", RW, False, "cpu-write", huge=True),
     RegionKind("thp-zero-page", "anon", RW, False, "cpu-read", huge=True),
+    RegionKind("secretmem", "secretmem", RW, True, "cpu-write",
+               registration_xfail="GUP refuses memfd_secret's pages (mm/gup.c "
+                                  "check_vma_flags: vma_is_secretmem)"),
 )
 
 
@@ -92,14 +114,21 @@ class Access:
     name: str
     flags: int
     writable: bool                  # the MR lets the device write (ib_access_writable)
+    odp: bool = False               # on-demand paging: nothing pinned, pages faulted in by
+                                    # the device's accesses through the mmu notifiers
 
 
-ACCESSES = (
+_RW_FLAGS = e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_WRITE | e.IBV_ACCESS_REMOTE_READ
+ACCESSES = (                        # the pinned ones: GUP with FOLL_LONGTERM
     Access("ro-mr", e.IBV_ACCESS_REMOTE_READ, False),
-    Access("rw-mr", e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_WRITE
-           | e.IBV_ACCESS_REMOTE_READ, True),
+    Access("rw-mr", _RW_FLAGS, True),
 )
 READ_ONLY, WRITABLE = ACCESSES
+ODP_REGIONS = tuple(k for k in REGIONS if not k.secret)
+ODP_ACCESSES = (
+    Access("odp-ro-mr", e.IBV_ACCESS_ON_DEMAND | e.IBV_ACCESS_REMOTE_READ, False, odp=True),
+    Access("odp-rw-mr", e.IBV_ACCESS_ON_DEMAND | _RW_FLAGS, True, odp=True),
+)
 
 
 def grants(kind: RegionKind, access: Access) -> bool:
@@ -108,11 +137,10 @@ def grants(kind: RegionKind, access: Access) -> bool:
 
 
 def pattern(tag: str) -> bytes:
-    """LENGTH bytes, different for every page and every tag, never all zero."""
-    pages = []
-    for i in range(PAGES):
-        digest = hashlib.sha256(f"{tag}/{i}".encode()).digest()
-        pages.append((digest * (PAGE_SIZE // len(digest) + 1))[:PAGE_SIZE])
+    """LENGTH bytes, different for every page and every tag, never all zero, and no two
+    stretches of a page alike: a copy that lands at the wrong offset inside a page (one
+    1 KiB packet of a WRITE where another belongs) never passes for the right bytes."""
+    pages = [hashlib.shake_256(f"{tag}/{i}".encode()).digest(PAGE_SIZE) for i in range(PAGES)]
     return b"".join(pages)
 
 
@@ -138,6 +166,20 @@ def filesystem_of(path: str) -> str:
             if inside and len(mount_point) >= len(best):
                 best, fstype = mount_point, after
     return fstype
+
+
+def memfd_secret() -> int:
+    """A memfd_secret(2) file; Unavailable where the kernel has none (CONFIG_SECRETMEM off,
+    or off at boot: 6.1 needs secretmem.enable=1)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(SYS_MEMFD_SECRET, os.O_CLOEXEC)
+    if fd >= 0:
+        return fd
+    err = ctypes.get_errno()
+    if err == errno.ENOSYS:         # mm/secretmem.c: also when off at boot
+        raise Unavailable("memfd_secret: ENOSYS: the kernel has no secret memory "
+                          "(CONFIG_SECRETMEM)")
+    raise OSError(err, f"memfd_secret: {os.strerror(err)}")
 
 
 def file_dir() -> str:
@@ -180,6 +222,8 @@ class Region:
         elif kind.backing == "hugetlb":
             self.fd = os.memfd_create(f"umem-{kind.name}",
                                       os.MFD_CLOEXEC | os.MFD_HUGETLB | os.MFD_HUGE_2MB)
+        elif kind.backing == "secretmem":
+            self.fd = memfd_secret()
         if self.fd >= 0:
             os.ftruncate(self.fd, kind.length)
         if fill and self.fd >= 0:

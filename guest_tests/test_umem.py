@@ -12,22 +12,19 @@ import mmap
 
 import events
 import pytest
-from cells import not_new
+from cells import cell_params, not_new
 from loopback import VerbsError
-from regions import ACCESSES, LENGTH, READ_ONLY, REGIONS, WRITABLE, classify, grants
-
-
-def cells(regions=REGIONS, accesses=ACCESSES, xfail_registration=False):
-    params = []
-    for kind in regions:
-        for access in accesses:
-            marks = []
-            if xfail_registration and kind.registration_xfail:
-                marks.append(pytest.mark.xfail(strict=True, reason=kind.registration_xfail))
-            params.append(pytest.param(kind, access, id=f"{kind.name}-{access.name}",
-                                       marks=marks))
-    return params
-
+from regions import (
+    ACCESSES,
+    LENGTH,
+    ODP_ACCESSES,
+    ODP_REGIONS,
+    READ_ONLY,
+    REGIONS,
+    WRITABLE,
+    classify,
+    grants,
+)
 
 DRIVER_REGIONS = [k for k in REGIONS if k.backing == "driver"]
 REFAULTING_REGIONS = [k for k in REGIONS if k.refaults]
@@ -36,9 +33,20 @@ REFAULTING_REGIONS = [k for k in REGIONS if k.refaults]
 WRITABLE_REGIONS = [k for k in REGIONS if grants(k, WRITABLE)]
 WRITABLE_PRIVATE_REGIONS = [k for k in WRITABLE_REGIONS if not k.shared]
 WRITABLE_ACCESSES = [a for a in ACCESSES if a.writable]
+ODP_WRITABLE = [a for a in ODP_ACCESSES if a.writable]
 
 
-@pytest.mark.parametrize("kind,access", cells(xfail_registration=True))
+def pinned_and_odp(regions=REGIONS, writable=False) -> list:
+    """A check whose contract an ODP MR shares with a pinned one (test_odp.py has the rest):
+    REGIONS with the pinned accesses, and with the ODP ones where memory is not secret."""
+    pinned = WRITABLE_ACCESSES if writable else ACCESSES
+    return (cell_params(regions=regions, accesses=pinned)
+            + cell_params(regions=[k for k in regions if k in ODP_REGIONS],
+                          accesses=ODP_WRITABLE if writable else ODP_ACCESSES))
+
+
+
+@pytest.mark.parametrize("kind,access", cell_params(xfail_registration=True))
 def test_registration(kind, access, open_cell, obs):
     """Registration succeeds exactly when the mapping grants the access the MR asks for."""
     obs["mapping_grants_access"] = grants(kind, access)
@@ -51,7 +59,7 @@ def test_registration(kind, access, open_cell, obs):
             assert not obs["registered"], "a write MR was registered on a read-only mapping"
 
 
-@pytest.mark.parametrize("kind,access", cells())
+@pytest.mark.parametrize("kind,access", pinned_and_odp())
 def test_no_side_effect(kind, access, open_cell, obs):
     """Registration leaves the process's pages in place (filling in the zero page is allowed)."""
     with open_cell(kind, access) as cell:
@@ -61,7 +69,7 @@ def test_no_side_effect(kind, access, open_cell, obs):
             "with other pages")
 
 
-@pytest.mark.parametrize("kind,access", cells())
+@pytest.mark.parametrize("kind,access", pinned_and_odp())
 def test_coherent_after_cpu_write(kind, access, open_cell, obs):
     """Bytes the CPU writes after registration are what an RDMA READ of the MR returns."""
     with open_cell(kind, access) as cell:
@@ -79,7 +87,7 @@ def test_coherent_after_cpu_write(kind, access, open_cell, obs):
             f"(per page: {obs['rdma_read_pages']}): the MR went stale")
 
 
-@pytest.mark.parametrize("kind,access", cells(accesses=WRITABLE_ACCESSES))
+@pytest.mark.parametrize("kind,access", cell_params(accesses=WRITABLE_ACCESSES))
 def test_coherent_after_rdma_write(kind, access, open_cell, loopback, obs):
     """Bytes an RDMA WRITE puts into the MR are what the CPU then reads."""
     with open_cell(kind, access) as cell:
@@ -98,7 +106,7 @@ def test_coherent_after_rdma_write(kind, access, open_cell, loopback, obs):
             f"(per page: {obs['cpu_read_pages']})")
 
 
-@pytest.mark.parametrize("kind,access", cells(regions=DRIVER_REGIONS))
+@pytest.mark.parametrize("kind,access", cell_params(regions=DRIVER_REGIONS))
 def test_driver_write_reaches_mr(kind, access, open_cell, obs):
     """Bytes the driver writes into its own pages reach the MR whenever they reach the process."""
     with open_cell(kind, access) as cell:
@@ -118,7 +126,7 @@ def test_driver_write_reaches_mr(kind, access, open_cell, obs):
             f"(process: {obs['process_read_pages']}, MR: {obs['rdma_read_pages']})")
 
 
-@pytest.mark.parametrize("kind,access", cells(regions=WRITABLE_REGIONS, accesses=[WRITABLE]))
+@pytest.mark.parametrize("kind,access", pinned_and_odp(WRITABLE_REGIONS, writable=True))
 def test_fork(kind, access, open_cell, obs):
     """After fork() the MR stays with the parent: it reads what the parent reads after the
     parent's write and after the child's."""
@@ -129,7 +137,7 @@ def test_fork(kind, access, open_cell, obs):
 
 
 @pytest.mark.parametrize("kind,access",
-                         cells(regions=WRITABLE_PRIVATE_REGIONS, accesses=[WRITABLE]))
+                         pinned_and_odp(WRITABLE_PRIVATE_REGIONS, writable=True))
 def test_fork_dontfork(kind, access, open_cell, obs):
     """With MADV_DONTFORK the child has no such mapping and the MR stays with the parent."""
     with open_cell(kind, access) as cell:
@@ -138,7 +146,8 @@ def test_fork_dontfork(kind, access, open_cell, obs):
         assert not wrong, wrong
 
 
-@pytest.mark.parametrize("kind,access", cells(regions=REFAULTING_REGIONS, accesses=[READ_ONLY]))
+@pytest.mark.parametrize("kind,access",
+                         cell_params(regions=REFAULTING_REGIONS, accesses=[READ_ONLY]))
 def test_dontneed(kind, access, open_cell, obs):
     """After MADV_DONTNEED the MR keeps the pages it pinned, whatever the process maps now."""
     with open_cell(kind, access) as cell:
@@ -149,7 +158,7 @@ def test_dontneed(kind, access, open_cell, obs):
         assert not wrong, wrong
 
 
-@pytest.mark.parametrize("kind,access", cells(accesses=[READ_ONLY]))
+@pytest.mark.parametrize("kind,access", cell_params(accesses=[READ_ONLY]))
 def test_remap(kind, access, open_cell, obs):
     """After munmap and a new mmap of the same object at the same address the MR keeps the
     pages it pinned, whatever the process maps now."""
@@ -159,7 +168,7 @@ def test_remap(kind, access, open_cell, obs):
         assert not wrong, wrong
 
 
-@pytest.mark.parametrize("kind,access", cells(accesses=[READ_ONLY]))
+@pytest.mark.parametrize("kind,access", cell_params(accesses=[READ_ONLY]))
 def test_rereg(kind, access, open_cell, loopback, obs):
     """Re-registering a read-only MR as writable never lets the device write where a writable
     registration could not."""

@@ -13,6 +13,7 @@ import copy
 import gzip
 import json
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ sys.path.insert(0, str(ROOT / "guest_tests"))
 import expected as exp  # guest_tests/ is not a package: on the path above
 
 REAL_RUN = FIXTURES / "expected" / "real-4-variants.json.gz"
-REAL_RUN_7_2 = REAL_RUN.with_name("real-base-debian-7.2.json.gz")
+REAL_RUN_7_2 = REAL_RUN.with_name("real-7.2-odp-fixes.json.gz")
 README = ROOT / "guest_tests" / "README.md"
 
 
@@ -39,7 +40,8 @@ def expected() -> exp.Expected:
 
 
 def test_the_data_names_every_kernel_and_every_cell_has_a_reason(expected):
-    assert expected.kernels == ["base", "umem-rfc", "write-if-able", "upstream", "debian-7.2"]
+    assert expected.kernels == ["base", "umem-rfc", "write-if-able", "upstream", "debian-7.2",
+                                "odp-fixes"]
     for test_id, cell in expected.test_ids():
         check = test_id.removeprefix("test_").split("[")[0]
         for kernel in expected.kernels:
@@ -54,10 +56,12 @@ def test_a_real_four_variant_run_agrees_with_the_data(expected):
 
 
 def test_a_real_run_of_debian_7_2_agrees_with_the_data(expected):
-    """`rig run --variant base --variant debian-7.2` (Debian's 7.2.13): every cell as its
-    column says, the huge zero page's THP and ext4's large folios included."""
+    """`rig run --variant base --variant debian-7.2 --variant odp-fixes` (Debian's 7.2.13, and
+    it with patches/odp-fixes): every cell as its column says, the huge zero page's THP, ext4's
+    large folios, the ODP cells (7.2's copy at the wrong offset, the oops on secret memory) and
+    prefetch included."""
     runs = real_results(REAL_RUN_7_2)
-    assert sorted(runs) == ["base", "debian-7.2"]
+    assert sorted(runs) == ["base", "debian-7.2", "odp-fixes"]
     for kernel, results in runs.items():
         assert expected.disagreements(kernel, results) == [], kernel
 
@@ -112,3 +116,22 @@ def test_the_rereg_series_carries_the_rfc_patch_unchanged():
     assert copy.read_bytes() == (ROOT / "patches" / "umem-rfc" / name).read_bytes()
 
 
+
+
+def test_a_kernel_like_another_takes_its_entries_and_its_own_win(expected):
+    """odp-fixes is 7.2 plus patches that touch only ODP: a pinned cell's 7.2 entry is its
+    expectation too; an ODP cell's own odp-fixes entry wins over 7.2's."""
+    fixes, base_7_2 = (expected.expect("registration", "anon-untouched-ro-mr", k)
+                       for k in ("odp-fixes", "debian-7.2"))
+    assert (fixes.verdict, fixes.observations) == (base_7_2.verdict, base_7_2.observations)
+    odp = [expected.expect("coherent_after_cpu_write", "anon-written-odp-rw-mr", k)
+           for k in ("debian-7.2", "odp-fixes", "base")]
+    assert [e.verdict.value for e in odp] == ["failed", "passed", "skipped"]
+    assert odp[2].observations == {}        # no ODP: the test makes nothing to observe
+
+
+def test_data_that_names_an_unknown_kernel_to_be_like_is_refused():
+    data = tomllib.loads(exp.DATA.read_text())
+    data["like"] = {"odp-fixes": "debian-7.3"}
+    with pytest.raises(exp.DataError, match="like: odp-fixes = 'debian-7.3' names an unknown"):
+        exp.Expected(data)

@@ -285,6 +285,9 @@ class Region:
         self.mapping.protect(RW)
         return True
 
+    def dontneed(self) -> None:
+        self.mapping.advise(mmap.MADV_DONTNEED, "MADV_DONTNEED")
+
     def remap(self) -> None:
         """munmap the region and mmap its object again at the same address."""
         self.mapping.prot = self.kind.prot

@@ -9,7 +9,6 @@ expected.toml, never here.
 
 from __future__ import annotations
 
-import mmap
 import time
 
 import events
@@ -83,9 +82,7 @@ def test_odp_dontneed(kind, access, open_cell, obs):
     write the new bytes: the MR follows the process."""
     with open_cell(kind, access) as cell:
         cell.require_registration()
-        wrong = events.follows_process(
-            cell, "dontneed",
-            lambda: cell.region.mapping.advise(mmap.MADV_DONTNEED, "MADV_DONTNEED"))
+        wrong = events.follows_process(cell, "dontneed", cell.region.dontneed)
         assert not wrong, wrong
 
 

@@ -8,7 +8,6 @@ is in expected.toml, never here.
 from __future__ import annotations
 
 import errno
-import mmap
 
 import events
 import pytest
@@ -152,9 +151,7 @@ def test_dontneed(kind, access, open_cell, obs):
     """After MADV_DONTNEED the MR keeps the pages it pinned, whatever the process maps now."""
     with open_cell(kind, access) as cell:
         cell.require_registration()
-        wrong = events.keeps_pinned_pages(
-            cell, "dontneed",
-            lambda: cell.region.mapping.advise(mmap.MADV_DONTNEED, "MADV_DONTNEED"))
+        wrong = events.keeps_pinned_pages(cell, "dontneed", cell.region.dontneed)
         assert not wrong, wrong
 
 

@@ -57,14 +57,18 @@ _IOCTL_ATTR = struct.Struct("<HHHHQ")          # attr_id, len, flags, attr_data,
 _SGE = struct.Struct("<QII")                   # addr, length, lkey
 
 
+def errno_name(err: int) -> str:
+    """ERR named as the kernel names it: Python calls 95 ENOTSUP, the kernel's code returns
+    -EOPNOTSUPP."""
+    return "EOPNOTSUPP" if err == errno.EOPNOTSUPP else errno.errorcode.get(err, str(err))
+
+
 class VerbsError(Exception):
-    """A verbs command the kernel refused, with its errno (named as the kernel names it:
-    Python calls 95 ENOTSUP, the kernel's code returns -EOPNOTSUPP)."""
+    """A verbs command the kernel refused, with its errno."""
 
     def __init__(self, what: str, err: int):
         self.errno = err
-        self.name = ("EOPNOTSUPP" if err == errno.EOPNOTSUPP
-                     else errno.errorcode.get(err, str(err)))
+        self.name = errno_name(err)
         super().__init__(f"{what} failed: {self.name}")
 
 
@@ -191,8 +195,9 @@ class Loopback:
                     f"{' or WRITE' if writable else ''}")
         return ""
 
-    def advise(self, mr: MR, advice: str, flags: int, length: int) -> None:
-        """ibv_advise_mr(ADVICE, FLAGS) on the first LENGTH bytes of MR; raises VerbsError."""
+    def advise(self, mr: MR, advice: str, flags: int, length: int) -> str | None:
+        """ibv_advise_mr(ADVICE, FLAGS) on the first LENGTH bytes of MR: None where the kernel
+        accepted it, else the errno's name."""
         sge = _SGE.pack(mr.buf, length, mr.lkey)
         sge_buf = ctypes.create_string_buffer(sge, len(sge))
         attrs = [_IOCTL_ATTR.pack(ADVISE_PD_HANDLE, 0, 0, 0, self.pd.handle),
@@ -206,7 +211,8 @@ class Loopback:
         try:
             fcntl.ioctl(self.cmd_fd, RDMA_VERBS_IOCTL, cmd)
         except OSError as exc:
-            raise VerbsError(f"ibv_advise_mr({advice})", exc.errno) from None
+            return errno_name(exc.errno)
+        return None
 
     def _post(self, opcode: int, target: Target, length: int) -> None:
         wr = SendWR(opcode=opcode, num_sge=1, sg=[SGE(self.bounce.buf, length, self.bounce.lkey)],
@@ -247,6 +253,14 @@ class Loopback:
         """Have the device write DATA into the MR, as a remote peer would."""
         self.bounce.write(data, len(data))
         self._post(e.IBV_WR_RDMA_WRITE, _target(target), len(data))
+
+    def write_status(self, target: MR | Target, data: bytes) -> str:
+        """rdma_write(), as the completion status it ended with (IBV_WC_SUCCESS, ...)."""
+        try:
+            self.rdma_write(target, data)
+        except CompletionError as exc:
+            return exc.status
+        return "IBV_WC_SUCCESS"
 
     def close(self) -> None:
         self.ctx.close()

@@ -129,6 +129,7 @@ ODP_ACCESSES = (
     Access("odp-ro-mr", e.IBV_ACCESS_ON_DEMAND | e.IBV_ACCESS_REMOTE_READ, False, odp=True),
     Access("odp-rw-mr", e.IBV_ACCESS_ON_DEMAND | _RW_FLAGS, True, odp=True),
 )
+ODP_READ_ONLY, ODP_WRITABLE = ODP_ACCESSES
 
 
 def grants(kind: RegionKind, access: Access) -> bool:

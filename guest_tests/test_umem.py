@@ -18,6 +18,7 @@ from regions import (
     LENGTH,
     ODP_ACCESSES,
     ODP_REGIONS,
+    ODP_WRITABLE,
     READ_ONLY,
     REGIONS,
     WRITABLE,
@@ -32,7 +33,6 @@ REFAULTING_REGIONS = [k for k in REGIONS if k.refaults]
 WRITABLE_REGIONS = [k for k in REGIONS if grants(k, WRITABLE)]
 WRITABLE_PRIVATE_REGIONS = [k for k in WRITABLE_REGIONS if not k.shared]
 WRITABLE_ACCESSES = [a for a in ACCESSES if a.writable]
-ODP_WRITABLE = [a for a in ODP_ACCESSES if a.writable]
 
 
 def pinned_and_odp(regions=REGIONS, writable=False) -> list:
@@ -41,7 +41,7 @@ def pinned_and_odp(regions=REGIONS, writable=False) -> list:
     pinned = WRITABLE_ACCESSES if writable else ACCESSES
     return (cell_params(regions=regions, accesses=pinned)
             + cell_params(regions=[k for k in regions if k in ODP_REGIONS],
-                          accesses=ODP_WRITABLE if writable else ODP_ACCESSES))
+                          accesses=[ODP_WRITABLE] if writable else ODP_ACCESSES))
 
 
 

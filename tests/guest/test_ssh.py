@@ -53,7 +53,10 @@ def _execute(channel: paramiko.Channel, command: bytes) -> None:
                 channel.sendall(chunk)
             channel.sendall_stderr(proc.stderr.read())
             channel.send_exit_status(proc.wait())
-            channel.close()
+            # EOF, not close: this thread can beat paramiko's reply to the exec request, and a
+            # channel closed before it makes the client's exec_command() fail ("Channel
+            # closed", seen under load); the rig's client closes every channel itself
+            channel.shutdown_write()
         except (OSError, EOFError):
             proc.kill()             # the client gave up on this command (timeout test)
 

@@ -31,6 +31,9 @@ def add_parser(sub):
     p.add_argument("--base", metavar="REV",
                    help="with --tree: vet on this commit, whatever the series names")
     p.add_argument("--onto", metavar="VARIANT", help="apply on top of this variant, not the base")
+    p.add_argument("--partial", action="store_true",
+                   help="when patches of the series never came (you were Cc'd on some): vet "
+                   "the ones there are, if they apply without the others")
     return p
 
 
@@ -42,6 +45,7 @@ def command_words(args: argparse.Namespace, tree: Path | None) -> tuple[str, ...
     words += ["--tree", str(tree)] if tree else []
     words += ["--base", args.base] if args.base else []
     words += ["--onto", args.onto] if args.onto else []
+    words += ["--partial"] if args.partial else []
     words += ["--debug"] if args.debug else []
     words += ["--no-sandbox"] if args.sandbox is False else []
     words += [w for s in args.select or () for w in ("--select", s)]
@@ -55,7 +59,7 @@ def request(args: argparse.Namespace, configured_tree: Path | None) -> VetReques
     if tree is not None and args.onto:
         raise RigError("--onto and --tree both say what to vet on: give one")
     return VetRequest(args.patches, args.msgid or "", args.revision, tree, args.base or "",
-                      command_words(args, tree))
+                      command_words(args, tree), args.partial)
 
 
 def run(args) -> ExitStatus:

@@ -3,7 +3,9 @@
 The series (an mbox, a .patch, a series folder, or a thread fetched from lore by Message-Id)
 goes on top of the base variant, of the one named with --onto, or of the commit of the
 maintainer's own tree (--tree) that the series names in its base-commit: line.  An mbox is
-read as a thread (rig/kernel/thread.py): b4 reduces it to the newest complete revision.  Both
+read as a thread (rig/kernel/thread.py): b4 reduces it to the newest complete revision, or,
+asked for as partial, to the patches of it that came: they are vetted alone when they apply
+without the others, and the summary says which were not vetted.  Both
 kernels run the guest suite, the report is written as by a run, and a short plain-text
 summary for a reply on the list: what was vetted (subject, author, Message-Id, revision, the
 base commit and why), what it fixed and regressed with the observations that changed, the
@@ -59,6 +61,7 @@ class VetRequest:
     tree: Path | None = None         # the maintainer's kernel git tree
     base: str = ""                   # the commit of TREE to vet on, over the series' own
     command: tuple[str, ...] = ()    # the command as given, words, for the reproduce line
+    partial: bool = False            # vet the patches there are when some never came
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class Vetted:
     base: tree.Base | None = None    # with a tree: the commit vetted on, and why
     mbox: bytes = b""                # the revision as `git am` takes it (from a thread)
     thread: bytes = b""              # the thread fetched from lore
+    missing: tuple[str, ...] = ()    # "2/3", ...: patches of the series not vetted
 
     @property
     def title(self) -> str:
@@ -97,26 +101,31 @@ def _is_mbox(path: Path) -> bool:
 def read_series(req: VetRequest, cache: Cache) -> Vetted:
     """The series REQ names, read and checked; raises RigError for anything unusable."""
     if req.msgid:
-        found, fetched = thread.fetch(req.msgid, req.revision)
+        found, fetched = thread.fetch(req.msgid, req.revision, req.partial)
         return _from_thread(found, cache, fetched)
     assert req.series is not None
     if req.series.is_file() and _is_mbox(req.series):
-        return _from_thread(thread.reduce(req.series, req.revision), cache)
+        return _from_thread(thread.reduce(req.series, req.revision, req.partial), cache)
     if req.revision is not None:
         raise RigError(f"{req.series}: --revision picks a revision of a thread, and this is "
                        "not an mbox")
-    patches = tuple(patchlib.load(req.series))
+    try:
+        patches = tuple(patchlib.load(req.series, req.partial))
+    except patchlib.IncompleteSeries as exc:
+        raise RigError(f"{exc}: --partial vets the patches there are, without them") from None
     first = patches[0]
-    return Vetted(patches, str(req.series), first.subject, first.author, first.message_id)
+    return Vetted(patches, str(req.series), first.subject, first.author, first.message_id,
+                  missing=patchlib.gaps(patches))
 
 
 def _from_thread(found: thread.Series, cache: Cache, fetched: bytes = b"") -> Vetted:
     mbox = found.mbox()
     with cache.scratch("series") as scratch:     # read as the rig reads any mbox
         (scratch / SERIES).write_bytes(mbox)
-        patches = tuple(patchlib.load(scratch / SERIES))
+        patches = tuple(patchlib.load(scratch / SERIES, partial=bool(found.missing)))
     return Vetted(patches, found.source, found.subject, found.author, found.message_id,
-                  found.revision, found.revisions, found.base_commit, mbox=mbox, thread=fetched)
+                  found.revision, found.revisions, found.base_commit, mbox=mbox, thread=fetched,
+                  missing=found.missing)
 
 
 def candidate(onto: Variant, series: Sequence[Patch], path: Path, title: str = "") -> Variant:
@@ -151,13 +160,15 @@ def _check_applies(cfg: RunConfig, cache: Cache, onto: Variant, vetted: Vetted) 
     if not applied.ok:
         where = (f"{vetted.base.source.path} at {vetted.base.described}" if vetted.base
                  else f"{onto.name} ({onto.source.name} {source.version})")
-        raise RigError(f"{vetted.source}: the series does not apply on {where}: "
-                       f"{applied.message}")
+        what = (f"the patches of the series there are do not apply without patch "
+                f"{', '.join(vetted.missing)}" if vetted.missing else "the series does not apply")
+        raise RigError(f"{vetted.source}: {what} on {where}: {applied.message}")
 
 
 def reproduce(req: VetRequest, vetted: Vetted) -> str:
     """The command as given, with what the rig chose pinned: the revision of a thread (a
-    newer one may come) and the base commit when it was the tree's HEAD (HEAD moves)."""
+    newer one may come), the base commit when it was the tree's HEAD (HEAD moves), and
+    --partial where patches were missing (the list follower's vet)."""
     words = list(req.command)
     if vetted.base is not None and "--tree" not in words:
         words += ["--tree", str(vetted.base.source.path)]
@@ -166,6 +177,8 @@ def reproduce(req: VetRequest, vetted: Vetted) -> str:
         words += ["--revision", str(vetted.revision)]
     if vetted.base is not None and not req.base and not vetted.base_commit:
         words += ["--base", vetted.base.commit]
+    if vetted.missing and "--partial" not in words:
+        words.append("--partial")
     return shlex.join(words)
 
 

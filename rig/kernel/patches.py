@@ -39,6 +39,10 @@ class PatchError(RigError):
         self.problem = problem
 
 
+class IncompleteSeries(PatchError):
+    """Patches numbered n/N of which some n never came: refused unless asked for as partial."""
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     """What apply() did: the first APPLIED patches are in the tree, the next one failed."""
@@ -212,6 +216,22 @@ def _hunk_starts(diff: str, path: str) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 # Reading patch files, mails and mboxes
 
+def number(prefix: str) -> tuple[int, int] | None:
+    """(n, N) from "[PATCH v2 n/N]"; the last such pair, after any "5.10/6.1"-like tag."""
+    found = re.findall(r"\b(\d+)/(\d+)\b", prefix)
+    return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
+def gaps(patches: Sequence[Patch]) -> tuple[str, ...]:
+    """"2/3", ...: the patches of a series numbered n/N, all of one N, that are not here (a
+    patch saved alone from a mail numbered 10/20 has 19)."""
+    numbers = [number(p.prefix) for p in patches]
+    if not numbers or None in numbers or len({n[1] for n in numbers}) > 1:
+        return ()
+    total = numbers[0][1]
+    return tuple(f"{k}/{total}" for k in range(1, total + 1) if (k, total) not in numbers)
+
+
 @dataclass
 class _Mail:
     subject: str
@@ -223,9 +243,7 @@ class _Mail:
 
     @property
     def number(self) -> tuple[int, int] | None:
-        """(n, N) from "[PATCH v2 n/N]"; the last such pair, after any "5.10/6.1"-like tag."""
-        found = re.findall(r"\b(\d+)/(\d+)\b", self.prefix)
-        return (int(found[-1][0]), int(found[-1][1])) if found else None
+        return number(self.prefix)
 
     @property
     def skipped(self) -> bool:
@@ -353,10 +371,6 @@ def _in_series_order(path: Path, patches: list[_Mail]) -> list[_Mail]:
     if dup:
         raise PatchError(path, f"two patches numbered {dup[0]}/{totals[0]}: two versions of the "
                                "series mixed?")
-    missing = [n for n in range(1, totals[0] + 1) if n not in seen]
-    if missing:
-        raise PatchError(path, "incomplete series: "
-                               f"{', '.join(f'{n}/{totals[0]}' for n in missing)} missing")
     return sorted(patches, key=lambda p: p.number or (0, 0))
 
 
@@ -401,11 +415,12 @@ def _patch(origin: Path, index: int, mail: _Mail) -> Patch:
                  hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest(), mail.prefix)
 
 
-def load(source: Path) -> list[Patch]:
+def load(source: Path, partial: bool = False) -> list[Patch]:
     """The patches of SOURCE in order: a series folder, a patch file, or an mbox.
 
     Raises PatchError, naming the file and the problem, for anything that is not a usable
-    patch set.  Paths are checked here already, so a bad set is refused before any work.
+    patch set, and IncompleteSeries for patches numbered n/N with some missing unless
+    PARTIAL.  Paths are checked here already, so a bad set is refused before any work.
     """
     if source.is_dir():
         series = source / "series"
@@ -425,7 +440,10 @@ def load(source: Path) -> list[Patch]:
             n = len(mails)
             raise PatchError(source, f"no patches in it: {n} message{'s' * (n > 1)}, only cover "
                                      "letters and replies")
-    return [_patch(origin, k, mail) for k, (origin, mail) in enumerate(found, 1)]
+    patches = [_patch(origin, k, mail) for k, (origin, mail) in enumerate(found, 1)]
+    if (missing := gaps(patches)) and not partial:
+        raise IncompleteSeries(source, f"incomplete series: {', '.join(missing)} missing")
+    return patches
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ messages into revisions, picks the newest (by date, as `b4 am` does) or the one 
 writes each patch as `git am` wants it: in order, without the cover letter and the replies,
 with its own trailers and those reviewers sent in reply (Reviewed-by, Tested-by, ...; carried
 over from an earlier revision when the patch did not change).  A revision with a patch
-missing is refused, naming the patch.  Reading an mbox never uses the network (b4's offline
+missing is refused, naming the patch, unless it is asked for as partial: then, as `b4 am`
+does with a thread it calls incomplete, it is the patches that came, and which did not (a
+maintainer Cc'd on 10/20 of a tree-wide series has that one).  Reading an mbox never uses the network (b4's offline
 mode); `fetch` gets a thread from lore by Message-Id, which needs it.
 """
 
@@ -53,6 +55,7 @@ class Series:
     base_commit: str                 # from its base-commit: line; "" when it names none
     patches: tuple[EmailMessage, ...]
     notes: tuple[str, ...] = ()      # what b4 warned about while reading the thread
+    missing: tuple[str, ...] = ()    # "2/3", ...: patches of a partial series not in PATCHES
 
     def mbox(self) -> bytes:
         """The patches as one mbox, as `b4 am` writes it for `git am`."""
@@ -114,7 +117,7 @@ def _missing(series: b4.LoreSeries) -> list[str]:
 
 
 def _pick(source: str, messages: Sequence[EmailMessage], revision: int | None,
-          records: list[logging.LogRecord]) -> Series:
+          records: list[logging.LogRecord], partial: bool) -> Series:
     mailbox = b4.LoreMailbox()
     # b4 threads by Message-Id and refuses a message without one, but `git format-patch
     # --stdout` without --thread writes none: such a message gets a stand-in for b4 only.
@@ -137,29 +140,34 @@ def _pick(source: str, messages: Sequence[EmailMessage], revision: int | None,
     series = mailbox.get_series(chosen, codereview_trailers=False)
     if series is None:
         raise ThreadError(source, f"v{chosen} of the series has no patches")
-    if missing := _missing(series):
+    missing = _missing(series)
+    came = [lmsg for lmsg in series.patches[1:] if lmsg is not None]
+    if missing and not came:
+        raise ThreadError(source, f"no patch of v{chosen} of the series is in it: "
+                                  f"patch {', '.join(missing)} is missing")
+    if missing and not partial:
         complete = [r for r in revisions if r != chosen and not _missing(mailbox.series[r])]
         hint = (f"; v{complete[-1]} is complete: vet it with --revision {complete[-1]}"
-                if complete else "")
+                if complete else "; --partial vets the patches that came, without it")
         raise ThreadError(source, f"v{chosen} of the series is incomplete: patch "
                                   f"{', '.join(missing)} is missing{hint}")
     patches = tuple(series.get_am_ready(addlink=False))
     for msg in patches:
         if b4.LoreMessage.get_clean_msgid(msg) in stand_ins:
             del msg["Message-Id"]
-    first = series.patches[0] or series.patches[1]
-    assert first is not None                     # the series is complete
+    first = series.patches[0] or came[0]
     name, address = first.fromname or "", first.fromemail or ""
     notes = tuple(dict.fromkeys(r.getMessage().strip() for r in records
                                 if r.levelno >= logging.WARNING))
     return Series(source, chosen, revisions, first.subject,
                   email.utils.formataddr((name, address)) if name else address,
                   "" if first.msgid in stand_ins else first.msgid,
-                  _base_commit(source, series), patches, notes)
+                  _base_commit(source, series), patches, notes, tuple(missing))
 
 
-def reduce(path: Path, revision: int | None = None) -> Series:
-    """The newest revision (or REVISION) of the series in the mbox or maildir at PATH."""
+def reduce(path: Path, revision: int | None = None, partial: bool = False) -> Series:
+    """The newest revision (or REVISION) of the series in the mbox or maildir at PATH;
+    PARTIAL: the patches of it that came, when some did not."""
     if not path.exists():
         raise ThreadError(str(path), "no such file")
     with _b4(network=False) as records:
@@ -169,10 +177,11 @@ def reduce(path: Path, revision: int | None = None) -> Series:
             raise ThreadError(str(path), f"cannot read it as a mailbox: {exc}") from None
         if not messages:
             raise ThreadError(str(path), "no mail messages in it (not an mbox?)")
-        return _pick(str(path), messages, revision, records)
+        return _pick(str(path), messages, revision, records, partial)
 
 
-def fetch(message_id: str, revision: int | None = None) -> tuple[Series, bytes]:
+def fetch(message_id: str, revision: int | None = None,
+          partial: bool = False) -> tuple[Series, bytes]:
     """The thread of MESSAGE_ID from lore (needs the network), and the thread itself as an
     mbox, to keep beside the report."""
     msgid = message_id.strip().strip("<>")
@@ -184,7 +193,8 @@ def fetch(message_id: str, revision: int | None = None) -> tuple[Series, bytes]:
                                             + (f": {said}" if said else ""))
         thread = io.BytesIO()
         b4.save_mboxrd_mbox(messages, thread)
-        return _pick(f"<{msgid}>", messages, revision, records), thread.getvalue()
+        return (_pick(f"<{msgid}>", messages, revision, records, partial),
+                thread.getvalue())
 
 
 @dataclass(frozen=True)

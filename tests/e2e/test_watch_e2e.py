@@ -78,6 +78,36 @@ def test_watch_answers_the_rfc_once(public_inbox, tmp_path, capsys):
     assert "Result: REGRESSION" in capsys.readouterr().out
 
 
+def test_the_patch_that_came_of_a_partial_series_is_vetted_alone(tmp_path, capsys):
+    """At the deadline (0 here) the patch the list got, 2/3, is vetted alone: it applies
+    without 1/3 and 3/3, and the answer names them and gives the verdict of 2/3 alone."""
+    try:
+        hostdeps.ensure(["inbox"])
+    except hostdeps.MissingPackages as exc:
+        pytest.skip(str(exc))
+    box = inbox.Inbox(tmp_path / "pi")
+    for message in inbox.partial_thread():
+        box.deliver(message)
+    state = tmp_path / "state"
+    with box.serve() as url:
+        conf = tmp_path / "watch.toml"
+        conf.write_text(f'[watch]\nstate = "{state}"\ndeadline = 0\n'
+                        f'from = "umem-rig <bot@umem-rig.invalid>"\ninboxes = ["{url}"]\n')
+        status = cli.main(["watch", "--once", "--config", str(conf)])
+    said = capsys.readouterr().out
+    assert status == 0 and "1 vetted, 1 answered" in said, said
+    [answer] = mailbox.Maildir(state / "outbox")
+    assert answer["In-Reply-To"] == inbox.PARTIAL_COVER_ID
+    body = answer.get_payload()
+    flat = " ".join(body.split())
+    assert ("Partial: patch 1/3, 3/3 of the series were not there, and are not vetted: the "
+            "verdict below is on the patches above alone") in flat, body
+    assert f"{len(EXPECT_FIXED)} fixed, {len(EXPECT_REGRESSED)} regressed" in body, body
+    assert "Series (1 patch):" in body and "[PATCH 2/3]" in body
+    assert "--partial" in body                 # the command that reproduces it
+    assert max(map(len, body.splitlines())) <= 80
+
+
 class _ToTheList:
     """An SMTP server's delivery to the list: each message into the inbox."""
 

@@ -13,7 +13,7 @@ import pytest
 from support.paths import FIXTURES, PROJECT
 
 from rig.core.model import Patch
-from rig.kernel.patches import PatchError, apply, load, patch_files
+from rig.kernel.patches import IncompleteSeries, PatchError, apply, gaps, load, patch_files
 
 FX = FIXTURES / "patches"
 SUBJECTS = ["IB/umem: Don't force write access when pinning read-only MRs",
@@ -97,6 +97,17 @@ def test_mbox_out_of_order_is_sorted_by_numbering(tmp_path):
 def test_mbox_with_a_patch_missing_is_refused(tmp_path):
     with pytest.raises(PatchError, match=r"incomplete series: 2/3 missing"):
         load(_mbox_of(tmp_path, [0, 1, 3]))
+
+
+def test_a_patch_saved_alone_from_a_numbered_series_is_refused_unless_partial(tmp_path):
+    """Patch 2/3 saved from a mail as a .patch: without 1/3 and 3/3 it is not the series."""
+    alone = _mbox_of(tmp_path, [2])
+    with pytest.raises(IncompleteSeries, match=r"incomplete series: 1/3, 3/3 missing"):
+        load(alone)
+    [patch] = load(alone, partial=True)
+    assert gaps([patch]) == ("1/3", "3/3")
+    (tmp_path / "whole").mkdir()
+    assert gaps(load(_mbox_of(tmp_path / "whole", [0, 1, 2, 3]))) == ()
 
 
 def test_mbox_with_the_same_patch_twice_is_refused(tmp_path):

@@ -73,6 +73,15 @@ def test_a_missing_patch_is_named():
                               "--revision 2")
 
 
+def test_a_partial_series_is_the_patches_that_came():
+    s = thread.reduce(THREADS / "missing-patch.mbox", partial=True)
+    assert (s.revision, s.missing) == (3, ("2/3",))
+    assert [p["Subject"] for p in s.patches] == [
+        "[PATCH v3 1/3] IB/umem: Choose the GUP flags in umem_gup_flags()",
+        "[PATCH v3 3/3] IB/umem: Note what a read-only pin of untouched memory pins"]
+    assert thread.reduce(THREE, partial=True).missing == ()
+
+
 def test_without_a_cover_letter_the_first_patch_names_the_base():
     s = thread.reduce(THREADS / "no-cover.mbox")
     assert (s.revision, len(s.patches), s.base_commit) == (1, 1, BASE)

@@ -130,6 +130,14 @@ NO_SANDBOX = sandbox.unavailable(sandbox.Settings.load())
     ("missing-patch.mbox", [],
      ("v3 of the series is incomplete: patch 2/3 is missing; v2 is complete: vet it with "
      "--revision 2")),
+    # 3/3 edits the comment 2/3 writes: the patches that came do not stand alone
+    pytest.param("missing-patch.mbox", ["--partial"],
+                 ("the patches of the series there are do not apply without patch 2/3 on "
+                  "{repo} at {base}: patch 2 (IB/umem: Note what a read-only pin of untouched "
+                  "memory pins) does not apply: hunk #1 of drivers/infiniband/core/umem.c (at "
+                  "line 156) does not match"),
+                 marks=pytest.mark.skipif(NO_SANDBOX is not None,
+                                          reason=f"no sandbox here: {NO_SANDBOX}")),
 ])
 def test_vet_refuses_before_building(repo, tmp_path, capsys, thread, extra, says):
     head = git(repo, "rev-parse", "HEAD")
@@ -137,7 +145,8 @@ def test_vet_refuses_before_building(repo, tmp_path, capsys, thread, extra, says
     status, err = vet(tmp_path, str(THREADS / thread), "--tree", str(repo), *extra,
                       capsys=capsys)
     assert status == 2
-    assert err == f"rig: {THREADS / thread}: " + says.format(repo=repo, head=head[:12]) + "\n"
+    assert err == f"rig: {THREADS / thread}: " + says.format(repo=repo, head=head[:12],
+                                                             base=BASE[:12]) + "\n"
     assert state(repo) == before and not (tmp_path / "out").exists()
     assert not (tmp_path / "cache" / "kernel").exists()       # nothing was built
 

@@ -49,6 +49,26 @@ def rfc_thread() -> list[str]:
                      COVER_ID)]
 
 
+PARTIAL_COVER_ID = "<cover.gup-ro.1@umem-rig.invalid>"
+
+
+def partial_thread() -> list[str]:
+    """A three-patch series of which the list got the cover letter and 2/3 only (1/3 and 3/3
+    went to lists it does not follow): 2/3 is patches/umem-rfc's patch, its bytes unchanged,
+    and applies without the others."""
+    patch = RFC_PATCH.read_text().split("\n", 1)[1]
+    subject = mkthread.header(patch, "Subject").removeprefix("[PATCH] ")
+    cover = (f"From: {mkthread.AUTHOR[0]} <{mkthread.AUTHOR[1]}>\n"
+             "Date: Fri, 27 Nov 2026 11:00:00 +0000\n\n"
+             "Read-only pins without FOLL_FORCE, from GUP up to the RDMA umem.\n\n"
+             f"{mkthread.AUTHOR[0]} (3):\n  mm/gup: Say what FOLL_FORCE is for\n"
+             f"  {subject}\n  mm/gup: Warn on FOLL_FORCE without FOLL_WRITE\n")
+    return [_headers(cover, "[PATCH 0/3] Read-only long-term pins without FOLL_FORCE",
+                     PARTIAL_COVER_ID),
+            _headers(patch, f"[PATCH 2/3] {subject}", "<gup-ro.1.2@umem-rig.invalid>",
+                     PARTIAL_COVER_ID)]
+
+
 def review(patch: str) -> str:
     return mkthread.reply(patch, REVIEWER, "2026-11-27T09:00:00+00:00",
                           f"Reviewed-by: {REVIEWER[0]} <{REVIEWER[1]}>", 1)

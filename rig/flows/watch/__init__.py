@@ -4,8 +4,9 @@ as it arrives, and answer on its thread.
 One poll (`once`): search each inbox for messages whose diffs touch the files followed
 (rig/data/watch-patterns.toml), fetch each hit's whole thread, and reduce it with b4 to the
 newest revision of its series (replies and reviews are no series).  A series with patches
-missing waits until they come or the deadline passes, then is answered as incomplete, with no
-verdict; a newer revision supersedes an older one still waiting or queued.  The queue is vetted
+missing waits until they come or the deadline passes; then the patches that came are vetted
+alone if they apply without the others, and the answer names the missing ones and claims no
+verdict for them; a newer revision supersedes an older one still waiting or queued.  The queue is vetted
 one series at a time with the vet flow, in this process, and each vet's summary is answered on
 the thread into the outbox (and over SMTP with --send).  The state is one sqlite file
 (state.py): a run killed anywhere, mid-vet included, neither loses a series nor answers one
@@ -159,13 +160,6 @@ def _poll(st: State, settings: Settings, patterns: feed.Patterns, poll: Poll) ->
         st.polled(inbox, started)
 
 
-def _partial(row: Row, settings: Settings) -> str:
-    hours = settings.deadline / 3600
-    return (f"umem-rig did not vet {row.subject} (v{row.revision}): patch {row.missing} of it "
-            f"did not reach {row.inbox} within {hours:g} hours of the rest.  Only a complete "
-            "series is vetted, so there is no verdict on any of its patches.\n")
-
-
 def _body(row: Row, settings: Settings) -> str:
     lines = [row.summary.rstrip("\n"), ""]
     if settings.report_url and row.out:
@@ -219,16 +213,20 @@ def _vet(st: State, row: Row, settings: Settings, configure: Callable[[Path], Ru
     mbox.write_bytes(row.thread)
     cfg = configure(out)
     req, why = where(cfg, VetRequest(series=mbox, revision=row.revision,
-                                     command=("rig", "vet", "--msgid", row.message_id)), cache)
+                                     command=("rig", "vet", "--msgid", row.message_id),
+                                     partial=bool(row.missing)), cache)
     progress.log(f"vetting {printable(row.subject)} (v{row.revision}, <{row.message_id}>)")
     try:
         done = vet(cfg, cache, progress, req)
         summary, status = why + done.summary.read_text(), int(done.run.exit_status)
     except RigError as exc:
         # the reply is public: the series is named by its Message-Id, not by the files the
-        # rig read it from (the thread here, its scratch copies in the cache)
+        # rig read it from (the thread here, its scratch copies in the cache), and the tree
+        # by what it is, not where it is on this machine
+        said = str(exc) if req.tree is None else str(exc).replace(str(req.tree),
+                                                                   "the configured tree")
         said = re.sub("|".join(re.escape(str(p)) + r"[^\s:]*" for p in (settings.state, cache.root)),
-                      f"<{row.message_id}>", str(exc))
+                      f"<{row.message_id}>", said)
         summary = f"umem-rig could not vet this series:\n  {said}\n"
         status = int(ExitStatus.NO_VERDICT)
     st.set(row.key, state="vetted", summary=summary, status=status, out=str(out))
@@ -270,9 +268,9 @@ def once(settings: Settings, configure: Callable[[Path], RunConfig], cache: Cach
             now = time.time()
             for row in st.rows("waiting"):
                 if now - row.first_seen >= settings.deadline:
-                    st.set(row.key, state="partial", summary=_partial(row, settings))
+                    st.set(row.key, state="queued")         # the patches there are
             outbox = reply.Outbox(settings.outbox)
-            for row in st.rows("vetted", "partial"):     # due from an earlier poll
+            for row in st.rows("vetted"):                  # due from an earlier poll
                 _answer(st, row, settings, outbox, send, poll)
             for row in st.rows("queued"):
                 _vet(st, row, settings, configure, cache, progress)

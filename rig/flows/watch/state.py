@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# waiting: patches missing, until the deadline; queued: to vet; vetting: being vetted (a run
-# that finds one at its start was killed); vetted: summary ready; partial: past the deadline
-# with patches missing, answered as such; answered: in the outbox; sent: over SMTP too;
+# waiting: patches missing, until the deadline (then queued, MISSING kept: the patches there
+# are are vetted); queued: to vet; vetting: being vetted (a run that finds one at its start
+# was killed); vetted: summary ready; answered: in the outbox; sent: over SMTP too;
 # sending: an SMTP send began and its end was not recorded (never retried); superseded: a
 # newer revision came; failed: vetting it killed the rig ATTEMPTS times; muted: its thread
 # is not to be answered (--mute), so it is not vetted either.
@@ -107,7 +107,8 @@ class State:
         """Record a series as the thread shows it now; its state after.  MUTED: its thread
         is not to be answered (State.muted).  A newer revision
         supersedes the older ones still waiting or queued; an older one arriving after a
-        newer one is superseded at once; one seen before only gains patches it was missing."""
+        newer one is superseded at once; one seen before, not yet vetted, gains the patches
+        it was missing."""
         now = time.time()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -125,8 +126,9 @@ class State:
                      now, now, thread))
             else:
                 state = old[0]
-                if state == "waiting":
-                    state = "queued" if not missing else "waiting"
+                # a patch that comes late is vetted with the rest, a deadline's past or not
+                if state in ("waiting", "queued"):
+                    state = "waiting" if missing and state == "waiting" else "queued"
                     self.db.execute("UPDATE series SET state = ?, missing = ?, thread = ?, "
                                     "updated = ? WHERE key = ?",
                                     (state, missing, thread, now, key))
@@ -151,7 +153,7 @@ class State:
             self.db.execute("INSERT OR IGNORE INTO muted (message_id) VALUES (?)", (message_id,))
             return self.db.execute(
                 "UPDATE series SET state = 'muted', updated = ? WHERE message_id = ? AND "
-                "state IN ('waiting', 'queued', 'vetting', 'vetted', 'partial')",
+                "state IN ('waiting', 'queued', 'vetting', 'vetted')",
                 (time.time(), message_id)).rowcount
 
     def muted(self, message_ids: set[str]) -> bool:

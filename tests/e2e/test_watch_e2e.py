@@ -76,6 +76,11 @@ def test_watch_answers_the_rfc_once(public_inbox, tmp_path, capsys):
     assert len(mailbox.Maildir(state / "outbox")) == 1
     assert cli.main(["watch", "--status", "--config", str(conf)]) == 0
     assert "Result: REGRESSION" in capsys.readouterr().out
+    assert cli.main(["history", "--series", "--config", str(conf)]) == 0
+    said = capsys.readouterr().out
+    assert "vetted series (1):" in said and "v1 " in said, said
+    assert (f"REGRESSION: {len(EXPECT_FIXED)} fixed, {len(EXPECT_REGRESSED)} regressed"
+            in said and "answer in the outbox" in said and "report: " in said), said
 
 
 def test_the_patch_that_came_of_a_partial_series_is_vetted_alone(tmp_path, capsys):

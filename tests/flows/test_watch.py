@@ -167,7 +167,7 @@ def _settings(tmp_path):
 
 def _vetted(settings, messages):
     """A state holding one series vetted and not yet answered."""
-    st = State(settings.state / "state.sqlite")
+    st = State(settings.database)
     _arrive(st, "k", 1)
     st.set("k", state="vetted", summary="Result: no regression\n", status=0,
            thread=watch.mboxrd(messages))
@@ -200,7 +200,7 @@ def test_at_the_deadline_the_patches_that_came_are_tried_and_no_verdict_is_claim
     data = config.read(None)
     data["watch"]["deadline"] = 0
     settings = watch.Settings.of(data, Cache(tmp_path / "cache"))
-    st = State(settings.state / "state.sqlite")
+    st = State(settings.database)
     st.arrive("p", "t", 3, "http://i/", "x@y", "IB/umem: read-only MRs", "me", "2/3",
               watch.mboxrd(_fixture("missing-patch.mbox")))
     st.close()
@@ -243,7 +243,7 @@ def test_a_hostile_series_is_answered_with_the_refusal_and_nothing_is_built(tmp_
     settings = _settings(tmp_path)
     [mail] = _parse([HOSTILE])
     assert feed.Patterns.load().touches(mail)
-    st = State(settings.state / "state.sqlite")
+    st = State(settings.database)
     st.arrive("h", "t", 1, "http://i/", "tidy.1@umem-rig.invalid", "IB/umem: Tidy up",
               "Mallory", "", watch.mboxrd([mail]))
     st.close()
@@ -337,3 +337,38 @@ def test_the_vet_is_on_the_tree_only_at_a_base_commit_the_tree_has(tmp_path):
     cfg.vet_tree = tmp_path / "nowhere"
     with pytest.raises(TreeError, match="nowhere: not a directory"):
         watch.where(cfg, named, cache)
+
+
+def test_history_lists_each_vetted_series_with_the_verdict_of_each_revision(tmp_path, capsys):
+    """Synthetic rows (what the vets said is cut to the lines history reads): two revisions
+    of one series, a partial one refused, and one whose vet killed the rig each time."""
+    settings = _settings(tmp_path)
+    st = State(settings.database)
+    for key, rev, subject in (("a1", 1, "IB/umem: a"), ("a2", 2, "IB/umem: a"),
+                              ("b", 1, "mm/gup: b"), ("c", 1, "mm/gup: c"), ("q", 1, "q")):
+        st.arrive(key, subject, rev, "http://i/", f"{key}@x", subject, "Me <me@x>", "", b"")
+    st.set("a1", state="sent", answered=1796200000.0, status=1, summary=(
+        "Vetted: IB/umem: a (v1)\n  Base: debian-6-1 6.1.192-3, the rig's base variant\n\n"
+        "Result: REGRESSION: 6 fixed, 6 regressed, 64 changed, of 572 tests\n"))
+    st.set("a2", state="answered", answered=1796300000.0, status=0, summary=(
+        "Vetted: IB/umem: a (v2)\n  Base: debian-6-1 6.1.192-3, the rig's base variant\n\n"
+        "Partial: patch 1/3 of the series was not there, and is not vetted: the\n"
+        "  verdict below is on the patches above alone, applied without it.\n\n"
+        "Result: no regression: 0 fixed, 0 regressed, 0 changed, of 572 tests\n"))
+    st.set("b", state="answered", answered=1796250000.0, status=2, summary=(
+        "umem-rig could not vet this series:\n  <b@x>: the patches of the series there are "
+        "do not apply without patch 2/3 on the configured tree at d45f8f09ea42\n"))
+    st.set("c", state="failed", attempts=3)
+    st.close()
+    assert cli.main(["history", "--series", "--cache", str(tmp_path / "cache")]) == 0
+    said = capsys.readouterr().out
+    assert said.index("IB/umem: a (Me <me@x>) <a2@x>") < said.index("mm/gup: b")  # newest first
+    assert said.index("v2 2026-") < said.index("v1 2026-")
+    a = said[said.index("IB/umem: a"):said.index("mm/gup: b")]
+    assert "no regression: 0 fixed" in a and "REGRESSION: 6 fixed, 6 regressed" in a
+    assert "Partial: patch 1/3 of the series was not there" in a and "answer sent" in a
+    assert "base: debian-6-1 6.1.192-3, the rig's base variant" in a
+    assert "no verdict: umem-rig could not vet this series:" in said
+    assert "the vet ended the rig each time it was tried" in said
+    assert " q " not in said                                  # queued: not vetted yet
+    assert cli.main(["history", "--cache", str(tmp_path / "cache")]) == 2

@@ -74,6 +74,10 @@ class Settings:
     def outbox(self) -> Path:
         return self.state / "outbox"
 
+    @property
+    def database(self) -> Path:
+        return self.state / "state.sqlite"
+
 
 @dataclass
 class Poll:
@@ -261,7 +265,7 @@ def once(settings: Settings, configure: Callable[[Path], RunConfig], cache: Cach
     poll = Poll()
     patterns = feed.Patterns.load()
     with _alone(settings.state):
-        st = State(settings.state / "state.sqlite")
+        st = State(settings.database)
         try:
             poll.recovered = [r.key for r in st.recover()]
             _poll(st, settings, patterns, poll)
@@ -297,7 +301,7 @@ def mute(settings: Settings, message_id: str) -> int:
     msgid = message_id.strip().strip("<>")
     if not msgid or any(c.isspace() or c in "<>" for c in msgid):
         raise RigError(f"--mute {message_id!r}: not a Message-Id")
-    st = State(settings.state / "state.sqlite")
+    st = State(settings.database)
     try:
         return st.mute(msgid)
     finally:
@@ -306,7 +310,7 @@ def mute(settings: Settings, message_id: str) -> int:
 
 def status(settings: Settings) -> str:
     """The queue and the answers, newest first."""
-    path = settings.state / "state.sqlite"
+    path = settings.database
     if not path.exists():
         return f"{settings.state}: nothing watched yet\n"
     st = State(path)

@@ -3,6 +3,8 @@ on its thread (docs/watch.md)."""
 
 from __future__ import annotations
 
+import signal
+
 from rig.commands import cache_of
 from rig.core.progress import Progress
 from rig.core.status import ExitStatus, RigError
@@ -31,6 +33,10 @@ def add_parser(sub):
     return p
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt          # a service manager's stop ends the daemon as Ctrl-C does
+
+
 def run(args) -> ExitStatus:
     cache = cache_of(args)
     settings = watch.Settings.of(config.read(args.config), cache, tuple(args.inbox or ()))
@@ -50,7 +56,8 @@ def run(args) -> ExitStatus:
 
     with Progress() as progress:
         if not args.once:
-            watch.daemon(settings, configure, cache, progress, args.send)   # until Ctrl-C
+            signal.signal(signal.SIGTERM, _stop)
+            watch.daemon(settings, configure, cache, progress, args.send)   # until stopped
         poll = watch.once(settings, configure, cache, progress, args.send)
     for error in poll.errors:
         print(f"rig: refused: {printable(error)}")

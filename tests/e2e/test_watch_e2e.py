@@ -2,13 +2,17 @@
 the RFC (patches/umem-rfc, its exact bytes: the kernel the other e2e tests build) as a thread
 with a Reviewed-by reply, and a patch touching no file followed; and `--send` to a real SMTP
 server on loopback that hands what it gets to public-inbox-mda, as the list's server would,
-so the answer shows in the thread."""
+so the answer shows in the thread; and the daemon, polling until it is stopped."""
 
 import email
 import email.policy
 import gzip
 import mailbox
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import urllib.request
 
 import pytest
@@ -18,6 +22,7 @@ from support.rfc import EXPECT_FIXED, EXPECT_REGRESSED
 
 from rig import cli
 from rig.core import hostdeps
+from rig.flows.watch.state import State
 from rig.guest.qemu import free_port
 
 
@@ -149,3 +154,60 @@ def test_an_answer_sent_shows_in_the_thread_once(public_inbox, tmp_path, capsys)
     assert sent["Message-Id"] in ids and inbox.COVER_ID in ids, ids
     [back] = [m for m in thread if m["Message-Id"] == sent["Message-Id"]]
     assert back["In-Reply-To"] == inbox.COVER_ID
+
+
+def _until(what, seconds=60):
+    end = time.monotonic() + seconds
+    while not what():
+        assert time.monotonic() < end, f"not within {seconds} s: {what.__doc__}"
+        time.sleep(0.2)
+
+
+def test_the_daemon_answers_a_series_sent_while_it_runs_once_and_stops_on_sigterm(tmp_path):
+    """`rig watch` without --once, polling every 10 s ([watch] interval's least): a series delivered after its first
+    poll is answered (a hostile one: refused by name, so no kernel is built), a later poll
+    answers nothing more, and SIGTERM (a service manager's stop) ends it as Ctrl-C does."""
+    try:
+        hostdeps.ensure(["inbox"])
+    except hostdeps.MissingPackages as exc:
+        pytest.skip(str(exc))
+    box = inbox.Inbox(tmp_path / "pi")
+    box.deliver(inbox.UNRELATED)
+    state = tmp_path / "state"
+    with box.serve() as url:
+        conf = tmp_path / "watch.toml"
+        conf.write_text(f'[watch]\nstate = "{state}"\ninterval = 10\nlookback_days = 90\n'
+                        f'inboxes = ["{url}"]\n')
+        daemon = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from rig import cli; sys.exit(cli.main())",
+             "watch", "--config", str(conf), "--cache", str(tmp_path / "cache")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            def polls():
+                """the daemon polled"""
+                assert daemon.poll() is None, daemon.communicate()[0]
+                if not (state / "state.sqlite").exists():
+                    return 0.0
+                st = State(state / "state.sqlite")
+                try:
+                    return st.last_poll(url) or 0.0
+                finally:
+                    st.close()
+            _until(polls)
+            box.deliver(inbox.HOSTILE)
+            outbox = state / "outbox"
+
+            def answered():
+                """the hostile series was answered"""
+                return outbox.exists() and len(mailbox.Maildir(outbox)) > 0
+            _until(answered)
+            after = time.time()
+            _until(lambda: polls() > after)                        # one more poll
+            daemon.send_signal(signal.SIGTERM)
+            said, _ = daemon.communicate(timeout=60)
+        finally:
+            daemon.kill()
+    assert daemon.returncode == 130 and "rig: interrupted" in said, said
+    [answer] = mailbox.Maildir(outbox)
+    assert answer["In-Reply-To"] == "<tidy.1@umem-rig.invalid>"
+    assert "could not vet this series" in answer.get_payload()

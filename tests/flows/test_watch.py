@@ -217,31 +217,9 @@ def test_at_the_deadline_the_patches_that_came_are_tried_and_no_verdict_is_claim
     assert not (tmp_path / "cache" / "kernel").exists()
 
 
-HOSTILE = f"""From: Mallory <mallory@umem-rig.invalid>
-To: {inbox.LIST}
-Date: Fri, 27 Nov 2026 10:00:00 +0000
-Subject: [PATCH] IB/umem: Tidy up
-Message-Id: <tidy.1@umem-rig.invalid>
-
----
-diff --git a/drivers/infiniband/core/umem.c b/drivers/infiniband/core/umem.c
---- a/drivers/infiniband/core/umem.c
-+++ b/drivers/infiniband/core/umem.c
-@@ -1 +1 @@
--// SPDX-License-Identifier: GPL-2.0 OR Linux-OpenIB
-+// SPDX-License-Identifier: GPL-2.0 OR Linux-OpenIB.
-diff --git a/../../../etc/rig-escape b/../../../etc/rig-escape
-new file mode 100644
---- /dev/null
-+++ b/../../../etc/rig-escape
-@@ -0,0 +1 @@
-+owned
-"""
-
-
 def test_a_hostile_series_is_answered_with_the_refusal_and_nothing_is_built(tmp_path):
     settings = _settings(tmp_path)
-    [mail] = _parse([HOSTILE])
+    [mail] = _parse([inbox.HOSTILE])
     assert feed.Patterns.load().touches(mail)
     st = State(settings.database)
     st.arrive("h", "t", 1, "http://i/", "tidy.1@umem-rig.invalid", "IB/umem: Tidy up",

@@ -65,3 +65,4 @@ def test_a_poll_queues_the_newest_revision_and_waits_for_missing_patches(tmp_pat
     assert f"<{v2_row.message_id}>" == mkthread.header(v2[0], "Message-Id")
     waiting = rows["IB/umem: the partial one", 1]
     assert (waiting.state, waiting.missing) == ("waiting", "2/3")
+

@@ -95,6 +95,29 @@ diff --git a/net/core/dev.c b/net/core/dev.c
 """
 
 
+# a patch reaching out of the tree: refused by name before anything is built
+HOSTILE = f"""From: Mallory <mallory@umem-rig.invalid>
+To: {LIST}
+Date: Fri, 27 Nov 2026 10:00:00 +0000
+Subject: [PATCH] IB/umem: Tidy up
+Message-Id: <tidy.1@umem-rig.invalid>
+
+---
+diff --git a/drivers/infiniband/core/umem.c b/drivers/infiniband/core/umem.c
+--- a/drivers/infiniband/core/umem.c
++++ b/drivers/infiniband/core/umem.c
+@@ -1 +1 @@
+-// SPDX-License-Identifier: GPL-2.0 OR Linux-OpenIB
++// SPDX-License-Identifier: GPL-2.0 OR Linux-OpenIB.
+diff --git a/../../../etc/rig-escape b/../../../etc/rig-escape
+new file mode 100644
+--- /dev/null
++++ b/../../../etc/rig-escape
+@@ -0,0 +1 @@
++owned
+"""
+
+
 class Inbox:
     """A v2 inbox NAME in FOLDER with Xapian search (dfn: needs it), as lore's are."""
 

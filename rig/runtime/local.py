@@ -32,7 +32,7 @@ from rig.runtime.base import (
     pin_splats,
     suite_timing,
 )
-from rig.runtime.crashes import CrashPolicy
+from rig.runtime.crashes import CrashPolicy, Stops
 from rig.runtime.suites.base import (
     Hung,
     Staged,
@@ -62,6 +62,8 @@ class _Stage:
         self.reports: dict[str, SuiteReport] = {}
         self.crashed: dict[str, dict[str, tuple[str, str]]] = {s.name: {} for s, _ in req.suites}
         self.salvaged: dict[str, list[TestResult]] = {s.name: [] for s, _ in req.suites}
+        # tests that ran to their end in a boot a crash then took down, results and all
+        self.survived: dict[str, set[str]] = {s.name: set() for s, _ in req.suites}
         self.broken: set[str] = set()     # suites that died outside a test: not run again
         self.patterns = {s.name: CrashPolicy() for s, _ in req.suites}
         self.kernel_log: list[str] = []   # splats no test owns: the kernel-log verdict
@@ -138,7 +140,8 @@ class _Stage:
                 for local, remote in staged.uploads:
                     guest.put(local, remote)
                 policy = self.patterns[suite.name]
-                stopped = {kind: policy.why(kind) for kind in policy.stopped()}
+                stopped = Stops({kind: policy.why(kind) for kind in policy.stopped()},
+                                frozenset(self.survived[suite.name]))
                 report = suite.run(guest, staged, frozenset(self.crashed[suite.name]),
                                    self.req.limits, stopped)
             except Hung as exc:
@@ -165,6 +168,7 @@ class _Stage:
         the next boot; a suite that died outside any test is not run again."""
         console = markers.trusted(console, self.marker_token)
         self.salvaged[suite.name] += suite.salvage(console)
+        self.survived[suite.name] |= set(hang_limits.measure(console))
         key = suite.running_test(console)
         if key is None or key in self.crashed[suite.name]:
             self.result.errors.append(

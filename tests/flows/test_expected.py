@@ -82,6 +82,22 @@ def test_a_disagreement_names_the_test_the_kernel_what_was_expected_and_why(expe
                            'kind_after = ["anon", "anon", "anon", "anon"], expected "zero": ')
 
 
+def test_a_crash_counts_as_expected_only_where_the_kernel_reads_past_an_allocation(expected):
+    """The real 7.2 run in which the asynchronous PREFETCH_WRITE on a pinned MR oopsed, and
+    that crash moved by hand to a test where nothing undefined happens (synthetic)."""
+    results = copy.deepcopy(real_results(REAL_RUN_7_2)["debian-7.2"])
+    oops = next(r for r in results if r.id == "test_prefetch_write_async[zero-page-rw-mr]")
+    assert oops.verdict == "crashed"
+    assert expected.expect("prefetch_write_async", "zero-page-rw-mr", "debian-7.2").may_crash
+    other = next(r for r in results if r.id == "test_prefetch_write_async[zero-page-ro-mr]")
+    other.verdict, other.observations = "crashed", {}
+    found = expected.disagreements("debian-7.2", results)
+    assert found[0] == ("test_prefetch_write_async[zero-page-ro-mr] on debian-7.2: crashed, "
+                        "expected passed: " + expected.expect(
+                            "prefetch_write_async", "zero-page-ro-mr", "debian-7.2").verdict.why)
+    assert all(line.startswith("test_prefetch_write_async[zero-page-ro-mr] ") for line in found)
+
+
 def test_a_check_that_ran_without_its_observations_or_a_test_not_run_is_reported(expected):
     """The real run with an observation and a test taken out by hand (synthetic)."""
     results = copy.deepcopy(real_results()["base"])

@@ -24,7 +24,7 @@ from rig.core.status import InfraError, RigError
 from rig.guest.machine import Guest
 from rig.results.schema import TestResult, Verdict
 from rig.runtime import hang_limits
-from rig.runtime.crashes import Cell, Kind
+from rig.runtime.crashes import Cell, Stops
 
 HANG_MARGIN = 15.0                   # seconds of console silence beyond a test's own limit
 
@@ -106,10 +106,11 @@ class Suite(abc.ABC):
 
     @abc.abstractmethod
     def run(self, guest: Guest, staged: Staged, skip: frozenset[str], limits: Limits,
-            stopped: Mapping[Kind, str] | None = None) -> SuiteReport:
+            stopped: Stops | None = None) -> SuiteReport:
         """Run in GUEST (the uploads are in place) without the tests in SKIP (keys from
-        running_test()), nor those of a STOPPED kind (crashes.py; where the suite's tests
-        have cells), which it reports lost with the reason.  Raises Hung for a hang and lets
+        running_test()), nor those of a STOPPED kind that did not run in an earlier boot
+        (crashes.py; where the suite's tests have cells), which it reports lost with the
+        reason.  Raises Hung for a hang and lets
         GuestCrashed through: the test stage reboots."""
 
     def cell_of(self, key: str) -> Cell | None:

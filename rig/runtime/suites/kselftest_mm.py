@@ -22,7 +22,6 @@ import shlex
 import shutil
 import time
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from rig.guest.machine import Guest
 from rig.kernel import sources
 from rig.kernel.build import toolchain
 from rig.results.schema import TestResult, Verdict
-from rig.runtime.crashes import Kind
+from rig.runtime.crashes import Stops
 from rig.runtime.suites import ktap
 from rig.runtime.suites.base import (
     Limits,
@@ -260,7 +259,7 @@ class KselftestMM(Suite):
                       cache_hit=hit)
 
     def run(self, guest: Guest, staged: Staged, skip: frozenset[str], limits: Limits,
-            stopped: Mapping[Kind, str] | None = None) -> SuiteReport:
+            stopped: Stops | None = None) -> SuiteReport:
         report = SuiteReport()
         for setup in (reserve_hugepages(guest, self.recipe.hugepages, limits),
                       run_step(guest, self.recipe.setup, limits)):

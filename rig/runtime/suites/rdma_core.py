@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from rig.core.model import ImageResult, StageError
 from rig.guest.image import PACKAGES
 from rig.guest.machine import Guest
 from rig.results.schema import TestResult, Verdict
-from rig.runtime.crashes import Kind
+from rig.runtime.crashes import Stops
 from rig.runtime.suites import guest_pytest
 from rig.runtime.suites.base import (
     Limits,
@@ -109,7 +108,7 @@ class RdmaCore(Suite):
                       req.scratch / self.name, req.select)
 
     def run(self, guest: Guest, staged: Staged, skip: frozenset[str], limits: Limits,
-            stopped: Mapping[Kind, str] | None = None) -> SuiteReport:
+            stopped: Stops | None = None) -> SuiteReport:
         tests = self.recipe.tests
         reserve_hugepages(guest, self.recipe.hugepages, limits)
         copy = run_step(guest, f"test -d {tests} && rm -rf {WORK} && mkdir -p {WORK} && "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from rig.core.cache import digest
 from rig.guest.machine import Guest
 from rig.results import junit
 from rig.results.schema import TestResult, Verdict
-from rig.runtime.crashes import Cell, Kind
+from rig.runtime.crashes import Cell, Stops
 from rig.runtime.suites import guest_pytest
 from rig.runtime.suites.base import Limits, Staged, StageRequest, Suite, SuiteReport, Unattended
 
@@ -70,19 +69,19 @@ class UmemSuite(Suite):
                       req.scratch / self.name, req.select)
 
     def run(self, guest: Guest, staged: Staged, skip: frozenset[str], limits: Limits,
-            stopped: Mapping[Kind, str] | None = None) -> SuiteReport:
+            stopped: Stops | None = None) -> SuiteReport:
         env = _env(limits)
-        if stopped:
-            kinds = [{**asdict(kind), "why": why} for kind, why in stopped.items()]
+        if stopped and stopped.kinds:
+            kinds = [{**asdict(kind), "why": why} for kind, why in stopped.kinds.items()]
             local = staged.workdir / "stopped-kinds.json"
-            local.write_text(json.dumps(kinds))
+            local.write_text(json.dumps({"kinds": kinds, "ran": sorted(stopped.ran)}))
             guest.put(local, STOPPED_KINDS)
             env["RIG_STOPPED_KINDS"] = STOPPED_KINDS
         report = guest_pytest.run(
             guest, lambda died: _command(staged, env, sorted(skip) + died, guest.marker_token),
             GUEST_XML, limits, staged.workdir / "umem.xml", self.host_result,
             selected=staged.select)
-        if stopped:
+        if stopped and stopped.kinds:
             report.tests += self._not_run(guest, staged, report.tests)
         return report
 

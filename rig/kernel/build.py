@@ -108,9 +108,15 @@ class Builder:
         who = variant.name
         try:
             source = sources.prepare(variant.source, self.cache)
+        except sources.SourceError as exc:
+            # nothing was built: a source that cannot be had (an archive whose lists are
+            # expired, a tarball not there) says nothing of the kernel, nor of a series on it
+            return BuildResult(who, Outcome.INFRA_ERROR, seconds=time.monotonic() - start,
+                               error=StageError("source", str(exc)))
+        try:
             config = kconfig.merge(source, self.settings.base_config, variant.fragments,
                                    self.cache)
-        except (sources.SourceError, kconfig.ConfigError) as exc:
+        except kconfig.ConfigError as exc:
             return BuildResult(who, Outcome.BUILD_FAILED, seconds=time.monotonic() - start,
                                error=StageError("config", str(exc)))
         key = self.key(variant, source.version, config)

@@ -8,7 +8,7 @@ from support.paths import FIXTURES
 
 from rig.core import proc
 from rig.core.cache import Cache
-from rig.core.model import BuildSettings
+from rig.core.model import BuildSettings, Outcome, SourceSpec, Variant
 from rig.core.progress import Progress
 from rig.flows.config import load, project_root
 from rig.kernel import patches
@@ -49,6 +49,16 @@ def test_key_changes_exactly_when_an_input_changes(builder):
     builder._toolchain = dataclasses.replace(builder._toolchain, gcc="gcc (Debian 13.2.0-1) 13.2.0")
     changed["toolchain"] = builder.key(base, "6.1.192-2", _config("CONFIG_A=y\n"))
     assert len(set(changed.values()) | {key}) == len(changed) + 1, changed
+
+
+def test_a_source_that_cannot_be_had_is_no_build_failure(builder, tmp_path):
+    """Nothing was built, so it says nothing of the kernel (nor of a series on it): an error
+    of the rig's infrastructure, named, not a build that failed."""
+    gone = SourceSpec("gone", "tarball", path=tmp_path / "linux-7.9.tar.xz")
+    done = builder.build(Variant("v", gone, ()))
+    assert done.outcome is Outcome.INFRA_ERROR
+    assert (done.error.stage, done.error.message) == (
+        "source", f"source gone: tarball {tmp_path / 'linux-7.9.tar.xz'} does not exist")
 
 
 def test_patch_identity_is_its_diff_not_its_mail_headers():

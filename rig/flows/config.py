@@ -249,12 +249,16 @@ def _variants(tables: list[dict], sources: dict[str, SourceSpec], frags: list[Pa
 
 
 def _add_patches(cfg: RunConfig, extra_patches: list[Path]) -> list[str]:
-    """A variant for each --patch, on the base; their names."""
+    """A variant for each --patch, on the base; their names.  A name a variant has already
+    (patches/umem-rfc given to a nightly beside the umem-rfc variant) gains "-candidate": one
+    run's variants are named once each, as results.json holds them."""
     names = []
     for extra in extra_patches:
         onto = cfg.variant(cfg.base)
         name = check_name(extra.stem if extra.is_file() else extra.name,
                           f"--patch {extra}: variant name", ConfigFileError)
+        while name in {v.name for v in cfg.variants}:
+            name += "-candidate"
         series = tuple(patchlib.load(extra))   # a bad --patch is the user's error: raise
         cfg.variants.append(Variant(name, onto.source, onto.fragments,
                                     onto.patches + series, str(extra)))

@@ -39,10 +39,15 @@ def test_unknown_variant_is_named():
 
 def test_extra_patch_becomes_a_candidate_on_the_base():
     root = config.project_root()
-    cfg = config.load(extra_patches=[root / "patches" / "umem-rfc"], variants=[])
-    cand = cfg.variants[-1]
-    assert cand.name == "umem-rfc" or cand.series.endswith("umem-rfc")
-    assert cand.source == cfg.variant("base").source
+    rfc = root / "patches" / "umem-rfc"
+    cfg = config.load(extra_patches=[rfc, rfc], variants=[])
+    # beside the umem-rfc variant, as a nightly's incoming series: each name once
+    names = [v.name for v in cfg.variants]
+    assert names[-2:] == ["umem-rfc-candidate", "umem-rfc-candidate-candidate"]
+    assert len(set(names)) == len(names)
+    cand = cfg.variants[-2]
+    assert cand.series == str(rfc) and cand.source == cfg.variant("base").source
+    assert cand.patches == cfg.variant("umem-rfc").patches
 
 
 def test_a_variant_adds_its_own_fragments_to_the_runs():

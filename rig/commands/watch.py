@@ -30,6 +30,9 @@ def add_parser(sub):
                    help="never answer (nor vet) the thread of this message, and exit")
     p.add_argument("--inbox", action="append", metavar="URL",
                    help="follow this inbox instead of [watch] inboxes (repeatable)")
+    p.add_argument("--lab", metavar="NAME",
+                   help="vet on this lab ([labs.NAME] in the config; docs/lab.md), not in a "
+                   "local QEMU")
     return p
 
 
@@ -52,7 +55,10 @@ def run(args) -> ExitStatus:
         raise RigError("no inbox to follow: set [watch] inboxes in the config or give --inbox")
 
     def configure(out):
-        return config.load(args.config, out=out, debug=args.debug, sandbox=args.sandbox)
+        return config.load(args.config, out=out, debug=args.debug, sandbox=args.sandbox,
+                           lab=args.lab)
+
+    configure(None)                  # a configuration the vets cannot use: refused at once
 
     with Progress() as progress:
         if not args.once:

@@ -4,6 +4,7 @@ with a Reviewed-by reply, and a patch touching no file followed; and `--send` to
 server on loopback that hands what it gets to public-inbox-mda, as the list's server would,
 so the answer shows in the thread; and the daemon, polling until it is stopped."""
 
+import contextlib
 import email
 import email.policy
 import gzip
@@ -26,18 +27,33 @@ from rig.flows.watch.state import State
 from rig.guest.qemu import free_port
 
 
-@pytest.fixture
-def public_inbox(tmp_path):
+@contextlib.contextmanager
+def _served(tmp_path, messages):
+    """A real inbox holding MESSAGES, served on loopback: the inbox and its URL."""
     try:
         hostdeps.ensure(["inbox"])
     except hostdeps.MissingPackages as exc:
         pytest.skip(str(exc))
     box = inbox.Inbox(tmp_path / "pi")
-    cover, patch = inbox.rfc_thread()
-    for message in (cover, patch, inbox.review(patch), inbox.UNRELATED):
+    for message in messages:
         box.deliver(message)
     with box.serve() as url:
         yield box, url
+
+
+def _conf(tmp_path, url, more=""):
+    """A configuration following URL, with the state under TMP_PATH and MORE [watch] lines."""
+    conf = tmp_path / "watch.toml"
+    conf.write_text(f'[watch]\nstate = "{tmp_path / "state"}"\n{more}'
+                    f'from = "umem-rig <bot@umem-rig.invalid>"\ninboxes = ["{url}"]\n')
+    return conf
+
+
+@pytest.fixture
+def public_inbox(tmp_path):
+    cover, patch = inbox.rfc_thread()
+    with _served(tmp_path, (cover, patch, inbox.review(patch), inbox.UNRELATED)) as served:
+        yield served
 
 
 def _cell(test_id: str) -> str:
@@ -51,9 +67,7 @@ def _cell(test_id: str) -> str:
 def test_watch_answers_the_rfc_once(public_inbox, tmp_path, capsys):
     _, url = public_inbox
     state = tmp_path / "state"
-    conf = tmp_path / "watch.toml"
-    conf.write_text(f'[watch]\nstate = "{state}"\nfrom = "umem-rig <bot@umem-rig.invalid>"\n'
-                    f'inboxes = ["{url}"]\n')
+    conf = _conf(tmp_path, url)
     status = cli.main(["watch", "--once", "--config", str(conf)])
     said = capsys.readouterr().out
     assert status == 0 and "1 vetted, 1 answered" in said, said
@@ -91,18 +105,9 @@ def test_watch_answers_the_rfc_once(public_inbox, tmp_path, capsys):
 def test_the_patch_that_came_of_a_partial_series_is_vetted_alone(tmp_path, capsys):
     """At the deadline (0 here) the patch the list got, 2/3, is vetted alone: it applies
     without 1/3 and 3/3, and the answer names them and gives the verdict of 2/3 alone."""
-    try:
-        hostdeps.ensure(["inbox"])
-    except hostdeps.MissingPackages as exc:
-        pytest.skip(str(exc))
-    box = inbox.Inbox(tmp_path / "pi")
-    for message in inbox.partial_thread():
-        box.deliver(message)
     state = tmp_path / "state"
-    with box.serve() as url:
-        conf = tmp_path / "watch.toml"
-        conf.write_text(f'[watch]\nstate = "{state}"\ndeadline = 0\n'
-                        f'from = "umem-rig <bot@umem-rig.invalid>"\ninboxes = ["{url}"]\n')
+    with _served(tmp_path, inbox.partial_thread()) as (_, url):
+        conf = _conf(tmp_path, url, "deadline = 0\n")
         status = cli.main(["watch", "--once", "--config", str(conf)])
     said = capsys.readouterr().out
     assert status == 0 and "1 vetted, 1 answered" in said, said
@@ -135,10 +140,9 @@ def test_an_answer_sent_shows_in_the_thread_once(public_inbox, tmp_path, capsys)
     port = free_port()
     mta = _ToTheList(box)
     server = Controller(mta, hostname="127.0.0.1", port=port)
-    conf = tmp_path / "watch.toml"
-    conf.write_text(f'[watch]\nstate = "{tmp_path / "state"}"\n'
-                    f'from = "umem-rig <bot@umem-rig.invalid>"\ninboxes = ["{url}"]\n'
-                    f'[watch.smtp]\nhost = "127.0.0.1"\nport = {port}\nstarttls = false\n')
+    conf = _conf(tmp_path, url)
+    conf.write_text(conf.read_text() + f'[watch.smtp]\nhost = "127.0.0.1"\nport = {port}\n'
+                    'starttls = false\n')
     server.start()
     try:
         assert cli.main(["watch", "--once", "--send", "--config", str(conf)]) == 0
@@ -164,20 +168,12 @@ def _until(what, seconds=60):
 
 
 def test_the_daemon_answers_a_series_sent_while_it_runs_once_and_stops_on_sigterm(tmp_path):
-    """`rig watch` without --once, polling every 10 s ([watch] interval's least): a series delivered after its first
-    poll is answered (a hostile one: refused by name, so no kernel is built), a later poll
+    """`rig watch` without --once, polling every 10 s ([watch] interval's least): a series
+    delivered after its first poll is answered (a hostile one: refused by name, so no kernel is built), a later poll
     answers nothing more, and SIGTERM (a service manager's stop) ends it as Ctrl-C does."""
-    try:
-        hostdeps.ensure(["inbox"])
-    except hostdeps.MissingPackages as exc:
-        pytest.skip(str(exc))
-    box = inbox.Inbox(tmp_path / "pi")
-    box.deliver(inbox.UNRELATED)
     state = tmp_path / "state"
-    with box.serve() as url:
-        conf = tmp_path / "watch.toml"
-        conf.write_text(f'[watch]\nstate = "{state}"\ninterval = 10\nlookback_days = 90\n'
-                        f'inboxes = ["{url}"]\n')
+    with _served(tmp_path, [inbox.UNRELATED]) as (box, url):
+        conf = _conf(tmp_path, url, "interval = 10\nlookback_days = 90\n")
         daemon = subprocess.Popen(
             [sys.executable, "-c", "import sys; from rig import cli; sys.exit(cli.main())",
              "watch", "--config", str(conf), "--cache", str(tmp_path / "cache")],

@@ -350,3 +350,21 @@ def test_history_lists_each_vetted_series_with_the_verdict_of_each_revision(tmp_
     assert "the vet ended the rig each time it was tried" in said
     assert " q " not in said                                  # queued: not vetted yet
     assert cli.main(["history", "--cache", str(tmp_path / "cache")]) == 2
+
+
+def test_the_vets_go_to_the_lab_named_and_a_lab_not_configured_is_refused_at_once(
+        tmp_path, capsys, monkeypatch):
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[labs.rack]\nkind = "lava"\nurl = "http://127.0.0.1:9/"\n'
+                    f'token_file = "{tmp_path}/t"\ndevice_type = "qemu"\n'
+                    f'artefacts = "{tmp_path}/a"\nartefacts_url = "http://127.0.0.1:9/a/"\n'
+                    '[watch]\ninboxes = ["http://127.0.0.1:9/i/"]\n')
+    argv = ["watch", "--once", "--config", str(conf), "--cache", str(tmp_path / "cache")]
+    assert cli.main([*argv, "--lab", "nope"]) == 2
+    assert "no lab named 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "watch").exists()         # refused before any poll
+    seen = []
+    monkeypatch.setattr(watch, "once", lambda settings, configure, *rest: seen.append(
+        configure(tmp_path / "vet").lab) or watch.Poll())
+    assert cli.main([*argv, "--lab", "rack"]) == 0
+    assert [lab.name for lab in seen] == ["rack"]

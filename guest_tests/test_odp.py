@@ -123,16 +123,11 @@ def test_odp_unmapped(kind, access, open_cell, loopback, obs):
         assert obs["read_after_error"] == "ok", "the QPs did not work again after the READ"
 
 
-def _prefetch(cell, loopback, obs, advice: str, flags: int) -> None:
-    """ADVICE on the cell's MR; where the kernel accepts it, the pages must then be in the
-    process's page tables as the process's own access would have left them."""
+def _advise(cell, loopback, obs, advice: str, flags: int, settled) -> list:
+    """ADVICE on the cell's MR, the pages waited for until SETTLED (an asynchronous advice
+    runs later) and recorded: what they are now, and what the advice changed."""
     mr = cell.require_registration()
-    writing = advice == "PREFETCH_WRITE"
     obs["advise_errno"] = loopback.advise(mr, advice, flags, LENGTH)
-    # as the process's own access would leave them: present; for a write, its own (not zero)
-    def settled(states) -> bool:
-        return all(s.present and not (writing and s.zero) for s in states)
-
     deadline = time.monotonic() + (0 if flags & ADVISE_FLAG_FLUSH else PREFETCH_WAIT)
     while not settled(page_states(cell.region.mapping.addr, PAGES)):
         if time.monotonic() >= deadline:
@@ -146,6 +141,19 @@ def _prefetch(cell, loopback, obs, advice: str, flags: int) -> None:
     obs["pages_moved_by_advise"] = [i for i, (a, n) in enumerate(zip(cell.after, now))
                                     if a.present and a.pfn != n.pfn]
     obs["rdma_read_after_advise"] = cell.read_mr(old=cell.region.old)
+    return now
+
+
+def _prefetch(cell, loopback, obs, advice: str, flags: int) -> None:
+    """ADVICE on the cell's MR; where the kernel accepts it, the pages must then be in the
+    process's page tables as the process's own access would have left them."""
+    writing = advice == "PREFETCH_WRITE"
+
+    # as the process's own access would leave them: present; for a write, its own (not zero)
+    def settled(states) -> bool:
+        return all(s.present and not (writing and s.zero) for s in states)
+
+    now = _advise(cell, loopback, obs, advice, flags, settled)
     access = cell.access
     if not access.odp or (writing and not access.writable):
         assert obs["advise_errno"], f"{advice} on a {access.name} was accepted"
@@ -175,6 +183,25 @@ def test_prefetch_write(kind, access, open_cell, loopback, obs):
     writing; on a pinned or read-only MR the kernel refuses it and changes nothing."""
     with open_cell(kind, access) as cell:
         _prefetch(cell, loopback, obs, "PREFETCH_WRITE", ADVISE_FLAG_FLUSH)
+
+
+@pytest.mark.parametrize("kind,access", cell_params(regions=PREFETCH_REGIONS,
+                                                   accesses=ACCESSES + ODP_ACCESSES))
+def test_prefetch_no_fault(kind, access, open_cell, loopback, obs):
+    """ibv_advise_mr(PREFETCH_NO_FAULT, FLUSH) on an ODP MR maps what the process has mapped
+    already and faults nothing: accepted on any ODP MR, the page tables as they were; on a
+    pinned MR the kernel refuses it and changes nothing."""
+    with open_cell(kind, access) as cell:
+        _advise(cell, loopback, obs, "PREFETCH_NO_FAULT", ADVISE_FLAG_FLUSH, lambda _: True)
+        changed = obs["pages_allocated_by_advise"] + obs["pages_moved_by_advise"]
+        if not cell.access.odp:
+            assert obs["advise_errno"], f"PREFETCH_NO_FAULT on a {cell.access.name} was accepted"
+        else:
+            assert obs["advise_errno"] is None, (
+                f"PREFETCH_NO_FAULT on an ODP MR failed: {obs['advise_errno']}")
+        assert not changed, f"PREFETCH_NO_FAULT changed pages {sorted(set(changed))}"
+        assert obs["present_after_advise_all"] == all(s.present for s in cell.after), (
+            "PREFETCH_NO_FAULT changed which pages are present")
 
 
 @pytest.mark.parametrize("kind,access", cell_params(regions=PREFETCH_REGIONS,

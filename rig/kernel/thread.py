@@ -8,8 +8,9 @@ with its own trailers and those reviewers sent in reply (Reviewed-by, Tested-by,
 over from an earlier revision when the patch did not change).  A revision with a patch
 missing is refused, naming the patch, unless it is asked for as partial: then, as `b4 am`
 does with a thread it calls incomplete, it is the patches that came, and which did not (a
-maintainer Cc'd on 10/20 of a tree-wide series has that one).  Reading an mbox never uses the network (b4's offline
-mode); `fetch` gets a thread from lore by Message-Id, which needs it.
+maintainer Cc'd on 10/20 of a tree-wide series has that one).  Reading an mbox never uses
+the network (b4's offline mode); `fetch` gets a thread from lore by Message-Id, which needs
+it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class ThreadError(RigError):
 
 @dataclass(frozen=True)
 class Series:
-    """One complete revision of a series, its patches ready for `git am`, in order."""
+    """One revision of a series (complete, unless read as partial: then MISSING names what
+    it lacks), its patches ready for `git am`, in order."""
 
     source: str                      # the mbox or Message-Id it came from
     revision: int

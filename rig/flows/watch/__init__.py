@@ -6,11 +6,11 @@ One poll (`once`): search each inbox for messages whose diffs touch the files fo
 newest revision of its series (replies and reviews are no series).  A series with patches
 missing waits until they come or the deadline passes; then the patches that came are vetted
 alone if they apply without the others, and the answer names the missing ones and claims no
-verdict for them; a newer revision supersedes an older one still waiting or queued.  The queue is vetted
-one series at a time with the vet flow, in this process, and each vet's summary is answered on
-the thread into the outbox (and over SMTP with --send).  The state is one sqlite file
-(state.py): a run killed anywhere, mid-vet included, neither loses a series nor answers one
-twice.  Everything from a list is untrusted: refusals name the inbox or message, and the rig
+verdict for them; a newer revision supersedes an older one still waiting or queued.  The
+queue is vetted one series at a time with the vet flow, in this process, and each vet's
+summary is answered on the thread into the outbox (and over SMTP with --send).  The state is
+one sqlite file (state.py): a run killed anywhere, mid-vet included, neither loses a series
+nor answers one twice.  Everything from a list is untrusted: refusals name the inbox or message, and the rig
 writes only under its state folder.
 """
 

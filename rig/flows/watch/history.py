@@ -62,15 +62,15 @@ def text(path: Path) -> str:
         rows = [r for r in st.all() if r.state in _VETTED and (r.summary or r.state == "failed")]
     finally:
         st.close()
-    by_topic = [list(g) for _, g in itertools.groupby(sorted(rows, key=lambda r: r.topic),
-                                                      key=lambda r: r.topic)]
-    series = sorted(((max(_vet(r).when for r in g), g) for g in by_topic), reverse=True,
-                    key=lambda x: x[0])
-    lines = [f"state: {path}", f"vetted series ({len(series)}):"]
-    for _, group in series:
-        newest = max(group, key=lambda r: r.revision)
+    # each vet read once: a revision's report is looked for on disk
+    by_topic = [[(r, _vet(r)) for r in g] for _, g in itertools.groupby(
+        sorted(rows, key=lambda r: r.topic), key=lambda r: r.topic)]
+    by_topic.sort(key=lambda g: max(vet.when for _, vet in g), reverse=True)
+    lines = [f"state: {path}", f"vetted series ({len(by_topic)}):"]
+    for group in by_topic:
+        newest = max((r for r, _ in group), key=lambda r: r.revision)
         lines.append(f"  {newest.subject} ({newest.author}) <{newest.message_id}>")
-        for vet in sorted((_vet(r) for r in group), key=lambda v: -v.revision):
+        for vet in sorted((vet for _, vet in group), key=lambda v: -v.revision):
             when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(vet.when))
             lines.append(f"    v{vet.revision} {when}: {vet.verdict}")
             lines += [f"      {what}" for what in (vet.partial, f"base: {vet.base}"

@@ -110,8 +110,8 @@ class Suite(abc.ABC):
         """Run in GUEST (the uploads are in place) without the tests in SKIP (keys from
         running_test()), nor those of a STOPPED kind that did not run in an earlier boot
         (crashes.py; where the suite's tests have cells), which it reports lost with the
-        reason.  Raises Hung for a hang and lets
-        GuestCrashed through: the test stage reboots."""
+        reason.  Raises Hung for a hang and lets GuestCrashed through: the test stage
+        reboots."""
 
     def cell_of(self, key: str) -> Cell | None:
         """Where the test KEY sits in a region x access x check matrix, for crash patterns;

@@ -10,8 +10,8 @@ verdict for them; a newer revision supersedes an older one still waiting or queu
 queue is vetted one series at a time with the vet flow, in this process, and each vet's
 summary is answered on the thread into the outbox (and over SMTP with --send).  The state is
 one sqlite file (state.py): a run killed anywhere, mid-vet included, neither loses a series
-nor answers one twice.  Everything from a list is untrusted: refusals name the inbox or message, and the rig
-writes only under its state folder.
+nor answers one twice.  Everything from a list is untrusted: refusals name the inbox or
+message, and the rig writes only under its state folder.
 """
 
 from __future__ import annotations

@@ -243,8 +243,8 @@ def test_each_suite_is_counted_on_its_own():
     turned.verdict = Verdict.FAILED
     c = compare.compare(Results([], [base, rfc]))
     assert c.headline() == [
-        ("base: umem 64 tests: 39 passed, 2 failed, 21 skipped, 2 xfailed; kselftest-mm 219 "
-         "tests: 50 passed, 165 skipped, 4 xfailed; rdma-core 158 tests: 86 passed, 1 failed, "
+        ("base: umem 64 tests: 39 passed, 2 failed, 21 skipped, 2 xfailed; kselftest-mm 246 "
+         "tests: 73 passed, 169 skipped, 4 xfailed; rdma-core 158 tests: 86 passed, 1 failed, "
          "71 skipped"),
         ("umem-rfc vs base: umem 2 fixed, 3 regressed, 7 changed; kselftest-mm 0 fixed, "
          "1 regressed, 0 changed; rdma-core 0 fixed, 0 regressed, 0 changed")]

@@ -28,31 +28,35 @@ def test_verdicts_match_the_programs_own_totals(path):
     counts = Counter(r.verdict for r in report.results)
     assert [counts[Verdict.PASSED], counts[Verdict.FAILED], counts[Verdict.XFAILED],
             counts[Verdict.XPASSED], counts[Verdict.SKIPPED], counts[Verdict.ERROR]] == totals
-    assert report.plan == len(report.results)
+    if not all(r.verdict is Verdict.SKIPPED for r in report.results):
+        assert report.plan == len(report.results)    # else it skipped the rest as a whole
     assert [r.number for r in report.results] == list(range(1, len(report.results) + 1))
 
 
 def test_cow_on_6_1_lines_diagnostics_and_reasons():
+    """7.3's cow on 6.1: each result line names its test, the reason is the line before."""
     report = ktap.parse((SUITES / "cow-6.1.192.ktap").read_text())
     first = report.results[0]
-    assert (first.verdict, first.description) == (Verdict.PASSED,
-                                                   "No leak from parent into child")
+    assert (first.verdict, first.description) == (
+        Verdict.PASSED, "Basic COW after fork() ... with base page")
     assert first.diagnostics[-1] == "[RUN] Basic COW after fork() ... with base page"
     assert "[INFO] detected PMD size: 2048 KiB" in first.diagnostics
     skip = report.results[1]
-    assert (skip.verdict, skip.description, skip.reason) == (
-        Verdict.SKIPPED, "", "MADV_PAGEOUT did not work, is swap enabled?")
+    assert (skip.verdict, skip.description, skip.reason, skip.diagnostics[-1]) == (
+        Verdict.SKIPPED, "", "Basic COW after fork() ... with swapped out base page",
+        "MADV_PAGEOUT did not work, is swap enabled?")
     xfail = next(r for r in report.results if r.verdict is Verdict.XFAILED)
-    assert xfail.reason == "Leak from parent into child"
-    assert "with hugetlb (2048 kB)" in xfail.diagnostics[-1]
+    assert xfail.diagnostics[-1] == "Leak from parent into child"
+    assert xfail.reason.endswith("with hugetlb (2048 kB)")
     # 6.1's gup_test has no PIN_LONGTERM_TEST_START (it came in 6.3): cow's R/O pin tests skip
-    assert report.results[-1].reason == "PIN_LONGTERM_TEST_START failed"
-    assert report.trailing == ["Totals: pass:46 fail:0 xfail:4 xpass:0 skip:101 error:0"]
-    assert report.bail_out is None
+    assert report.results[-1].diagnostics[-1] == \
+        "PIN_LONGTERM_TEST_START failed: Invalid argument (22)"
+    assert report.trailing[-1] == "Totals: pass:46 fail:0 xfail:4 xpass:0 skip:101 error:0"
 
 
 def test_cow_and_gup_longterm_on_6_12_pin_for_real():
-    """6.12's gup_test has PIN_LONGTERM_TEST_START: the R/O pin tests run and pass."""
+    """6.12's gup_test has PIN_LONGTERM_TEST_START: the R/O pin tests run and pass (6.12's
+    own programs, which say how it went on the result line)."""
     cow = ktap.parse((SUITES / "cow-6.12.117.ktap").read_text())
     zero = [r for r in cow.results if r.diagnostics[-1].endswith("with shared zeropage")]
     assert [(r.verdict, r.description) for r in zero] == [

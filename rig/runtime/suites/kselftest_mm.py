@@ -51,7 +51,8 @@ NAME = "kselftest-mm"
 GUEST_DIR = "/root/kselftest-mm"
 MARK = "umem-rig: run"               # as markers.trusted() gives the markers with the token
 _MARKER = re.compile(rf"{MARK} (?P<kind>start|end) {NAME}:(?P<run>\S+)(?: status=(?P<status>-?\d+))?")
-_RUN_LINE = re.compile(r"^\[RUN\] (?P<name>.+)$")
+_RUN_LINE = re.compile(r"^\[(?P<tag>[A-Z]+)\] (?P<name>.+)$")
+KSFT_SKIP = 4                        # kselftest.h: the program skipped as a whole
 CONSOLE_WAIT = 15.0                  # seconds for the end marker to reach the host
 
 
@@ -61,6 +62,8 @@ class Run:
     argv: tuple[str, ...]
     cwd: str
     doc: str
+    tag: str = "RUN"        # the "[TAG] name" line a program prints before each test
+    tmp: str = ""           # a guest folder mounted on /tmp for this run alone ("": /tmp)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Recipe:
     cflags: tuple[str, ...]
     ldlibs: tuple[str, ...]
     programs: dict[str, tuple[str, ...]]
+    libs: dict[str, tuple[str, ...]]
     runs: tuple[Run, ...]
     hugepages: int
     setup: str
@@ -80,7 +84,9 @@ class Recipe:
         data = tomllib.loads(text)
         return cls(tuple(data["dirs"]), tuple(data["cflags"]), tuple(data["ldlibs"]),
                    {p: tuple(srcs) for p, srcs in data["programs"].items()},
-                   tuple(Run(r["name"], tuple(r["argv"]), r["cwd"], r.get("doc", ""))
+                   {p: tuple(libs) for p, libs in data.get("libs", {}).items()},
+                   tuple(Run(r["name"], tuple(r["argv"]), r["cwd"], r.get("doc", ""),
+                             r.get("tag", "RUN"), r.get("tmp", ""))
                          for r in data["runs"]),
                    int(data["hugepages"]), data["setup"])
 
@@ -100,18 +106,29 @@ def build(recipe: Recipe, tree: Path, out: Path, log: Path, work: Path) -> None:
     # in a scratch O= folder: the cached tree stays pristine
     _step(["make", "-s", "-C", str(tree), f"O={work / 'obj'}", "headers"], log,
           "make headers")
-    # what the selftests' check_config.sh writes beside the sources: no liburing
-    (work / "local_config.h").write_text("")
-    for program, srcs in recipe.programs.items():
+    # what the selftests' check_config.sh writes beside the sources (its name since 7.3,
+    # and before): no liburing
+    for header in ("local_config.h_gen", "local_config.h"):
+        (work / header).write_text("")
+    for program, wanted in recipe.programs.items():
+        if not (selftests / wanted[0]).is_file():
+            continue            # newer than this tree: its runs skip (KselftestMM.run)
+        srcs = [next((a for a in s.split("|") if (selftests / a).is_file()), s)
+                for s in wanted]
         missing = [s for s in srcs if not (selftests / s).is_file()]
         if missing:
             raise SuiteError(f"{selftests} has no {', '.join(missing)} "
                              f"(needed for {program})")
         # from the sources' folder, by relative names, as their Makefile does: __FILE__
         # names files the tests create in their working folder (gup_longterm's)
+        # as the Makefile and lib.mk include: kselftest.h is in the selftests' own folder
+        # (7.x includes it by that path), tools/include/uapi after the tree's uapi
         _step(["gcc", *recipe.cflags, "-I", str(work), "-I", str(tree),
-               "-isystem", str(work / "obj" / "usr" / "include"), *srcs,
-               "-o", str(out / program), *recipe.ldlibs], log, f"building {program}",
+               "-I", str(tree / "tools" / "testing" / "selftests"),
+               "-isystem", str(work / "obj" / "usr" / "include"),
+               "-isystem", str(tree / "tools" / "include" / "uapi"), *srcs,
+               "-o", str(out / program), *recipe.ldlibs, *recipe.libs.get(program, ())],
+              log, f"building {program}",
               cwd=selftests)
 
 
@@ -132,7 +149,7 @@ def ensure_built(spec: SourceSpec, cache: Cache, recipe: Recipe,
     origin = f"{spec.package or spec.name} {tree.version}"
     # build() and _step() are how they are built: a change to them is a new build
     key = digest(NAME, spec.kind, tree.version, recipe.dirs, recipe.cflags, recipe.ldlibs,
-                 recipe.programs, inspect.getsource(build),
+                 recipe.programs, recipe.libs, inspect.getsource(build),
                  inspect.getsource(_step), toolchain(), libc())
     with cache.lock("suite", key):
         entry = cache.lookup("suite", key)
@@ -149,7 +166,7 @@ def ensure_built(spec: SourceSpec, cache: Cache, recipe: Recipe,
             shutil.copy2(build_log, out / "build.log")
             (out / "meta.json").write_text(json.dumps(
                 {"suite": NAME, "source": spec.name, "version": tree.version,
-                 "programs": sorted(recipe.programs)}, indent=1))
+                 "programs": sorted(p.name for p in (out / "bin").iterdir())}, indent=1))
     return cache.path("suite", key) / "bin", origin, False
 
 
@@ -182,24 +199,29 @@ def results(run: Run, text: str, status: int | None, ended: bool) -> list[TestRe
     seen: dict[str, int] = {}
     for line in report.results:
         # not by the description: that often says how it went ("Leak from parent into child")
-        name = test_name(line.diagnostics) or f"test {line.number}"
+        name = test_name(line.diagnostics, run.tag) or f"test {line.number}"
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
             name = f"{name} #{seen[name]}"
-        message = line.reason if line.verdict in (Verdict.SKIPPED, Verdict.XFAILED) else \
+        said = line.reason if line.verdict in (Verdict.SKIPPED, Verdict.XFAILED) else \
             line.description
+        # 7.x prints the test's name on its result line, what happened on a line before
+        by_name = bool(said) and said == test_name(line.diagnostics, run.tag)
+        if by_name:
+            said = _last_said(line.diagnostics, run.tag) or said
+        result = "" if by_name else line.description
         out.append(TestResult(
             f"{run.name}: {name}", name, run.name, "", line.verdict,
-            message or line.reason, "\n".join(line.diagnostics), run.doc,
-            {"result": line.description} if line.description else {}, line.other,
-            suite=NAME))
+            said or line.reason, "\n".join(line.diagnostics), run.doc,
+            {"result": result} if result else {}, line.other, suite=NAME))
     if report.cut:
         out.append(TestResult(f"{run.name}: (output)", "", run.name, "", Verdict.ERROR,
                               f"{run.name}: {report.cut}", "", run.doc, suite=NAME))
     if not ended:
         return out
     planned = report.plan if report.plan is not None else len(out)
-    if len(out) < planned or (not out and status):
+    skipped_all = status == KSFT_SKIP and all(t.verdict is Verdict.SKIPPED for t in out)
+    if not skipped_all and (len(out) < planned or (not out and status)):
         why = f"Bail out! {report.bail_out}" if report.bail_out else \
             f"exit status {status}"
         out.append(TestResult(
@@ -209,23 +231,41 @@ def results(run: Run, text: str, status: int | None, ended: bool) -> list[TestRe
     return out
 
 
-def test_name(diagnostics: list[str]) -> str:
-    """The test a result line belongs to: the last "[RUN] ..." line before it, if any (cow
-    and gup_longterm print one; a program that does not has its tests known by number)."""
+def test_name(diagnostics: list[str], tag: str = "RUN") -> str:
+    """The test a result line belongs to: the last "[TAG] ..." line before it, if any (cow
+    and gup_longterm print "[RUN]", mkdirty "[INFO]"; a program that prints neither has its
+    tests known by number)."""
     for line in reversed(diagnostics):
-        if m := _RUN_LINE.match(line):
+        if (m := _RUN_LINE.match(line)) and m["tag"] == tag:
             return m["name"]
     return ""
+
+
+def _last_said(diagnostics: list[str], tag: str) -> str:
+    """The last line a test printed after its "[TAG] name" line, if any."""
+    last = diagnostics[-1] if diagnostics else ""
+    m = _RUN_LINE.match(last)
+    return "" if m and m["tag"] == tag else last
+
+
+def program(run: Run) -> str:
+    """RUN's program line in the guest, from its working folder, /tmp its own if it asks."""
+    line = " ".join(shlex.quote(a) for a in (f"{GUEST_DIR}/{run.argv[0]}", *run.argv[1:]))
+    cd = f"mkdir -p {shlex.quote(run.cwd)} && cd {shlex.quote(run.cwd)}"
+    if not run.tmp:
+        return f"{cd} && {line}"
+    # a mount namespace of its own: the guest's /tmp stays as it is for every other run
+    tmp = shlex.quote(run.tmp)
+    inner = f"mount --bind {tmp} /tmp && {cd} && exec {line}"
+    return f"mkdir -p {tmp} && unshare --mount --propagation private sh -c {shlex.quote(inner)}"
 
 
 def command(run: Run, token: str) -> str:
     """One run in the guest, its output and stderr to the kernel log between two markers
     with the boot's TOKEN."""
     mark = f"{markers.prefix(token)}run"
-    program = " ".join(shlex.quote(a) for a in (f"{GUEST_DIR}/{run.argv[0]}", *run.argv[1:]))
-    return (f"mkdir -p {shlex.quote(run.cwd)} && cd {shlex.quote(run.cwd)} && "
-            f"echo '{mark} start {NAME}:{run.name}' > /dev/kmsg && "
-            f"{{ {program} > /dev/kmsg 2>&1; "
+    return (f"echo '{mark} start {NAME}:{run.name}' > /dev/kmsg && "
+            f"{{ ( {program(run)} ) > /dev/kmsg 2>&1; "
             f"echo \"{mark} end {NAME}:{run.name} status=$?\" > /dev/kmsg; }}")
 
 
@@ -266,9 +306,16 @@ class KselftestMM(Suite):
             if setup.status:
                 report.errors.append(StageError("tests", f"set-up exited {setup.status}",
                                                 (setup.stdout + setup.stderr)[-3000:]))
+        built = {p.name for p in staged.uploads[0][0].iterdir()} if staged.uploads else None
         for run in self.runs(staged.select):
             if any(key == run.name or key.startswith(f"{run.name}: ") for key in skip):
                 continue    # it crashed the kernel once; it cannot be resumed mid-way
+            if built is not None and run.argv[0] not in built:
+                report.tests.append(TestResult(
+                    run.name, "", run.name, "", Verdict.SKIPPED,
+                    f"{run.argv[0]} is not in the selftests of {staged.origin}", "",
+                    run.doc, suite=NAME))
+                continue
             run_step(guest, command(run, guest.marker_token), limits)
             text, status, ended = _await_end(guest, run)
             report.tests += results(run, text, status, ended)
@@ -286,7 +333,7 @@ class KselftestMM(Suite):
             return None
         text, _, _ = segment(console, run.name)
         report = ktap.parse(text)
-        pending = test_name(report.trailing)
+        pending = test_name(report.trailing, run.tag)
         if not pending and report.plan is not None and len(report.results) < report.plan:
             pending = f"test {len(report.results) + 1}"
         return f"{run.name}: {pending}" if pending else run.name

@@ -199,14 +199,15 @@ def results(run: Run, text: str, status: int | None, ended: bool) -> list[TestRe
     seen: dict[str, int] = {}
     for line in report.results:
         # not by the description: that often says how it went ("Leak from parent into child")
-        name = test_name(line.diagnostics, run.tag) or f"test {line.number}"
+        named = test_name(line.diagnostics, run.tag)
+        name = named or f"test {line.number}"
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
             name = f"{name} #{seen[name]}"
         said = line.reason if line.verdict in (Verdict.SKIPPED, Verdict.XFAILED) else \
             line.description
         # 7.x prints the test's name on its result line, what happened on a line before
-        by_name = bool(said) and said == test_name(line.diagnostics, run.tag)
+        by_name = bool(said) and said == named
         if by_name:
             said = _last_said(line.diagnostics, run.tag) or said
         result = "" if by_name else line.description
@@ -236,16 +237,21 @@ def test_name(diagnostics: list[str], tag: str = "RUN") -> str:
     and gup_longterm print "[RUN]", mkdirty "[INFO]"; a program that prints neither has its
     tests known by number)."""
     for line in reversed(diagnostics):
-        if (m := _RUN_LINE.match(line)) and m["tag"] == tag:
-            return m["name"]
+        if name := _tagged(line, tag):
+            return name
     return ""
+
+
+def _tagged(line: str, tag: str) -> str:
+    """The name on LINE if it is a "[TAG] name" line, else ""."""
+    m = _RUN_LINE.match(line)
+    return m["name"] if m and m["tag"] == tag else ""
 
 
 def _last_said(diagnostics: list[str], tag: str) -> str:
     """The last line a test printed after its "[TAG] name" line, if any."""
     last = diagnostics[-1] if diagnostics else ""
-    m = _RUN_LINE.match(last)
-    return "" if m and m["tag"] == tag else last
+    return "" if _tagged(last, tag) else last
 
 
 def program(run: Run) -> str:

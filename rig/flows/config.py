@@ -59,6 +59,7 @@ class RunConfig:
     sources: dict[str, SourceSpec] = field(default_factory=dict)
     vet_tree: Path | None = None     # [vet] tree: the kernel git tree `rig vet` uses
     confirm: int = 0                 # [run] confirm: re-runs of each test a candidate changed
+    restore: bool = True             # [run] restore: a crashed guest is restored, not rebooted
 
     @property
     def build_settings(self) -> BuildSettings:
@@ -179,6 +180,7 @@ def load(path: Path | None = None, *, variants: list[str] | None = None,
         sandbox=bool(run["sandbox"]) if sandbox is None else sandbox,
         suites=tuple(suites or run.get("suites", ["umem"])),
         suite_settings=data.get("suites", {}), sources=sources, confirm=int(run["confirm"]),
+        restore=bool(run["restore"]),
         vet_tree=root / Path(data["vet"]["tree"]).expanduser() if data["vet"]["tree"] else None)
     unknown = [s for s in cfg.suites if s not in SUITES]
     if unknown or len(set(cfg.suites)) != len(cfg.suites):

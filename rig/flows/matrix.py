@@ -205,7 +205,8 @@ class Runner:
             ran = self.runtime.run_tests(TestRequest(boot_req, tuple(prepared.suites), variant.name,
                                              console_dir,
                                              Limits(cfg.timeouts.test, cfg.timeouts.suite,
-                                                    hang_limits.load(self.cache))),
+                                                    hang_limits.load(self.cache)),
+                                             restore=cfg.restore),
                                  self.progress)
         if vr.is_base:
             hang_limits.record(self.cache, ran.test_times)

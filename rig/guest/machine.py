@@ -13,7 +13,9 @@ so it never outlives QEMU.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import shutil
 import signal
 import tempfile
 import threading
@@ -32,7 +34,7 @@ from rig.core.model import (
     StageError,
 )
 from rig.core.status import InfraError
-from rig.guest import markers, qemu, ssh
+from rig.guest import markers, monitor, qemu, ssh
 from rig.guest.console import Console, Patterns
 
 _OUTCOMES = {
@@ -41,6 +43,8 @@ _OUTCOMES = {
     ConsoleEvent.TIMEOUT: Outcome.BOOT_FAILED,
     ConsoleEvent.QEMU_EXITED: Outcome.BOOT_FAILED,
 }
+
+_COPY_CHUNK = 1 << 20
 
 _WHAT = {
     ConsoleEvent.PANIC: "kernel panic",
@@ -85,6 +89,7 @@ class Launched:
     ready: ConsoleReport
     console_log: Path
     qemu_version: str
+    restored: bool = False          # started from a Snapshot, not booted
 
 
 @contextlib.contextmanager
@@ -105,13 +110,51 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+class Snapshot:
+    """A variant's ready guest, kept for its later boots: the first boot given it saves the
+    guest once it printed its ready line (before any login), and the later ones restore that
+    instead of booting (rig/guest/monitor.py).  It is an unnamed file in WORKDIR, so nothing is
+    left behind however the rig ends; the per-boot overlay starts as a copy of it."""
+
+    def __init__(self, workdir: Path | None = None):
+        self._file = tempfile.TemporaryFile(dir=workdir)  # noqa: SIM115 (close() closes it)
+        self.accel: str | None = None      # what the saved guest ran under; None: not saved
+        self.save_seconds = 0.0            # what the save cost the boot that made it
+
+    @property
+    def saved(self) -> bool:
+        return self.accel is not None
+
+    def keep(self, overlay: int) -> None:
+        """Copy the overlay open as file descriptor OVERLAY (QEMU has it paused and saved)."""
+        self._file.seek(0)
+        self._file.truncate()
+        with open(os.dup(overlay), "rb") as src:
+            shutil.copyfileobj(src, self._file, _COPY_CHUNK)
+        self._file.flush()
+
+    def copy_to(self, dest: Path) -> None:
+        self._file.seek(0)
+        with open(dest, "xb") as out:
+            shutil.copyfileobj(self._file, out, _COPY_CHUNK)
+
+    def forget(self) -> None:
+        self.accel = None
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @contextlib.contextmanager
 def launch(req: BootRequest, say: Callable[[str], None] = print, *, init: str | None = None,
-           init_args: tuple[str, ...] = (), ready: str | None = None) -> Iterator[Launched]:
+           init_args: tuple[str, ...] = (), ready: str | None = None,
+           snapshot: Snapshot | None = None) -> Iterator[Launched]:
     """Start QEMU on a throw-away overlay and wait for the ready line; BootError if none.
 
     INIT, INIT_ARGS and READY (a regex) replace rig-init and its ready line, e.g. for the
     benchmark's trivial init; "{nonce}" in INIT_ARGS and READY stands for this boot's nonce.
+    With SNAPSHOT, a guest saved there is restored instead (Launched.restored), and a boot
+    saves its ready guest there.
     """
     if not req.kernel.is_file():
         raise BootError(Outcome.INFRA_ERROR, f"kernel {req.kernel} does not exist")
@@ -125,28 +168,43 @@ def launch(req: BootRequest, say: Callable[[str], None] = print, *, init: str | 
     console_log = req.console_log or Path(tempfile.mkstemp(prefix="rig-console-",
                                                            suffix=".log", dir=workdir)[1])
     vm: qemu.Qemu | None = None
-    with _sigterm_raises():
+    held: int | None = None                # the overlay, open for the snapshot's copy
+    with _sigterm_raises(), contextlib.ExitStack() as stack:
         try:
             version = qemu.version(settings.binary)
+            socket = stack.enter_context(monitor.socket_dir())
             for _ in range(settings.port_attempts):
                 port = qemu.free_port()
+                restoring = snapshot is not None and snapshot.saved
                 with tempfile.TemporaryDirectory(prefix="rig-boot-", dir=workdir) as tmp:
-                    overlay = qemu.create_overlay(settings, req.image.path,
-                                                  Path(tmp) / "overlay.qcow2")
+                    overlay = Path(tmp) / "overlay.qcow2"
+                    if restoring:
+                        snapshot.copy_to(overlay)
+                    else:
+                        qemu.create_overlay(settings, req.image.path, overlay)
+                    if snapshot is not None and not restoring:
+                        held = os.open(overlay, os.O_RDONLY | os.O_CLOEXEC)
+                        stack.callback(os.close, held)
 
-                    def argv(accel: str, port: int = port, overlay: Path = overlay) -> list[str]:
+                    def argv(accel: str, port: int = port, overlay: Path = overlay,
+                             restoring: bool = restoring) -> list[str]:
                         return qemu.command(settings, kernel=req.kernel, overlay=overlay,
                                             ssh_port=port, accel=accel, memory_mb=req.memory_mb,
-                                            cpus=req.cpus, nonce=nonce, init=init,
-                                            init_args=init_args)
+                                            cpus=req.cpus, nonce=nonce, monitor=socket,
+                                            init=init, init_args=init_args,
+                                            loadvm=settings.snapshot_tag if restoring else None)
 
-                    vm, accel = qemu.start(settings, req.accel, argv, console_log, ready_re,
-                                           say, patterns)
+                    vm, accel = qemu.start(settings, snapshot.accel if restoring else req.accel,
+                                           argv, console_log, ready_re, say, patterns)
                     # QEMU opens (and may reopen) its drives before the guest runs, so once the
-                    # guest printed anything the overlay needs no name on disk: nothing is left
-                    # to clean up even if the rig is killed.  Its first open is not enough.
-                    vm.console.wait_output(req.silence_timeout)
-                report = vm.console.wait_ready(req.boot_timeout, req.silence_timeout)
+                    # guest printed anything (or, restored, once the monitor answers: after the
+                    # load) the overlay needs no name on disk: nothing is left to clean up even
+                    # if the rig is killed.  Its first open is not enough.
+                    report = _restored(vm, socket, settings) if restoring else None
+                    if not restoring:
+                        vm.console.wait_output(req.silence_timeout)
+                if report is None:
+                    report = vm.console.wait_ready(req.boot_timeout, req.silence_timeout)
                 if report.event is not ConsoleEvent.QEMU_EXITED:
                     break
                 vm.stop()
@@ -155,13 +213,19 @@ def launch(req: BootRequest, say: Callable[[str], None] = print, *, init: str | 
                     report = ConsoleReport(report.event,
                                            f"{report.excerpt}\n[QEMU said:]\n{said}".strip(),
                                            report.seconds)
-                if settings.port_in_use not in said:
+                if settings.port_in_use in said:
+                    continue
+                if not restoring:
                     break
+                say(f"restoring the saved guest failed, booting instead: {said or 'no message'}")
+                snapshot.forget()
             if report.event is not ConsoleEvent.READY:
                 raise BootError(_OUTCOMES[report.event],
                                 f"no ready line: {_WHAT[report.event]} after "
                                 f"{report.seconds:.1f} s under {accel}", report, console_log)
-            yield Launched(vm, accel, port, report, console_log, version)
+            if held is not None:
+                _save(snapshot, held, socket, settings, accel, say)
+            yield Launched(vm, accel, port, report, console_log, version, restoring)
         except qemu.QemuError as e:
             raise BootError(Outcome.INFRA_ERROR, str(e), None, console_log) from None
         finally:
@@ -169,16 +233,54 @@ def launch(req: BootRequest, say: Callable[[str], None] = print, *, init: str | 
                 vm.stop()
 
 
+def _restored(vm: qemu.Qemu, socket: Path, settings: qemu.Settings) -> ConsoleReport:
+    """The restored guest running (READY), or QEMU's exit: it loads the snapshot before its
+    monitor answers, and exits if it cannot."""
+    deadline = time.monotonic() + settings.snapshot_seconds
+    while True:
+        try:
+            state = monitor.status(socket, timeout=2.0)
+        except monitor.MonitorError as e:
+            # the socket is not there yet, or QEMU is gone
+            if (exited := vm.console.fatal(wait=0.1)) is not None:
+                return exited
+            if time.monotonic() > deadline:
+                return ConsoleReport(ConsoleEvent.TIMEOUT, str(e), time.monotonic() - vm.started)
+            continue
+        if state == "running":
+            return ConsoleReport(ConsoleEvent.READY, "restored the saved ready guest",
+                                 time.monotonic() - vm.started)
+        if time.monotonic() > deadline:
+            return ConsoleReport(ConsoleEvent.TIMEOUT, f"restored, but {state}",
+                                 time.monotonic() - vm.started)
+        time.sleep(0.05)
+
+
+def _save(snapshot: Snapshot, overlay: int, socket: Path, settings: qemu.Settings, accel: str,
+          say: Callable[[str], None]) -> None:
+    """Save the ready guest into SNAPSHOT; one that cannot be saved costs crashes a boot."""
+    start = time.monotonic()
+    try:
+        monitor.save(socket, settings.snapshot_tag, lambda: snapshot.keep(overlay),
+                     settings.snapshot_seconds)
+    except (monitor.MonitorError, OSError) as e:
+        say(f"the ready guest was not saved, so a crash will cost a boot: {e}")
+        return
+    snapshot.accel = accel
+    snapshot.save_seconds = time.monotonic() - start
+
+
 @dataclass
 class Guest:
     console: Console
     environment: BootEnvironment
     boot_seconds: float             # from starting QEMU to a working SSH login
-    ready_uptime: float             # guest uptime when it printed the ready line
+    ready_uptime: float             # guest uptime when it printed the ready line (0: restored)
     ssh_port: int
     console_log: Path
     qemu_pid: int
     session: ssh.Session
+    restored: bool                  # from a Snapshot: boot_seconds is the restore's
     # this boot's marker token (rig/guest/markers.py): made on the host after boot, sent only in
     # the commands the suites run
     marker_token: str = field(default_factory=markers.new_token)
@@ -237,9 +339,11 @@ class Guest:
 
 
 @contextlib.contextmanager
-def boot(req: BootRequest, say: Callable[[str], None] = print) -> Iterator[Guest]:
-    """Boot REQ's kernel and log in over SSH; see the module docstring."""
-    with launch(req, say) as up:
+def boot(req: BootRequest, say: Callable[[str], None] = print,
+         snapshot: Snapshot | None = None) -> Iterator[Guest]:
+    """Boot REQ's kernel (or restore SNAPSHOT's guest, see launch) and log in over SSH; see the
+    module docstring."""
+    with launch(req, say, snapshot=snapshot) as up:
         console = up.vm.console
         target = ssh.Target("127.0.0.1", up.ssh_port, req.image.host_key_pub,
                             req.image.client_key)
@@ -260,6 +364,6 @@ def boot(req: BootRequest, say: Callable[[str], None] = print) -> Iterator[Guest
             yield Guest(console,
                         BootEnvironment(up.accel, up.qemu_version, req.memory_mb, req.cpus),
                         time.monotonic() - up.vm.started, uptime, up.ssh_port, up.console_log,
-                        up.vm.pid, session)
+                        up.vm.pid, session, up.restored)
         finally:
             session.close()

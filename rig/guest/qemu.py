@@ -46,6 +46,9 @@ class Settings:
     kvm_first_output: float
     port_in_use: str
     port_attempts: int
+    loadvm_args: tuple[str, ...]
+    snapshot_tag: str
+    snapshot_seconds: float
 
     @classmethod
     def load(cls) -> Settings:
@@ -54,7 +57,8 @@ class Settings:
                    data["init"], {k: tuple(v["args"]) for k, v in data["accel"].items()},
                    {k: tuple(v["args"]) for k, v in data["confine"].items()},
                    float(data["auto"]["kvm_first_output_seconds"]), data["port"]["in_use"],
-                   int(data["port"]["attempts"]))
+                   int(data["port"]["attempts"]), tuple(data["snapshot"]["loadvm_args"]),
+                   data["snapshot"]["tag"], float(data["snapshot"]["seconds"]))
 
 
 @functools.cache
@@ -91,20 +95,23 @@ def create_overlay(settings: Settings, image: Path, dest: Path) -> Path:
 
 
 def command(settings: Settings, *, kernel: Path, overlay: Path, ssh_port: int, accel: str,
-            memory_mb: int, cpus: int, nonce: str, init: str | None = None,
-            init_args: tuple[str, ...] = (), as_root: bool | None = None) -> list[str]:
+            memory_mb: int, cpus: int, nonce: str, monitor: Path, init: str | None = None,
+            init_args: tuple[str, ...] = (), loadvm: str | None = None,
+            as_root: bool | None = None) -> list[str]:
     """The QEMU argv for one boot.  INIT_ARGS go to init after "--" on the command line.
 
-    AS_ROOT (default: whether the rig runs as root) picks the confinement.
+    MONITOR is the QMP socket's path; LOADVM the tag of a snapshot in OVERLAY to start from
+    instead of booting.  AS_ROOT (default: whether the rig runs as root) picks the confinement.
     """
     cmdline = settings.cmdline.format(init=init or settings.init, nonce=nonce)
     if init_args:
         cmdline += " -- " + " ".join(init_args)
     fill = {"kernel": kernel, "overlay": overlay, "ssh_port": ssh_port, "memory_mb": memory_mb,
-            "cpus": cpus, "cmdline": cmdline}
+            "cpus": cpus, "cmdline": cmdline, "monitor": monitor}
     if as_root is None:
         as_root = os.geteuid() == 0
-    return [settings.binary, *(a.format(**fill) for a in settings.args),
+    restore = [a.format(tag=loadvm) for a in settings.loadvm_args] if loadvm else []
+    return [settings.binary, *(a.format(**fill) for a in settings.args), *restore,
             *settings.confine_args["root" if as_root else "user"], *settings.accel_args[accel]]
 
 

@@ -32,6 +32,7 @@ class TestRequest:
     # reboots after crashes before the rig gives up; crash patterns (crashes.py) stop a kind
     # of test long before, so this only bounds crashes that show no pattern
     max_crashes: int = 12
+    restore: bool = True             # a crash or hang restores the guest saved once ready
 
 
 @dataclass

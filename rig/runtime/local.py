@@ -3,14 +3,16 @@
 A test that panics, hangs or kills the guest loses what its suite would have reported with it,
 so every suite marks each test's start and end in the kernel log (rig/runtime/suites/), and the
 serial console carries those lines out.  The test that was running is recorded as crashed
-with the console excerpt, the guest is booted again, and that suite runs once more without
-it (the suites before it are done, those after it come next), up to a crash limit.  A kernel
-splat that leaves the guest running (WARN, BUG, lockdep...) is pinned on the test the console
-says was running then, which fails with it.
+with the console excerpt, the guest is restored as the first boot saved it once ready (or,
+where it could not be saved, booted again), and that suite runs once more without it (the
+suites before it are done, those after it come next), up to a crash limit.  A kernel splat
+that leaves the guest running (WARN, BUG, lockdep...) is pinned on the test the console says
+was running then, which fails with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 
@@ -22,7 +24,7 @@ from rig.core.model import (
 from rig.core.progress import Progress
 from rig.guest import markers, sysrq
 from rig.guest.console import Console
-from rig.guest.machine import BootError, Guest, GuestCrashed, boot
+from rig.guest.machine import BootError, Guest, GuestCrashed, Snapshot, boot
 from rig.results.schema import SuiteInfo, TestResult, Verdict
 from rig.runtime import hang_limits
 from rig.runtime.base import (
@@ -46,7 +48,7 @@ class Local:
     """The runtime on this machine: the variant boots in QEMU here (a Runtime)."""
 
     def run_tests(self, req: TestRequest, progress: Progress) -> TestStageResult:
-        """Boot, run every suite, and reboot past crashing tests."""
+        """Boot, run every suite, and restore (or reboot) past crashing tests."""
         return _Stage(req, progress).run()
 
 
@@ -71,31 +73,38 @@ class _Stage:
         self.marker_token = ""            # the boot's (rig/guest/markers.py): none, no marker believed
 
     def run(self) -> TestStageResult:
-        for attempt in range(self.req.max_crashes + 1):
-            name = f"{self.req.who}.console.log" if attempt == 0 else \
-                f"{self.req.who}.console.{attempt}.log"
-            self.boot_req = replace(self.boot_req, console_log=self.req.console_dir / name)
-            outcome = self._boot(first=attempt == 0)
-            if outcome is not None:
-                self.result.outcome = outcome
-                break
-        else:
-            self.result.errors.append(
-                StageError("tests", f"gave up after {self.req.max_crashes} crashes"))
-            self.result.outcome = Outcome.TESTS_RAN
+        # the first boot's ready guest, restored after a crash or hang instead of a new boot
+        with contextlib.closing(Snapshot(self.boot_req.workdir)) if self.req.restore else \
+                contextlib.nullcontext() as snapshot:
+            for attempt in range(self.req.max_crashes + 1):
+                name = f"{self.req.who}.console.log" if attempt == 0 else \
+                    f"{self.req.who}.console.{attempt}.log"
+                self.boot_req = replace(self.boot_req, console_log=self.req.console_dir / name)
+                outcome = self._boot(snapshot, first=attempt == 0)
+                if outcome is not None:
+                    self.result.outcome = outcome
+                    break
+            else:
+                self.result.errors.append(
+                    StageError("tests", f"gave up after {self.req.max_crashes} crashes"))
+                self.result.outcome = Outcome.TESTS_RAN
         self._collect()
         return self.result
 
-    def _boot(self, first: bool) -> Outcome | None:
-        """One boot running the pending suites.  The final outcome, or None to boot again."""
+    def _boot(self, snapshot: Snapshot | None, first: bool) -> Outcome | None:
+        """One boot (or restore) running the pending suites.  The final outcome, or None to
+        boot again."""
         start = time.monotonic()
         suite: Suite | None = None
         console: Console | None = None
         mark = 0
         try:
             with self.progress.stage(self.req.who, "boot"), \
-                    boot(self.boot_req, say=self.progress.log) as guest:
-                _add(self.result.timings, "boot", guest.boot_seconds)
+                    boot(self.boot_req, say=self.progress.log, snapshot=snapshot) as guest:
+                _add(self.result.timings, "restore" if guest.restored else "boot",
+                     guest.boot_seconds)
+                if first and snapshot is not None and snapshot.saved:
+                    _add(self.result.timings, "snapshot", snapshot.save_seconds)
                 self.marker_token = guest.marker_token
                 console = guest.console
                 self.result.boot = guest.environment

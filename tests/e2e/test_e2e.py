@@ -249,6 +249,11 @@ def test_a_kernel_that_bugs_on_every_read_only_registration_costs_a_few_crashes(
     writable = [t for t in base.values() if t.access == "rw-mr"]
     got = {t.id: t for t in v.tests}
     assert all(got[t.id].verdict.value not in ("lost", "crashed") for t in writable)
+    # the guest saved once ready came back after each crash: no boot after the first
+    assert v.timings["restore"] > 0 and v.timings["snapshot"] > 0, v.timings
+    consoles = sorted(tmp_path.rglob("bug-on-readonly.console.*.log"))
+    assert len(consoles) >= len(crashed), consoles
+    assert not any("Linux version" in c.read_text(errors="replace") for c in consoles)
     assert proc.returncode == 1, proc.stdout[-2000:]
 
 
@@ -273,7 +278,11 @@ def test_a_kernel_that_hangs_on_read_only_registrations_shows_where(tmp_path):
     lost = [t for t in v.tests if t.verdict.value == "lost"]
     assert {t.access for t in lost} <= {"ro-mr"}
     assert all(t.verdict.value == "passed" for t in v.tests if t.access == "rw-mr")
-    print(f"\nthe hanging kernel's run took {took:.0f} s")
+    # restored after each hang, not booted
+    assert v.timings["restore"] > 0, v.timings
+    assert not any("Linux version" in c.read_text(errors="replace")
+                   for c in tmp_path.rglob("sleep-on-readonly.console.*.log"))
+    print(f"\nthe hanging kernel's run took {took:.0f} s ({v.timings})")
     assert proc.returncode in (1, 2), proc.stdout[-2000:]
 
 

@@ -23,7 +23,7 @@ from rig.core.cache import Cache
 from rig.core.model import BootRequest, ConsoleEvent, Outcome
 from rig.guest import qemu, sysrq
 from rig.guest.image import ensure_image
-from rig.guest.machine import BootError, GuestCrashed, boot, launch
+from rig.guest.machine import BootError, GuestCrashed, Snapshot, boot, launch
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,37 @@ def test_panic_during_a_command_ends_it_at_once(request_for):
         assert time.monotonic() - start < 30
         assert crash.value.report.event is ConsoleEvent.PANIC
         assert "sysrq triggered crash" in crash.value.report.excerpt
+
+
+def test_a_crashed_guest_is_restored_as_it_was_when_ready(request_for, tmp_path: Path):
+    """The first boot saves its ready guest; after a panic the next boot restores it: the
+    disk and memory as they were before the first login, SSH and soft-RoCE working."""
+    snapshot = Snapshot(tmp_path)
+    try:
+        first = request_for("saved")
+        with boot(first, snapshot=snapshot) as guest:
+            assert snapshot.saved and not guest.restored and guest.ready_uptime > 0
+            booted = guest.boot_seconds
+            guest.run("echo on-disk > /root/written-after-ready; "
+                      "echo in-memory > /dev/shm/written-after-ready", timeout=30)
+            with pytest.raises(GuestCrashed):
+                guest.run("echo c > /proc/sysrq-trigger; sleep 600", timeout=600)
+        for n in (1, 2):   # each restore starts from the same saved guest
+            req = request_for(f"restored-{n}")
+            with boot(req, snapshot=snapshot) as guest:
+                assert guest.restored
+                gone = guest.run("ls /root/written-after-ready /dev/shm/written-after-ready",
+                                 timeout=30)
+                assert gone.status != 0 and "No such file" in gone.stderr, gone
+                assert "rxe0" in guest.run("rdma link show", timeout=30).stdout
+                guest.run("echo again > /root/written-after-ready", timeout=30)
+                print(f"\nboot {booted:.2f} s (with the save {snapshot.save_seconds:.2f} s), "
+                      f"restore {guest.boot_seconds:.2f} s")
+            # the restored kernel never booted: its console has no banner
+            assert "Linux version" not in req.console_log.read_text()
+        assert "Linux version" in first.console_log.read_text()
+    finally:
+        snapshot.close()
 
 
 def test_a_spinning_task_shows_in_the_sysrq_evidence(request_for):

@@ -20,7 +20,8 @@ needs_qemu = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-u
 
 def _argv(accel: str = "tcg", **kw) -> list[str]:
     args = {"kernel": Path("/k/bzImage"), "overlay": Path("/t/overlay.qcow2"),
-            "ssh_port": 40022, "accel": accel, "memory_mb": 1024, "cpus": 1, "nonce": "abc123"}
+            "ssh_port": 40022, "accel": accel, "memory_mb": 1024, "cpus": 1, "nonce": "abc123",
+            "monitor": Path("/tmp/rig-qmp-x/qmp")}
     return qemu.command(qemu.Settings.load(), **(args | kw))
 
 
@@ -38,6 +39,16 @@ def test_argv_has_the_boot_essentials():
     assert argv[argv.index("-serial") + 1] == "mon:stdio"
     assert "file=/t/overlay.qcow2,format=qcow2" in argv[argv.index("-drive") + 1]
     assert argv[-4:] == ["-accel", "tcg", "-cpu", "max"]
+
+
+def test_a_restore_loads_the_saved_guest_and_every_boot_has_the_rigs_monitor():
+    booted, restored = _argv(), _argv(loadvm="rig-ready")
+    assert "-loadvm" not in booted
+    assert restored[restored.index("-loadvm") + 1] == "rig-ready"
+    for argv in booted, restored:
+        assert argv[argv.index("-qmp") + 1] == "unix:/tmp/rig-qmp-x/qmp,server=on,wait=off"
+    # the same machine either way: a snapshot loads only into the machine that saved it
+    assert [a for a in restored if a not in ("-loadvm", "rig-ready")] == booted
 
 
 def test_kvm_argv_and_init_arguments():

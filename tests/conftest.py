@@ -123,11 +123,11 @@ def host_packages() -> None:
 
 @pytest.fixture(scope="session")
 def base_kernel() -> Path:
-    """RIG_KERNEL if set, else the default base variant's bzImage (a cache hit when built)."""
+    """RIG_KERNEL if set, else the default base variant's boot image (a cache hit when built)."""
     if os.environ.get("RIG_KERNEL"):
         return Path(os.environ["RIG_KERNEL"])
     cfg = config.load()
     built = Builder(cfg.build_settings, Cache(), Progress(live=False)).build(
         cfg.variant(cfg.base))
     assert built.error is None, built.error
-    return built.bzimage
+    return built.boot_image

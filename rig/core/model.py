@@ -147,6 +147,14 @@ class BuildResult:
         return self.artefacts / "bzImage"
 
     @property
+    def boot_image(self) -> Path:
+        """What the rig's QEMU boots: vmlinux, at its PVH entry (kconfigs/qemu-guest.config),
+        with no real-mode setup and nothing to decompress: 1.7 s less to first userspace
+        under TCG than the bzImage (measured 2026-12-03, 6.1.192)."""
+        assert self.artefacts is not None
+        return self.artefacts / "vmlinux"
+
+    @property
     def module(self) -> Path:
         assert self.artefacts is not None
         return self.artefacts / "umem_test.ko"

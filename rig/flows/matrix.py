@@ -199,7 +199,9 @@ class Runner:
             if not prepared.suites:
                 vr.outcome = Outcome.BUILD_FAILED
                 return
-            boot_req = BootRequest(built.bzimage, self.image, self.accel,
+            # a lab boots the bzImage its QEMU or board knows; here QEMU's PVH entry
+            kernel = built.bzimage if self.lab else built.boot_image
+            boot_req = BootRequest(kernel, self.image, self.accel,
                                    boot_timeout=cfg.timeouts.boot,
                                    silence_timeout=cfg.timeouts.silence, workdir=scratch)
             ran = self.runtime.run_tests(TestRequest(boot_req, tuple(prepared.suites), variant.name,

@@ -49,7 +49,7 @@ def boot_variant(cfg: RunConfig, cache: Cache, variant: Variant, cmd: list[str])
         for gone in cache.sweep():
             progress.log(f"removed {gone}, left behind by a rig that was killed")
         with cache.scratch("boot") as scratch:
-            req = BootRequest(built.bzimage, image, cfg.accel, boot_timeout=cfg.timeouts.boot,
+            req = BootRequest(built.boot_image, image, cfg.accel, boot_timeout=cfg.timeouts.boot,
                               silence_timeout=cfg.timeouts.silence, workdir=scratch,
                               console_log=cache.rotated_log("boot", f"{variant.name}.log"))
             return _session(cfg, variant, built, req, cmd, progress, scratch)

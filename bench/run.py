@@ -12,8 +12,9 @@ both run again on each variant's kernel, alternately (--suite-runs times each, m
 that the load of a shared machine falls on both alike.
 Limits measured in the same run: the first-userspace boot of the base kernel (a trivial init,
 bench/boot.py) and, with --cold, the in-place incremental build (bench/build.py).
-Last, the same run with the variants side by side (the default, parallel = "auto"), beside the
-one-at-a-time run above.
+Then the same run with the variants side by side (the default, parallel = "auto"), beside the
+one-at-a-time run above.  Last, what one crash and one hang cost, restored and booted again
+(bench/crash.py; --crash-runs 0 leaves it out).
 Figures are printed, not asserted: the machine is shared and noisy.
 """
 
@@ -34,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
+import crash
 from boot import first_userspace
 from build import in_place_limit
 
@@ -66,6 +68,8 @@ def main() -> int:
     ap.add_argument("--suite-runs", type=int, default=2,
                     help="runs of each umem suite per variant for the comparison (default 2)")
     ap.add_argument("--boots", type=int, default=3, help="first-userspace boots for the limit")
+    ap.add_argument("--crash-runs", type=int, default=2,
+                    help="runs of bench/crash.py's cases (default 2; 0: none)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="rig-bench-") as tmp:
@@ -92,7 +96,7 @@ def main() -> int:
         progress.close()
 
         base = out.results.variant(cfg.base)
-        bz = runner.builder.build(cfg.variant(cfg.base)).bzimage       # a cache hit now
+        bz = runner.builder.build(cfg.variant(cfg.base)).boot_image    # a cache hit now
         accel = base.environment.accelerator or "tcg"
         firsts = [first_userspace(BootRequest(bz, runner.image, accel,
                                               console_log=Path(tmp) / f"first-{i}.log"))[0]
@@ -106,6 +110,8 @@ def main() -> int:
         Runner(dataclasses.replace(cfg, out=Path(tmp) / "out-side-by-side"), cache,
                progress).run()
         side_by_side = time.monotonic() - start
+        crash_costs = crash.costs(cache, args.crash_runs, Path(tmp), progress) \
+            if args.crash_runs else None
 
     print(f"rig run of {len(out.results.variants)} variants ({'cold' if args.cold else 'warm'}),"
           f" accel {accel}: {total:.1f} s wall")
@@ -140,6 +146,8 @@ def main() -> int:
     print(f"unavoidable (boots to SSH + guest tests): {unavoidable:.1f} s; "
           f"whole run {total:.1f} s = {total / unavoidable:.2f}x (goal <= 1.5 warm)")
     print_suites(out.results.variants, suites, args.baseline)
+    if crash_costs:
+        crash.report(crash_costs)
     return 0
 
 
@@ -164,7 +172,7 @@ def compare_suites(runner: Runner, cfg, rev: str, runs: int, tmp: Path,
                     staged = UmemSuite().stage(StageRequest(
                         project, runner.cache, built, runner.image, {}, cfg.sources, (),
                         scratch, progress.log))
-                    boot_req = BootRequest(built.bzimage, runner.image, runner.accel,
+                    boot_req = BootRequest(built.boot_image, runner.image, runner.accel,
                                            boot_timeout=cfg.timeouts.boot,
                                            silence_timeout=cfg.timeouts.silence,
                                            workdir=scratch)

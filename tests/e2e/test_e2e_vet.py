@@ -120,14 +120,14 @@ def base_builds(commit: str) -> list[Path]:
 @pytest.fixture(scope="module")
 def vetted(tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("vet")
-    before = tree.state()
+    before, cached = tree.state(), base_builds(tree.base)
     proc = rig("vet", str(tree.thread), "--tree", str(tree.path), "--out", str(out))
     assert (out / "results.json").exists(), proc.stderr[-3000:]
-    return proc, out, results.load(out / "results.json"), before
+    return proc, out, results.load(out / "results.json"), before, cached
 
 
 def test_the_newest_revision_is_vetted_at_the_base_commit(tree, vetted):
-    _, out, res, _ = vetted
+    _, out, res, _, cached = vetted
     text = (out / vet.SUMMARY).read_text()
     assert text.startswith(
         "Vetted: IB/umem: Pin read-only MRs with the access userspace has (v2; the thread also "
@@ -144,11 +144,13 @@ def test_the_newest_revision_is_vetted_at_the_base_commit(tree, vetted):
     assert (out / vet.SERIES).read_text().count("\nSubject: [PATCH v2 1/1] ") == 1
     assert text.endswith(f"Reproduce with umem-rig: rig vet {tree.thread} --tree {tree.path} "
                          "--revision 2\n")
-    assert len(base_builds(tree.base)) == 1
+    # the base is built once, or found: a cache kept from runs of older rigs (another
+    # configuration, another driver) may hold other builds at this commit
+    assert len(set(base_builds(tree.base)) - set(cached)) <= 1
 
 
 def test_the_summary_names_the_fixed_and_regressed_cells(vetted):
-    proc, out, res, _ = vetted
+    proc, out, res, *_ = vetted
     for v in res.variants:
         assert v.outcome.value == "ok", (v.name, v.errors)
     cand = next(v for v in compare.compare(res).variants if not v.variant.is_base)
@@ -163,13 +165,13 @@ def test_the_summary_names_the_fixed_and_regressed_cells(vetted):
 
 
 def test_the_tree_is_untouched(tree, vetted):
-    *_, before = vetted
+    _, _, _, before, _ = vetted
     assert tree.state() == before
     assert git(tree.path, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
 
 
 def test_the_kcidb_export_of_the_run_validates(tree, vetted, tmp_path):
-    _, out, res, _ = vetted
+    _, out, res, *_ = vetted
     proc = rig("export", "--kcidb", str(out / "results.json"), "-o", str(tmp_path / "k.json"))
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / "k.json").read_text())

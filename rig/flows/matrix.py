@@ -11,7 +11,8 @@ import contextlib
 import datetime as dt
 import platform
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +26,7 @@ from rig.core.status import ExitStatus, RigError
 from rig.flows.config import ConfigFileError, RunConfig
 from rig.guest.image import ensure_image
 from rig.kernel import decode, machinery, sandbox, sources
-from rig.kernel.build import Builder
+from rig.kernel.build import CORES, Builder
 from rig.kernel.worktree import WorkTree
 from rig.results import compare, junit, report
 from rig.results.compare import Change
@@ -122,6 +123,9 @@ class Runner:
         self.image: ImageResult | None = None
         self.image_seconds = 0.0
         # With a lab the boots are the lab's jobs, and run_tests() submits one and waits.
+        # builds at once: no more than the cores, as each keeps at least one busy (make -l
+        # lends a build the others while they are idle)
+        self._building = threading.BoundedSemaphore(CORES)
         self.lab = Lab(cfg.lab) if cfg.lab else None
         self.runtime: Runtime = self.lab or Local()
 
@@ -154,6 +158,10 @@ class Runner:
                 console: str = "console") -> VariantResult:
         """VARIANT built, booted and tested: the suites and tests of SELECT (the run's by
         default), console logs under OUT/CONSOLE."""
+        return self._tested(*self.build(variant), variant, select, console)
+
+    def build(self, variant: Variant) -> tuple[VariantResult, BuildResult | None]:
+        """VARIANT's result so far and its build; no build when the variant ends here."""
         cfg = self.cfg
         config_name = " + ".join([cfg.base_config, *(f.name for f in variant.fragments)])
         patches = [PatchInfo(p.subject, p.sha256, str(p.origin), p.message_id)
@@ -166,8 +174,8 @@ class Runner:
         if variant.name in cfg.unloadable:
             vr.outcome = Outcome.PATCH_FAILED
             vr.errors.append(StageError("patch", cfg.unloadable[variant.name]))
-            return vr
-        with self.progress.stage(variant.name, "build"):
+            return vr, None
+        with self._building, self.progress.stage(variant.name, "build"):
             built = self.builder.build(variant)
         vr.timings["build"] = round(built.seconds, 3)
         if built.environment is not None:
@@ -175,12 +183,38 @@ class Runner:
         if built.error:
             vr.outcome = built.outcome
             vr.errors.append(built.error)
-            return vr
+            return vr, None
         if self.image is None:
             vr.errors.append(StageError("image", "no guest image"))
-            return vr
+            return vr, None
         vr.environment.image_hash = self.image.key
-        self._test(vr, variant, built, self.select if select is None else select, console)
+        return vr, built
+
+    def every_variant(self, pool: ThreadPoolExecutor) -> list[VariantResult]:
+        """Every variant built and tested, in the configuration's order.  A source's variants
+        are built one after the other (they share its work tree), each source's in a thread
+        of its own, and each variant is tested in POOL once built: a variant waiting for its
+        tree holds no test slot, and the other sources build meanwhile."""
+        chains: dict[str, list[Variant]] = {}
+        for v in self.cfg.variants:
+            chains.setdefault(v.source.name, []).append(v)
+        tested: dict[str, Future[VariantResult]] = {}
+
+        def chain(variants: list[Variant]) -> None:
+            for v in variants:
+                vr, built = self.build(v)
+                tested[v.name] = pool.submit(self._tested, vr, built, v)
+
+        with ThreadPoolExecutor(max_workers=max(len(chains), 1)) as builders:
+            for started in [builders.submit(chain, vs) for vs in chains.values()]:
+                started.result()
+        return [tested[v.name].result() for v in self.cfg.variants]
+
+    def _tested(self, vr: VariantResult, built: BuildResult | None, variant: Variant,
+                select: dict[str, tuple[str, ...]] | None = None,
+                console: str = "console") -> VariantResult:
+        if built is not None:
+            self._test(vr, variant, built, self.select if select is None else select, console)
         return vr
 
     def _test(self, vr: VariantResult, variant: Variant, built: BuildResult,
@@ -262,7 +296,7 @@ class Runner:
         # A lab runs as many jobs at once as it has devices: submit every variant's at once.
         width = max(len(cfg.variants), 1) if self.lab else cfg.parallel
         with ThreadPoolExecutor(max_workers=width) as pool:
-            variants = list(pool.map(self.variant, cfg.variants))
+            variants = self.every_variant(pool)
             self.confirm(variants, pool)
         results = Results([RunInfo(started, now(), rig_version(), platform.node(),
                                    sys.argv)], variants)

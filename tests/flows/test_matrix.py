@@ -1,16 +1,24 @@
 """The matrix run (rig/flows/matrix.py): a stage every variant needs that fails ends the run
-before any build; a confirmation runs exactly the tests a candidate changed."""
+before any build; a confirmation runs exactly the tests a candidate changed; builds of other
+sources go on while one source's variants wait for its tree."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from support.paths import FIXTURES
 
 from rig import cli
 from rig.core import hostdeps
-from rig.flows import matrix
+from rig.core.cache import Cache
+from rig.core.model import BuildResult, ImageResult, Outcome
+from rig.core.progress import Progress
+from rig.flows import config, matrix
 from rig.results import schema as results
 
 STAGES = ["source", "build", "image", "boot"]
@@ -44,3 +52,42 @@ def test_a_confirmation_runs_exactly_the_changed_tests_of_each_suite():
     assert chosen == {"umem": (umem.id,), "kselftest-mm": (kself.region,),
                       "rdma-core": (rdma.id,)}
     assert matrix._select(rfc, set()) == {}
+
+
+class _StandInBuilds:
+    """Synthetic builds, to watch the schedule: each says when it starts and ends; the
+    base's holds until the other source's has started."""
+
+    def __init__(self):
+        self.said: list[str] = []
+        self.other_started = threading.Event()
+
+    def build(self, variant):
+        self.said.append(f"{variant.name} build")
+        if variant.source.name == "debian-6-12":
+            self.other_started.set()
+        else:
+            assert self.other_started.wait(30), "the other source waited for this one"
+        self.said.append(f"{variant.name} built")
+        return BuildResult(variant.name, Outcome.OK, "key", Path("/nonexistent"))
+
+
+def test_other_sources_build_while_one_builds_and_a_waiting_variant_holds_no_test_slot(
+        tmp_path):
+    """One test at a time (parallel 1): the 6.12 variant builds beside the 6.1 base, and
+    umem-rfc, whose tree the base holds, builds after it; results in the configured order."""
+    cfg = dataclasses.replace(config.load(variants=["umem-rfc", "upstream"], out=tmp_path),
+                              parallel=1)
+    runner = matrix.Runner(cfg, Cache(tmp_path / "cache"), Progress(live=False))
+    runner.builder = builds = _StandInBuilds()
+    runner.image = ImageResult(Path("/nonexistent"), "image", "", Path("/nonexistent"))
+    runner._test = lambda vr, variant, built, select, console: builds.said.append(
+        f"{variant.name} tested")
+    with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
+        got = runner.every_variant(pool)
+    assert [v.name for v in got] == ["base", "umem-rfc", "upstream"]
+    said = builds.said
+    assert said.index("upstream build") < said.index("base built")
+    assert said.index("base built") < said.index("umem-rfc build")
+    assert all(said.index(f"{v} built") < said.index(f"{v} tested") for v in
+               ("base", "umem-rfc", "upstream"))

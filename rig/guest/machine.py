@@ -205,7 +205,10 @@ def launch(req: BootRequest, say: Callable[[str], None] = print, *, init: str | 
                         vm.console.wait_output(req.silence_timeout)
                 if report is None:
                     report = vm.console.wait_ready(req.boot_timeout, req.silence_timeout)
-                if report.event is not ConsoleEvent.QEMU_EXITED:
+                # a restore that does not run (QEMU exits, or the guest never resumes in
+                # time) costs a boot; a boot's own failure is its verdict
+                if report.event is not ConsoleEvent.QEMU_EXITED and \
+                        (report.event is ConsoleEvent.READY or not restoring):
                     break
                 vm.stop()
                 said = vm.stderr()
@@ -217,7 +220,8 @@ def launch(req: BootRequest, say: Callable[[str], None] = print, *, init: str | 
                     continue
                 if not restoring:
                     break
-                say(f"restoring the saved guest failed, booting instead: {said or 'no message'}")
+                say("restoring the saved guest failed, booting instead: "
+                    f"{said or report.excerpt or 'no message'}")
                 snapshot.forget()
             if report.event is not ConsoleEvent.READY:
                 raise BootError(_OUTCOMES[report.event],

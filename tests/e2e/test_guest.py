@@ -6,6 +6,7 @@ Each boot takes a few seconds under TCG; the image comes from the cache (built o
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import socket
 import stat
@@ -99,6 +100,35 @@ def test_a_crashed_guest_is_restored_as_it_was_when_ready(request_for, tmp_path:
             # the restored kernel never booted: its console has no banner
             assert "Linux version" not in req.console_log.read_text()
         assert "Linux version" in first.console_log.read_text()
+    finally:
+        snapshot.close()
+
+
+def test_a_snapshot_that_cannot_be_restored_costs_a_boot_and_is_saved_anew(request_for,
+                                                                          tmp_path: Path):
+    """An overlay with no saved guest in it, kept as if saved: QEMU refuses -loadvm, the
+    rig says so and boots, and that boot saves the guest the next crash restores."""
+    snapshot = Snapshot(tmp_path)
+    said: list[str] = []
+    try:
+        req = request_for("unrestorable")
+        overlay = qemu.create_overlay(qemu.Settings.load(), req.image.path,
+                                      tmp_path / "empty.qcow2")
+        fd = os.open(overlay, os.O_RDONLY)
+        try:
+            snapshot.keep(fd)
+        finally:
+            os.close(fd)
+        snapshot.accel = "tcg"
+        with boot(req, said.append, snapshot=snapshot) as guest:
+            assert not guest.restored
+            assert guest.run("true", timeout=30).status == 0
+        assert any(s.startswith("restoring the saved guest failed, booting instead: ")
+                   and "rig-ready" in s for s in said), said
+        assert "Linux version" in req.console_log.read_text()
+        assert snapshot.saved and snapshot.save_seconds > 0
+        with boot(request_for("restorable-again"), said.append, snapshot=snapshot) as guest:
+            assert guest.restored
     finally:
         snapshot.close()
 

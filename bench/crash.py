@@ -46,20 +46,24 @@ CASES = {
 
 
 def stage(runner: Runner, cfg, variant, select: tuple[str, ...], restore: bool, tmp: Path,
-          progress: Progress) -> tuple[float, TestStageResult]:
-    """One test stage of VARIANT running SELECT: its wall time and its result."""
+          progress: Progress, *, project: Path | None = None,
+          name: str | None = None) -> tuple[float, TestStageResult]:
+    """One test stage of VARIANT running SELECT of the umem suite in PROJECT (the
+    configuration's by default), its console logs under TMP as NAME: its wall time and its
+    result."""
     built = runner.builder.build(variant)
     if built.error:
         raise SystemExit(f"bench: {variant.name} does not build: {built.error.message}")
     with runner.cache.scratch("bench") as scratch:
-        staged = UmemSuite().stage(StageRequest(cfg.project, runner.cache, built, runner.image,
-                                                {}, cfg.sources, select, scratch, progress.log))
+        staged = UmemSuite().stage(StageRequest(project or cfg.project, runner.cache, built,
+                                                runner.image, {}, cfg.sources, select, scratch,
+                                                progress.log))
         boot_req = BootRequest(built.boot_image, runner.image, runner.accel,
                                boot_timeout=cfg.timeouts.boot,
                                silence_timeout=cfg.timeouts.silence, workdir=scratch)
         start = time.monotonic()
         ran = Local().run_tests(TestRequest(
-            boot_req, ((UmemSuite(), staged),), variant.name, tmp,
+            boot_req, ((UmemSuite(), staged),), name or variant.name, tmp,
             Limits(cfg.timeouts.test, cfg.timeouts.suite, hang_limits.load(runner.cache)),
             restore=restore), progress)
         took = time.monotonic() - start

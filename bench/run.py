@@ -13,7 +13,9 @@ that the load of a shared machine falls on both alike.
 Limits measured in the same run: the first-userspace boot of the base kernel (a trivial init,
 bench/boot.py) and, with --cold, the in-place incremental build (bench/build.py).
 Then the same run with the variants side by side (the default, parallel = "auto"), beside the
-one-at-a-time run above.  Last, what one crash and one hang cost, restored and booted again
+one-at-a-time run above; with --cold, a cold side-by-side run too, beside the sum of the
+one-at-a-time run's builds (each had every core).  The time to the error of a stage every
+variant needs (bench/failfast.py).  Last, what one crash and one hang cost, restored and booted again
 (bench/crash.py; --crash-runs 0 leaves it out).
 Figures are printed, not asserted: the machine is shared and noisy.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import crash
+import failfast
 from boot import first_userspace
 from build import in_place_limit
 
@@ -45,10 +49,8 @@ from rig.core.model import BootRequest
 from rig.core.progress import Progress
 from rig.flows import config
 from rig.flows.matrix import Runner
-from rig.runtime.base import TestRequest, suite_timing
-from rig.runtime.local import Local
+from rig.runtime.base import suite_timing
 from rig.runtime.suites import SUITES
-from rig.runtime.suites.base import Limits, StageRequest
 from rig.runtime.suites.umem import UmemSuite
 
 # The guest suite before the file, shmem, hugetlb, THP regions and the fork, madvise and rereg
@@ -68,6 +70,8 @@ def main() -> int:
     ap.add_argument("--suite-runs", type=int, default=2,
                     help="runs of each umem suite per variant for the comparison (default 2)")
     ap.add_argument("--boots", type=int, default=3, help="first-userspace boots for the limit")
+    ap.add_argument("--failfast-runs", type=int, default=5,
+                    help="runs of bench/failfast.py's case and its limit (default 5)")
     ap.add_argument("--crash-runs", type=int, default=2,
                     help="runs of bench/crash.py's cases (default 2; 0: none)")
     args = ap.parse_args()
@@ -89,7 +93,7 @@ def main() -> int:
             finally:
                 walls[variant.name] = time.monotonic() - t0
 
-        runner.variant = timed
+        runner.every_variant = lambda pool: [timed(v) for v in cfg.variants]
         start = time.monotonic()
         out = runner.run()
         total = time.monotonic() - start
@@ -101,9 +105,10 @@ def main() -> int:
         firsts = [first_userspace(BootRequest(bz, runner.image, accel,
                                               console_log=Path(tmp) / f"first-{i}.log"))[0]
                   for i in range(args.boots)]
-        limit_build = None
+        limit_build = cold_side = None
         if args.cold:
             limit_build = in_place_limit(runner.builder, cache, cfg.variant("umem-rfc"), 1)
+            cold_side = cold_side_by_side(cfg, cache, Path(tmp), progress)
         suites = compare_suites(runner, cfg, args.baseline, args.suite_runs, Path(tmp),
                                 progress)
         start = time.monotonic()
@@ -140,6 +145,15 @@ def main() -> int:
           f"{statistics.median(firsts):.2f} s wall")
     if limit_build is not None:
         print(f"limit: in-place incremental build for umem-rfc: {limit_build:.1f} s")
+    if cold_side is not None:
+        builds = sum(t for v in out.results.variants for k, t in v.timings.items()
+                     if k == "build" or k.startswith("build:"))
+        print(f"cold, side by side (parallel = {cfg.parallel}), sources and image at hand: "
+              f"{cold_side:.1f} s against its builds one at a time above, each with every "
+              f"core, summed: {builds:.1f} s = {cold_side / builds:.2f}x (the limit: 1, less "
+              f"the boots and tests that overlap builds)")
+    ff = failfast.figures(args.failfast_runs)
+    failfast.report(ff)
     print(f"side by side (parallel = {cfg.parallel}, the default \"auto\" here): "
           f"{side_by_side:.1f} s against one at a time {total:.1f} s = "
           f"{side_by_side / total:.2f}x")
@@ -149,6 +163,19 @@ def main() -> int:
     if crash_costs:
         crash.report(crash_costs)
     return 0
+
+
+def cold_side_by_side(cfg, first: Cache, tmp: Path, progress: Progress) -> float:
+    """The cold run again with the variants side by side, in a fresh cache and ccache that
+    hold only the first run's kernel sources and guest image (no download, no image build
+    in the figure): its wall time."""
+    cache = Cache(tmp / "cache-cold-side-by-side")
+    for kind in ("apt", "source", "image", "keys"):
+        if (first.root / kind).is_dir():
+            shutil.copytree(first.root / kind, cache.root / kind, symlinks=True)
+    start = time.monotonic()
+    Runner(dataclasses.replace(cfg, out=tmp / "out-cold-side-by-side"), cache, progress).run()
+    return time.monotonic() - start
 
 
 def compare_suites(runner: Runner, cfg, rev: str, runs: int, tmp: Path,
@@ -162,24 +189,13 @@ def compare_suites(runner: Runner, cfg, rev: str, runs: int, tmp: Path,
     projects = {"today": tmp / "baseline", "now": cfg.project}
     suites: dict[str, dict[str, list]] = {}
     for variant in cfg.variants:
-        built = runner.builder.build(variant)                # a cache hit now
-        if built.error:
+        if runner.builder.build(variant).error:              # a cache hit now
             continue
         suites[variant.name] = {"today": [], "now": []}
         for run in range(runs):
             for which, project in projects.items():
-                with runner.cache.scratch("bench") as scratch:
-                    staged = UmemSuite().stage(StageRequest(
-                        project, runner.cache, built, runner.image, {}, cfg.sources, (),
-                        scratch, progress.log))
-                    boot_req = BootRequest(built.boot_image, runner.image, runner.accel,
-                                           boot_timeout=cfg.timeouts.boot,
-                                           silence_timeout=cfg.timeouts.silence,
-                                           workdir=scratch)
-                    ran = Local().run_tests(TestRequest(boot_req, ((UmemSuite(), staged),),
-                                                f"{variant.name}-{which}-{run}", tmp,
-                                                Limits(cfg.timeouts.test, cfg.timeouts.suite)),
-                                    progress)
+                _, ran = crash.stage(runner, cfg, variant, (), cfg.restore, tmp, progress,
+                                     project=project, name=f"{variant.name}-{which}-{run}")
                 suites[variant.name][which].append((ran.timings, ran.tests))
     return suites
 

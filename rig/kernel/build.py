@@ -205,12 +205,11 @@ class Builder:
         ccache = Path(os.environ.get("CCACHE_DIR", str(self.cache.root / "ccache")))
         env = (("CCACHE_DIR", str(ccache)),)
         kernel_env = (*env, ("CCACHE_BASEDIR", str(self.cache.root))) if relocated else env
-        # -l: builds side by side, or beside a busy guest, start no second job while the
-        # load is at the cores, and one alone takes them all.  Make 4.3 (bookworm) goes by
-        # the one-minute average: two makes of CPU-bound jobs ran four at once for 32 s,
-        # then two (measured 2026-12-07); a drop is seen within seconds.
+        # No -l: make 4.3 (bookworm) goes by the one-minute load average, which a lone
+        # build's own jobs hold at the cores, so it then runs fewer than -j (with -l<cores>,
+        # lone builds took about 1.2x as long in two comparisons across runs, 2026-12-07)
         make = ("make", "-C", str(tree), f"O={objdir}", f"-j{self.settings.jobs}",
-                f"-l{CORES}", *self._make_vars(),
+                *self._make_vars(),
                 *([f"KCFLAGS=-fmacro-prefix-map={os.path.relpath(tree, objdir)}/="]
                   if relocated else []))
         # The source tree stays read-only: with O= kbuild writes only the build directory.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import platform
 import sys
 import threading
@@ -26,7 +27,7 @@ from rig.core.status import ExitStatus, RigError
 from rig.flows.config import ConfigFileError, RunConfig
 from rig.guest.image import ensure_image
 from rig.kernel import decode, machinery, sandbox, sources
-from rig.kernel.build import CORES, Builder
+from rig.kernel.build import Builder
 from rig.kernel.worktree import WorkTree
 from rig.results import compare, junit, report
 from rig.results.compare import Change
@@ -122,10 +123,9 @@ class Runner:
         self.accel = cfg.accel           # "auto" until a boot has found out what works
         self.image: ImageResult | None = None
         self.image_seconds = 0.0
+        # builds at once (each one make -j): no more than the cores
+        self._building = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
         # With a lab the boots are the lab's jobs, and run_tests() submits one and waits.
-        # builds at once: no more than the cores, as each keeps at least one busy (make -l
-        # lends a build the others while they are idle)
-        self._building = threading.BoundedSemaphore(CORES)
         self.lab = Lab(cfg.lab) if cfg.lab else None
         self.runtime: Runtime = self.lab or Local()
 

@@ -39,7 +39,6 @@ ARTEFACTS = {               # name in the cache entry: path in the O= directory
     "vmlinux": "vmlinux",
     ".config": ".config",
 }
-CORES = len(os.sched_getaffinity(0))
 _MAKE_STEP = re.compile(r"^\s+([A-Z][A-Z0-9_]*)\s+(\S+)")
 
 

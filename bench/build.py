@@ -64,11 +64,11 @@ def settle_at_base(builder: Builder, cache: Cache, base, log: Path) -> None:
     """The work tree and its build directory at the base, whatever variant built last."""
     source = sources.prepare(base.source, cache)
     cfg = merge(source, builder.settings.base_config, base.fragments, cache)
-    with WorkTree(source, cache).lock() as work:
+    with WorkTree(source, cache).lock() as work, builder.cores.slot() as jobs:
         work.checkout(())
         tree, objdir = work.tree, work.objdir(cfg.key)
         builder._make(builder.steps(tree, objdir, objdir, relocated=relocatable(cfg.text))["build"],
-                      log, base.name, None)
+                      log, base.name, None, jobs)
 
 
 def sandbox_cost(builder: Builder, cache: Cache, variant, repeat: int) -> dict[bool, float]:
@@ -80,7 +80,7 @@ def sandbox_cost(builder: Builder, cache: Cache, variant, repeat: int) -> dict[b
     source = sources.prepare(variant.source, cache)
     cfg = merge(source, builder.settings.base_config, variant.fragments, cache)
     times: dict[bool, list[float]] = {False: [], True: []}
-    with WorkTree(source, cache).lock() as work, \
+    with WorkTree(source, cache).lock() as work, builder.cores.slot() as jobs, \
             tempfile.TemporaryDirectory(prefix="driver-", dir=work.root) as tmp:
         moddir = Path(tmp) / "driver"
         shutil.copytree(builder.settings.driver, moddir)
@@ -93,7 +93,7 @@ def sandbox_cost(builder: Builder, cache: Cache, variant, repeat: int) -> dict[b
                 start = time.monotonic()
                 assert work.checkout(variant.patches, box).ok
                 for step in (steps["build"], steps["driver"]):
-                    builder._make(step, Path(tmp) / "build.log", variant.name, box)
+                    builder._make(step, Path(tmp) / "build.log", variant.name, box, jobs)
                 times[confined].append(time.monotonic() - start)
     return {k: statistics.median(v) for k, v in times.items()}
 

@@ -208,13 +208,15 @@ def run(argv: Sequence[str], what: str, *, cwd: Path | None = None,
         env: Mapping[str, str] | None = None, input: bytes | str | None = None,
         stdin: int | IO[bytes] | None = subprocess.DEVNULL, log: Path | None = None,
         on_line: Callable[[str], None] | None = None, ok: tuple[int, ...] = (0,),
-        check: bool = True, sandbox: Sandbox | None = None) -> Ran:
+        check: bool = True, sandbox: Sandbox | None = None,
+        pass_fds: tuple[int, ...] = ()) -> Ran:
     """Run ARGV; with LOG, append its merged output there and pass each line to ON_LINE.
 
     Raises CommandFailed when the program is missing, or (with CHECK) when its status is not
     in OK.  ENV, when given, is added to the rig's own environment; in a SANDBOX it is all
     of the rig's environment the command gets, besides what the sandbox lets through, and
     it runs within the sandbox's limits: LimitExceeded, whatever CHECK, when it reaches one.
+    PASS_FDS stay open in the command (through the sandbox too).
     """
     step = tuple(map(str, argv))         # what a failure names, sandbox or not
     limits = sandbox.limits if sandbox is not None else None
@@ -225,7 +227,7 @@ def run(argv: Sequence[str], what: str, *, cwd: Path | None = None,
     full_env = {**os.environ, **env} if env is not None else None
     start = time.monotonic()
     text = not isinstance(input, bytes)
-    popen: dict = {"cwd": cwd, "env": full_env}
+    popen: dict = {"cwd": cwd, "env": full_env, "pass_fds": pass_fds}
     try:
         with contextlib.ExitStack() as stack:
             if limits is not None:

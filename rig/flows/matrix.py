@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import platform
 import sys
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -123,8 +121,6 @@ class Runner:
         self.accel = cfg.accel           # "auto" until a boot has found out what works
         self.image: ImageResult | None = None
         self.image_seconds = 0.0
-        # builds at once (each one make -j): no more than the cores
-        self._building = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
         # With a lab the boots are the lab's jobs, and run_tests() submits one and waits.
         self.lab = Lab(cfg.lab) if cfg.lab else None
         self.runtime: Runtime = self.lab or Local()
@@ -175,7 +171,7 @@ class Runner:
             vr.outcome = Outcome.PATCH_FAILED
             vr.errors.append(StageError("patch", cfg.unloadable[variant.name]))
             return vr, None
-        with self._building, self.progress.stage(variant.name, "build"):
+        with self.progress.stage(variant.name, "build"):
             built = self.builder.build(variant)
         vr.timings["build"] = round(built.seconds, 3)
         if built.environment is not None:

@@ -31,6 +31,7 @@ from rig.core.model import (
 )
 from rig.core.progress import Progress
 from rig.kernel import kconfig, sandbox, sources
+from rig.kernel.jobserver import Jobs, Jobserver
 from rig.kernel.worktree import WorkTree
 
 ARTEFACTS = {               # name in the cache entry: path in the O= directory
@@ -91,6 +92,8 @@ class Builder:
         self.cache = cache
         self.progress = progress
         self._toolchain = toolchain()
+        # every build at once of this builder shares settings.jobs jobs (see jobserver.py)
+        self.cores = Jobserver(settings.jobs)
 
     def _make_vars(self) -> list[str]:
         cc = "ccache gcc" if self.settings.ccache and shutil.which("ccache") else "gcc"
@@ -151,6 +154,7 @@ class Builder:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("")
         with WorkTree(source, self.cache).lock() as work, \
+                self.cores.slot(lambda: self.progress.detail(who, "waiting for a core")) as jobs, \
                 tempfile.TemporaryDirectory(prefix="driver-", dir=work.root) as tmp:
             applied = work.checkout(variant.patches, confine.settings)
             if not applied.ok:
@@ -161,9 +165,9 @@ class Builder:
             failure = None
             try:
                 release = self._make_kernel(variant, config, work, steps, log,
-                                            confine.settings)
+                                            confine.settings, jobs)
                 shutil.copytree(self.settings.driver, moddir)
-                self._make(steps["driver"], log, who, confine.settings)
+                self._make(steps["driver"], log, who, confine.settings, jobs)
             except _Failed as failed:
                 # paths relative to the tree, as a maintainer reads them in the patch
                 excerpt = failed.failure.excerpt.replace(f"{work.tree}/", "")
@@ -204,10 +208,11 @@ class Builder:
         ccache = Path(os.environ.get("CCACHE_DIR", str(self.cache.root / "ccache")))
         env = (("CCACHE_DIR", str(ccache)),)
         kernel_env = (*env, ("CCACHE_BASEDIR", str(self.cache.root))) if relocated else env
-        # No -l: make 4.3 (bookworm) goes by the one-minute load average, which a lone
+        # No -j: the jobs come from the jobserver, through MAKEFLAGS (_make).  Not -l
+        # either: make 4.3 (bookworm) goes by the one-minute load average, which a lone
         # build's own jobs hold at the cores, so it then runs fewer than -j (with -l<cores>,
         # lone builds took about 1.2x as long in two comparisons across runs, 2026-12-07)
-        make = ("make", "-C", str(tree), f"O={objdir}", f"-j{self.settings.jobs}",
+        make = ("make", "-C", str(tree), f"O={objdir}",
                 *self._make_vars(),
                 *([f"KCFLAGS=-fmacro-prefix-map={os.path.relpath(tree, objdir)}/="]
                   if relocated else []))
@@ -224,21 +229,22 @@ class Builder:
         }
 
     def _make(self, step: MakeStep, log: Path, who: str,
-              settings: sandbox.Settings | None) -> None:
+              settings: sandbox.Settings | None, jobs: Jobs) -> None:
         def show(line: str) -> None:
             if m := _MAKE_STEP.match(line):
                 self.progress.detail(who, f"{m.group(1)} {m.group(2)}")
         for path in step.writable:          # bwrap binds only what exists
             path.mkdir(parents=True, exist_ok=True)
         try:
-            proc.run(step.argv, step.what, log=log, on_line=show, env=dict(step.env),
-                     sandbox=step.box(settings))
+            proc.run(step.argv, step.what, log=log, on_line=show,
+                     env={**dict(step.env), "MAKEFLAGS": jobs.makeflags},
+                     sandbox=step.box(settings), pass_fds=jobs.fds)
         except proc.CommandFailed as e:
             raise _Failed(step.what, e) from None
 
     def _make_kernel(self, variant: Variant, config: kconfig.MergedConfig, work: WorkTree,
                      steps: dict[str, MakeStep], log: Path,
-                     settings: sandbox.Settings | None) -> str:
+                     settings: sandbox.Settings | None, jobs: Jobs) -> str:
         """olddefconfig where needed, bzImage and modules; the kernel release."""
         objdir = work.objdir(config.key)
         objdir.mkdir(parents=True, exist_ok=True)
@@ -251,8 +257,8 @@ class Builder:
         # On its own: mixed with build targets, kbuild builds them one by one, walking the
         # tree twice; and only when the config or a Kconfig file changed.
         if resolve:
-            self._make(steps["config"], log, variant.name, settings)
-        self._make(steps["build"], log, variant.name, settings)
+            self._make(steps["config"], log, variant.name, settings, jobs)
+        self._make(steps["build"], log, variant.name, settings, jobs)
         # a patch may change Kconfig: the fragments' options must still hold
         kconfig.check(safefs.read_text(objdir, ".config"),
                       [r for f in variant.fragments for r in kconfig.requests(f)], work.tree)

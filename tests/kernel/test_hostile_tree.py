@@ -121,8 +121,9 @@ def test_a_build_dir_config_link_is_replaced_and_a_release_link_refused(builder,
              "build": MakeStep("build", ("sh", "-c", plant), (objdir,), (), ())}
     variant = Variant("v", work.source.spec, ())
     with pytest.raises(safefs.LinkRefused, match="kernel.release is a symbolic link planted "
-                                                 "by the series: refused"):
-        builder._make_kernel(variant, config, work, steps, tmp_path / "log", None)
+                                                 "by the series: refused"), \
+            builder.cores.slot() as jobs:
+        builder._make_kernel(variant, config, work, steps, tmp_path / "log", None, jobs)
     assert _unchanged(canary)
     assert (objdir / ".config").read_text() == "CONFIG_A=y\n"
 

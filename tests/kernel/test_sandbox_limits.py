@@ -52,8 +52,8 @@ def test_a_build_past_its_time_is_a_failed_build_with_the_log_tail(tmp_path):
     step = MakeStep("build", ("sh", "-c", script), (tmp_path,), (), ())
     box = _box(tmp_path, seconds=1)
     log = tmp_path / "build.log"
-    with pytest.raises(_Failed) as err:
-        builder._make(step, log, "v", box.settings)
+    with pytest.raises(_Failed) as err, builder.cores.slot() as jobs:
+        builder._make(step, log, "v", box.settings, jobs)
     failure = err.value.failure
     assert isinstance(failure, proc.LimitExceeded) and failure.reason == "timed out after 1 s"
     assert failure.excerpt.splitlines()[-1] == "CC mm/gup3.o" and failure.log == log

@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from support import inbox, mkthread, trees
 from support.paths import FIXTURES
+from support.sandboxes import needs_sandbox
 
 from rig import cli
 from rig.core.cache import Cache
@@ -21,13 +22,12 @@ from rig.flows.vet import VetRequest
 from rig.flows.watch import feed, reply
 from rig.flows.watch.state import ATTEMPTS, State
 from rig.guest.qemu import free_port
-from rig.kernel import sandbox, thread
+from rig.kernel import thread
 from rig.kernel.tree import TreeError
 
 THREADS = FIXTURES / "thread"
 SENDER = "umem-rig <bot@umem-rig.invalid>"
 # the check that a series applies runs git apply in the sandbox
-NO_SANDBOX = sandbox.unavailable(sandbox.Settings.load())
 
 
 def _parse(texts):
@@ -193,7 +193,7 @@ def test_an_answer_written_before_a_kill_is_not_written_again(tmp_path):
     assert "answered" in watch.status(settings)
 
 
-@pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox here: {NO_SANDBOX}")
+@needs_sandbox
 def test_at_the_deadline_the_patches_that_came_are_tried_and_no_verdict_is_claimed(tmp_path):
     """v3 with 2/3 missing, on a tree at its base-commit: 3/3 needs 2/3, so the answer names
     what is missing and why there is no verdict, and nothing is built."""

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from support.sandboxes import SETTINGS, needs_sandbox
 
 from rig.core import proc
 from rig.kernel import sandbox
@@ -52,11 +53,8 @@ def _most_at_once(intervals: list[tuple[int, int]]) -> int:
     return most
 
 
-def _sandbox(top: Path):
-    settings = sandbox.Settings.load()
-    if why := sandbox.unavailable(settings):
-        pytest.skip(f"no sandbox here: {why}")
-    return sandbox.Box(settings, (top,), ())
+def _sandbox(top: Path) -> sandbox.Box:
+    return sandbox.Box(SETTINGS, (top,), ())
 
 
 @needs_make
@@ -68,6 +66,7 @@ def test_a_lone_build_runs_every_token(tmp_path):
 
 
 @needs_make
+@needs_sandbox
 def test_two_builds_at_once_run_no_more_jobs_than_tokens_together(tmp_path):
     """One of them in a series' sandbox: the pipe reaches make there too."""
     cores = Jobserver(2)
@@ -107,6 +106,7 @@ def test_a_build_waits_for_a_token_and_is_told_once(tmp_path):
 
 
 @needs_make
+@needs_sandbox
 @pytest.mark.parametrize("hostile", ["os.read(READ, 2)",              # keeps two tokens
                                      "os.write(WRITE, b'+' * 8)"],    # forges eight
                          ids=["keeps-tokens", "forges-tokens"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.paths import FIXTURES
+from support.sandboxes import SETTINGS, needs_sandbox
 
 from rig import cli
 from rig.commands import vet as vet_command
@@ -26,9 +27,6 @@ from rig.flows import config
 from rig.kernel import decode, patches, sandbox
 from rig.kernel.build import Builder
 
-SETTINGS = sandbox.Settings.load()
-WHY = sandbox.unavailable(SETTINGS)
-needs_bwrap = pytest.mark.skipif(WHY is not None, reason=f"no sandbox here: {WHY}")
 FIXTURES = FIXTURES / "patches"
 
 
@@ -136,7 +134,7 @@ def _run(argv: list[str], **kw) -> subprocess.CompletedProcess:
                           text=True, check=False, timeout=60)
 
 
-@needs_bwrap
+@needs_sandbox
 def test_writes_land_only_in_the_writable_paths(tmp_path: Path):
     writable, readable = tmp_path / "w", tmp_path / "r"
     writable.mkdir()
@@ -154,7 +152,7 @@ def test_writes_land_only_in_the_writable_paths(tmp_path: Path):
     assert "/nonexistent/canary: Directory nonexistent" in ran.stderr
 
 
-@needs_bwrap
+@needs_sandbox
 def test_private_tmp_no_network_no_home_no_capabilities():
     (marker := Path("/tmp") / f"rig-sandbox-test-{os.getpid()}").write_text("host")
     try:
@@ -173,14 +171,14 @@ def test_private_tmp_no_network_no_home_no_capabilities():
     assert "interfaces lo\n" in ran.stdout     # a network namespace with loopback only
 
 
-@needs_bwrap
+@needs_sandbox
 @pytest.mark.skipif(not os.path.exists("/etc/shadow"), reason="no /etc/shadow here")
 def test_private_files_cannot_be_read():
     ran = _run(["cat", "/etc/shadow"])
     assert ran.returncode != 0 and ran.stdout == ""
 
 
-@needs_bwrap
+@needs_sandbox
 def test_a_patch_applies_in_the_sandbox(tmp_path: Path):
     tree = tmp_path / "tree"
     shutil.copytree(FIXTURES / "tree", tree)
@@ -194,7 +192,7 @@ def test_a_patch_applies_in_the_sandbox(tmp_path: Path):
             assert (tree / f.relative_to(plain)).read_bytes() == f.read_bytes()
 
 
-@needs_bwrap
+@needs_sandbox
 def test_a_failing_step_is_named_not_bwrap(tmp_path: Path):
     box = sandbox.Box(SETTINGS, (tmp_path,))
     with pytest.raises(proc.CommandFailed, match="`make` failed"):
@@ -219,7 +217,7 @@ def test_an_untrusted_build_without_a_sandbox_is_refused():
         None, "none: --no-sandbox")
 
 
-@needs_bwrap
+@needs_sandbox
 def test_a_series_is_built_in_the_sandbox_where_there_is_one():
     decision = sandbox.decide(True, untrusted=True)
     assert decision.settings == SETTINGS and decision.how.startswith("bubblewrap ")
@@ -239,7 +237,7 @@ def test_no_sandbox_reaches_the_builder_and_the_reproduce_line():
     assert vet_command.command_words(args, None) == ("rig", "vet", "s.mbox", "--no-sandbox")
 
 
-@needs_bwrap
+@needs_sandbox
 def test_a_sandbox_installed_after_the_first_check_is_seen(tmp_path: Path):
     """A first run asks before it installs the host packages: a missing bwrap must not be
     remembered for the rest of the process (CI on a new machine lost every series so)."""

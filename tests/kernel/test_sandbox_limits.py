@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.sandboxes import SETTINGS, needs_sandbox
 
 from rig.core import proc
 from rig.core.cache import Cache
@@ -18,9 +19,7 @@ from rig.flows.config import project_root
 from rig.kernel import sandbox
 from rig.kernel.build import Builder, MakeStep, _Failed
 
-SETTINGS = sandbox.Settings.load()
-WHY = sandbox.unavailable(SETTINGS)
-pytestmark = pytest.mark.skipif(WHY is not None, reason=f"no sandbox here: {WHY}")
+pytestmark = needs_sandbox
 
 
 def _box(tmp_path: Path, **limits) -> sandbox.Box:

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from support import mkthread
 from support.paths import FIXTURES
+from support.sandboxes import needs_sandbox
 from support.trees import BASE, UMEM, umem_tree
 
 from rig import cli
 from rig.core import hostdeps
-from rig.kernel import sandbox, tree
+from rig.kernel import tree
 from rig.kernel.tree import TreeError
 
 THREADS = FIXTURES / "thread"
@@ -117,7 +118,6 @@ def vet(tmp_path: Path, *argv: str, capsys) -> tuple[int, str]:
 
 
 # the check that a series applies runs git apply in the sandbox
-NO_SANDBOX = sandbox.unavailable(sandbox.Settings.load())
 
 
 @pytest.mark.parametrize("thread, extra, says", [
@@ -125,8 +125,7 @@ NO_SANDBOX = sandbox.unavailable(sandbox.Settings.load())
                  ("the series does not apply on {repo} at {head}: patch 1 (IB/umem: Choose the "
                   "GUP flags in umem_gup_flags()) does not apply: hunk #2 of "
                   "drivers/infiniband/core/umem.c (at line 173) does not match"),
-                 marks=pytest.mark.skipif(NO_SANDBOX is not None,
-                                          reason=f"no sandbox here: {NO_SANDBOX}")),
+                 marks=needs_sandbox),
     ("missing-patch.mbox", [],
      ("v3 of the series is incomplete: patch 2/3 is missing; v2 is complete: vet it with "
      "--revision 2")),
@@ -136,8 +135,7 @@ NO_SANDBOX = sandbox.unavailable(sandbox.Settings.load())
                   "{repo} at {base}: patch 2 (IB/umem: Note what a read-only pin of untouched "
                   "memory pins) does not apply: hunk #1 of drivers/infiniband/core/umem.c (at "
                   "line 156) does not match"),
-                 marks=pytest.mark.skipif(NO_SANDBOX is not None,
-                                          reason=f"no sandbox here: {NO_SANDBOX}")),
+                 marks=needs_sandbox),
 ])
 def test_vet_refuses_before_building(repo, tmp_path, capsys, thread, extra, says):
     head = git(repo, "rev-parse", "HEAD")
@@ -151,7 +149,7 @@ def test_vet_refuses_before_building(repo, tmp_path, capsys, thread, extra, says
     assert not (tmp_path / "cache" / "kernel").exists()       # nothing was built
 
 
-@pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox here: {NO_SANDBOX}")
+@needs_sandbox
 def test_a_series_that_does_not_apply_is_refused_before_the_build_packages(
         repo, tmp_path, capsys, monkeypatch):
     """As on a host without the build packages: their check (as root, apt-get) comes after

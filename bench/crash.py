@@ -9,6 +9,9 @@ each, the umem suite runs a selection with exactly one test that crashes (or han
 one that runs after it, and then that second test alone: the difference is the cost of the
 crash, as the rig pays it (the evidence, the restore or the boot, the suite started again).
 The hang's limit is the test's own from the base's times, which this run records first.
+Then what each kernel costs as a whole (--whole): the whole umem suite on it against the same
+on the base, restored: the hanging kernel hangs on every read-only registration until the
+crash patterns stop that kind (rig/runtime/crashes.py), the BUGging one on every RDMA WRITE.
 Medians of alternating runs are printed, not asserted.
 """
 
@@ -60,7 +63,8 @@ def stage(runner: Runner, cfg, variant, select: tuple[str, ...], restore: bool, 
                                                 progress.log))
         boot_req = BootRequest(built.boot_image, runner.image, runner.accel,
                                boot_timeout=cfg.timeouts.boot,
-                               silence_timeout=cfg.timeouts.silence, workdir=scratch)
+                               silence_timeout=cfg.timeouts.silence, workdir=scratch,
+                               pytest_server=True)
         start = time.monotonic()
         ran = Local().run_tests(TestRequest(
             boot_req, ((UmemSuite(), staged),), name or variant.name, tmp,
@@ -72,18 +76,24 @@ def stage(runner: Runner, cfg, variant, select: tuple[str, ...], restore: bool, 
     return took, ran
 
 
+def broken(patch: str, select: tuple[str, ...], cache: Cache, tmp: Path,
+           progress: Progress) -> tuple[Runner, object, object]:
+    """The runner, configuration and variant of the base with PATCH, the base's times of
+    SELECT (the whole suite: ()) recorded for the hang limits, as a real run records them."""
+    cfg = config.load(variants=["base"], extra_patches=[FIXTURES / patch],
+                      out=tmp / "out", suites=["umem"])
+    runner = Runner(cfg, cache, progress)
+    runner.prepare_image()
+    _, base = stage(runner, cfg, cfg.variant(cfg.base), select, True, tmp, progress)
+    hang_limits.record(cache, base.test_times)
+    return runner, cfg, next(v for v in cfg.variants if v.name != cfg.base)
+
+
 def costs(cache: Cache, runs: int, tmp: Path, progress: Progress) -> dict[str, dict[str, list]]:
     """kind -> {"restore": [seconds...], "boot": [...]}: what one crash (hang) cost."""
     out: dict[str, dict[str, list]] = {}
     for kind, (patch, bad, after) in CASES.items():
-        cfg = config.load(variants=["base"], extra_patches=[FIXTURES / patch],
-                          out=tmp / "out", suites=["umem"])
-        runner = Runner(cfg, cache, progress)
-        runner.prepare_image()
-        variant = next(v for v in cfg.variants if v.name != cfg.base)
-        # the base's times of both tests, for the hang limit (as a real run records them)
-        _, base = stage(runner, cfg, cfg.variant(cfg.base), (bad, after), True, tmp, progress)
-        hang_limits.record(cache, base.test_times)
+        runner, cfg, variant = broken(patch, (bad, after), cache, tmp, progress)
         out[kind] = {"restore": [], "boot": []}
         for _ in range(runs):
             alone, _ = stage(runner, cfg, variant, (after,), True, tmp, progress)
@@ -98,6 +108,34 @@ def costs(cache: Cache, runs: int, tmp: Path, progress: Progress) -> dict[str, d
     return out
 
 
+def whole(cache: Cache, runs: int, tmp: Path, progress: Progress) -> dict[str, dict]:
+    """kind -> {"stage": [seconds...], "base": [...], "crashes": [crashed tests...]}: the
+    whole umem suite's test stage on that kind's kernel, and on the base, alternately."""
+    out: dict[str, dict] = {}
+    for kind, (patch, _, _) in CASES.items():
+        runner, cfg, variant = broken(patch, (), cache, tmp, progress)
+        out[kind] = {"stage": [], "base": [], "crashes": []}
+        for _ in range(runs):
+            took, _ = stage(runner, cfg, cfg.variant(cfg.base), (), True, tmp, progress)
+            out[kind]["base"].append(took)
+            took, ran = stage(runner, cfg, variant, (), True, tmp, progress)
+            crashed = sum(t.verdict.value == "crashed" for t in ran.tests)
+            if not crashed:
+                raise SystemExit(f"bench: {variant.name} did not crash: {ran.errors}")
+            out[kind]["stage"].append(took)
+            out[kind]["crashes"].append(crashed)
+    return out
+
+
+def report_whole(found: dict[str, dict]) -> None:
+    print("the whole umem suite's test stage on each broken kernel, restored after each crash "
+          "or hang, beside the same on the base (medians of alternating runs)")
+    for kind, by in found.items():
+        s, b = statistics.median(by["stage"]), statistics.median(by["base"])
+        print(f"  every {kind:<6} {s:6.1f} s ({'/'.join(map(str, by['crashes']))} crashed)   "
+              f"base {b:6.1f} s   costs {s - b:6.1f} s more   ({len(by['stage'])} runs)")
+
+
 def report(found: dict[str, dict[str, list]]) -> None:
     print("cost of one crash or hang to the test stage (median of alternating runs): "
           "restored / booted again")
@@ -110,12 +148,17 @@ def report(found: dict[str, dict[str, list]]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="runs of each kind (default 3)")
+    ap.add_argument("--whole", type=int, default=1,
+                    help="runs of the whole suite on each kernel (default 1; 0: none)")
     args = ap.parse_args()
     progress = Progress(live=False)
     with tempfile.TemporaryDirectory(prefix="rig-bench-") as tmp:
         found = costs(Cache(), args.runs, Path(tmp), progress)
+        wholes = whole(Cache(), args.whole, Path(tmp), progress) if args.whole else None
     progress.close()
     report(found)
+    if wholes:
+        report_whole(wholes)
     return 0
 
 

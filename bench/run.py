@@ -15,8 +15,9 @@ bench/boot.py) and, with --cold, the in-place incremental build (bench/build.py)
 Then the same run with the variants side by side (the default, parallel = "auto"), beside the
 one-at-a-time run above; with --cold, a cold side-by-side run too, beside the sum of the
 one-at-a-time run's builds (each had every core).  The time to the error of a stage every
-variant needs (bench/failfast.py).  Last, what one crash and one hang cost, restored and booted again
-(bench/crash.py; --crash-runs 0 leaves it out).
+variant needs (bench/failfast.py).  Last, what one crash and one hang cost, restored and booted again,
+and what a kernel that crashes (hangs) on every test of a kind costs the whole suite, once
+(bench/crash.py; --crash-runs 0 leaves both out).
 Figures are printed, not asserted: the machine is shared and noisy.
 """
 
@@ -117,6 +118,7 @@ def main() -> int:
         side_by_side = time.monotonic() - start
         crash_costs = crash.costs(cache, args.crash_runs, Path(tmp), progress) \
             if args.crash_runs else None
+        wholes = crash.whole(cache, 1, Path(tmp), progress) if args.crash_runs else None
 
     print(f"rig run of {len(out.results.variants)} variants ({'cold' if args.cold else 'warm'}),"
           f" accel {accel}: {total:.1f} s wall")
@@ -163,6 +165,7 @@ def main() -> int:
     print_suites(out.results.variants, suites, args.baseline)
     if crash_costs:
         crash.report(crash_costs)
+        crash.report_whole(wholes)
     return 0
 
 

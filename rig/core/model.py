@@ -181,6 +181,7 @@ class BootRequest:
     memory_mb: int = GUEST_MEMORY_MB
     cpus: int = 1
     workdir: Path | None = None      # per-boot files (the overlay); None: the system's /tmp
+    pytest_server: bool = False      # a test stage's: pytest imported before the ready line
 
 
 @dataclass(frozen=True)

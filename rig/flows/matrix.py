@@ -233,7 +233,8 @@ class Runner:
             kernel = built.bzimage if self.lab else built.boot_image
             boot_req = BootRequest(kernel, self.image, self.accel,
                                    boot_timeout=cfg.timeouts.boot,
-                                   silence_timeout=cfg.timeouts.silence, workdir=scratch)
+                                   silence_timeout=cfg.timeouts.silence, workdir=scratch,
+                                   pytest_server=any(s.runs_pytest for s, _ in prepared.suites))
             ran = self.runtime.run_tests(TestRequest(boot_req, tuple(prepared.suites), variant.name,
                                              console_dir,
                                              Limits(cfg.timeouts.test, cfg.timeouts.suite,

@@ -192,7 +192,8 @@ def launch(req: BootRequest, say: Callable[[str], None] = print, *, init: str | 
                                             ssh_port=port, accel=accel, memory_mb=req.memory_mb,
                                             cpus=req.cpus, nonce=nonce, monitor=socket,
                                             init=init, init_args=init_args,
-                                            loadvm=settings.snapshot_tag if restoring else None)
+                                            loadvm=settings.snapshot_tag if restoring else None,
+                                            pytest_server=req.pytest_server)
 
                     vm, accel = qemu.start(settings, snapshot.accel if restoring else req.accel,
                                            argv, console_log, ready_re, say, patterns)

@@ -49,6 +49,7 @@ class Settings:
     loadvm_args: tuple[str, ...]
     snapshot_tag: str
     snapshot_seconds: float
+    pytest_server_arg: str
 
     @classmethod
     def load(cls) -> Settings:
@@ -58,7 +59,8 @@ class Settings:
                    {k: tuple(v["args"]) for k, v in data["confine"].items()},
                    float(data["auto"]["kvm_first_output_seconds"]), data["port"]["in_use"],
                    int(data["port"]["attempts"]), tuple(data["snapshot"]["loadvm_args"]),
-                   data["snapshot"]["tag"], float(data["snapshot"]["seconds"]))
+                   data["snapshot"]["tag"], float(data["snapshot"]["seconds"]),
+                   data["pytest_server_arg"])
 
 
 @functools.cache
@@ -97,13 +99,16 @@ def create_overlay(settings: Settings, image: Path, dest: Path) -> Path:
 def command(settings: Settings, *, kernel: Path, overlay: Path, ssh_port: int, accel: str,
             memory_mb: int, cpus: int, nonce: str, monitor: Path, init: str | None = None,
             init_args: tuple[str, ...] = (), loadvm: str | None = None,
-            as_root: bool | None = None) -> list[str]:
-    """The QEMU argv for one boot.  INIT_ARGS go to init after "--" on the command line.
+            pytest_server: bool = False, as_root: bool | None = None) -> list[str]:
+    """The QEMU argv for one boot.  INIT_ARGS go to init after "--" on the command line;
+    PYTEST_SERVER asks rig-init for its pytest server.
 
     MONITOR is the QMP socket's path; LOADVM the tag of a snapshot in OVERLAY to start from
     instead of booting.  AS_ROOT (default: whether the rig runs as root) picks the confinement.
     """
     cmdline = settings.cmdline.format(init=init or settings.init, nonce=nonce)
+    if pytest_server:
+        cmdline += " " + settings.pytest_server_arg
     if init_args:
         cmdline += " -- " + " ".join(init_args)
     fill = {"kernel": kernel, "overlay": overlay, "ssh_port": ssh_port, "memory_mb": memory_mb,

@@ -104,6 +104,66 @@ def test_a_crashed_guest_is_restored_as_it_was_when_ready(request_for, tmp_path:
         snapshot.close()
 
 
+PYTEST_RUN = "python3 -S /usr/lib/rig/pytest-server run -p no:cacheprovider -q"
+SERVER_TESTS = """\
+import os, signal, sys
+def test_env_cwd_and_path():
+    import helper
+    assert os.environ["RIG_X"] == "x y" and os.getcwd() == "/tmp/srv"
+    assert helper.HERE == "/tmp/srv/lib" and sys.path[0] == "/tmp/srv"
+def test_fails():
+    assert os.environ.get("RIG_FAIL") != "1"
+def test_kills_pytest():
+    if os.environ.get("RIG_KILL") == "1":
+        os.kill(os.getpid(), signal.SIGSEGV)
+def test_sleeps():
+    if os.environ.get("RIG_SLEEP") == "1":
+        open("/tmp/srv/sleeping", "w").close()
+        signal.pause()
+"""
+
+
+def test_the_pytest_server_runs_pytest_as_python3_m_pytest_would(request_for):
+    """rig-init's pytest server (rig.pytest=server): the saved ready guest holds it, and a
+    run through it has the client's directory, environment, streams and exit status (128 + N
+    when signal N killed it); with no server the client is `python3 -m pytest` itself."""
+    snapshot = Snapshot()
+    try:
+        req = request_for("pytest-server", pytest_server=True)
+        for restored in (False, True):
+            with boot(req, snapshot=snapshot) as guest:
+                assert guest.restored is restored
+                assert guest.run("test -S /run/rig-pytest.sock", timeout=30).status == 0
+                guest.run(f"mkdir -p /tmp/srv/lib && cat > /tmp/srv/test_s.py <<'EOF'\n"
+                          f"{SERVER_TESTS}EOF\necho 'HERE = \"/tmp/srv/lib\"' "
+                          f"> /tmp/srv/lib/helper.py", timeout=30)
+                env = "RIG_X='x y' PYTHONPATH=/tmp/srv/lib"
+                ok = guest.run(f"cd /tmp/srv && {env} {PYTEST_RUN} test_s.py", timeout=120)
+                assert ok.status == 0 and "4 passed" in ok.stdout, ok
+                failed = guest.run(f"cd /tmp/srv && {env} RIG_FAIL=1 {PYTEST_RUN} test_s.py",
+                                   timeout=120)
+                assert failed.status == 1 and "1 failed" in failed.stdout, failed
+                killed = guest.run(f"cd /tmp/srv && {env} RIG_KILL=1 {PYTEST_RUN} test_s.py",
+                                   timeout=120)
+                assert killed.status == 128 + signal.SIGSEGV, killed
+                # a client killed mid-run takes its run with it
+                gone = guest.run(f"cd /tmp/srv && {{ {env} RIG_SLEEP=1 {PYTEST_RUN} test_s.py >/dev/null & "
+                                 "}; while [ ! -e sleeping ]; do sleep 0.1; done; kill $!; "
+                                 "wait; sleep 1; pgrep -f '^/usr/bin/python3 /usr/lib/rig/"
+                                 "pytest-server serve$' | wc -l", timeout=120)
+                assert gone.stdout.strip() == "1", gone
+            if not restored:
+                assert snapshot.saved
+        with boot(request_for("no-pytest-server")) as guest:
+            assert guest.run("test -e /run/rig-pytest.sock", timeout=30).status == 1
+            guest.run("mkdir -p /tmp/srv && echo 'def test_one(): pass' > /tmp/srv/test_s.py",
+                      timeout=30)
+            alone = guest.run(f"cd /tmp/srv && {PYTEST_RUN} test_s.py", timeout=120)
+            assert alone.status == 0 and "1 passed" in alone.stdout, alone
+    finally:
+        snapshot.close()
+
+
 def test_a_snapshot_that_cannot_be_restored_costs_a_boot_and_is_saved_anew(request_for,
                                                                           tmp_path: Path):
     """An overlay with no saved guest in it, kept as if saved: QEMU refuses -loadvm, the

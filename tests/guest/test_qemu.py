@@ -51,6 +51,15 @@ def test_a_restore_loads_the_saved_guest_and_every_boot_has_the_rigs_monitor():
     assert [a for a in restored if a not in ("-loadvm", "rig-ready")] == booted
 
 
+def test_a_test_stage_boot_asks_rig_init_for_its_pytest_server():
+    asked, plain = _argv(pytest_server=True), _argv()
+    assert "rig.pytest=server" in asked[asked.index("-append") + 1].split()
+    assert "rig.pytest=server" not in plain[plain.index("-append") + 1]
+    # after init's own arguments it would be one of them
+    with_args = _argv(pytest_server=True, init_args=("-c", "true"))
+    assert with_args[with_args.index("-append") + 1].endswith("rig.pytest=server -- -c true")
+
+
 def test_kvm_argv_and_init_arguments():
     argv = _argv("kvm", init="/bin/sh", init_args=("-c", '"echo hi"'))
     assert argv[-4:] == ["-accel", "kvm", "-cpu", "host"]

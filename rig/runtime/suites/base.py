@@ -96,6 +96,7 @@ class SuiteReport:
 
 class Suite(abc.ABC):
     name: str = ""
+    runs_pytest: bool = False        # its runs fork from the guest's pytest server (rig-init)
 
     def validate(self, select: tuple[str, ...]) -> None:
         """SuiteError if SELECT names tests the suite cannot have (checked before any build)."""

@@ -27,6 +27,8 @@ from rig.runtime.suites.base import Limits, SelectError, SuiteReport, console_si
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "guest_plugin"
 MARKERS = PLUGIN_DIR / "rig_markers.py"
 GUEST_PLUGINS = "/root/rig-plugins"              # where the plugins go in the guest
+# `python3 -m pytest`, forked from rig-init's pytest server where it runs, else that command
+PYTEST = ("python3", "-S", "/usr/lib/rig/pytest-server", "run")
 MAX_DEATHS = 6                                   # pytest processes a suite may lose per boot
 PYTEST_NO_TESTS = 5                              # pytest's status when it collected nothing
 _MARK = re.compile(r"umem-rig: test (start|end) (\S+)")
@@ -48,7 +50,7 @@ def command(cwd: str, junit_xml: str, args: list[str], env: dict[str, str],
     """The guest's pytest command line: the rig's markers on with the boot's TOKEN, JUnit
     with properties, and no JUnit file left from an earlier try."""
     env = {**env, markers.ENV: token}
-    argv = ["python3", "-m", "pytest", "-p", "no:cacheprovider", "-p", "rig_markers",
+    argv = [*PYTEST, "-p", "no:cacheprovider", "-p", "rig_markers",
             f"--junitxml={junit_xml}", "-o", "junit_family=xunit1", "-q", "-rN", *args]
     argv += [a for node in deselect for a in ("--deselect", node)]
     assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())

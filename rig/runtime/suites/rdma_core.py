@@ -87,6 +87,7 @@ def from_node(node_id: str) -> str:
 
 class RdmaCore(Suite):
     name = NAME
+    runs_pytest = True
 
     def __init__(self, recipe: Recipe | None = None):
         self.recipe = recipe or Recipe.load()

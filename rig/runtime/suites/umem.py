@@ -57,6 +57,7 @@ def _command(staged: Staged, env: dict[str, str], deselect: list[str], token: st
 
 class UmemSuite(Suite):
     name = "umem"
+    runs_pytest = True
 
     def stage(self, req: StageRequest) -> Staged:
         staged = stage_tests(req.project / "guest_tests", req.scratch / self.name)

@@ -127,22 +127,19 @@ def whole(cache: Cache, runs: int, tmp: Path, progress: Progress) -> dict[str, d
     return out
 
 
-def report_whole(found: dict[str, dict]) -> None:
-    print("the whole umem suite's test stage on each broken kernel, restored after each crash "
-          "or hang, beside the same on the base (medians of alternating runs)")
-    for kind, by in found.items():
-        s, b = statistics.median(by["stage"]), statistics.median(by["base"])
-        print(f"  every {kind:<6} {s:6.1f} s ({'/'.join(map(str, by['crashes']))} crashed)   "
-              f"base {b:6.1f} s   costs {s - b:6.1f} s more   ({len(by['stage'])} runs)")
-
-
-def report(found: dict[str, dict[str, list]]) -> None:
-    print("cost of one crash or hang to the test stage (median of alternating runs): "
-          "restored / booted again")
+def report(found: dict[str, dict[str, list]], wholes: dict[str, dict]) -> None:
+    print("what one crash or hang costs the test stage, restored / booted again; and the whole "
+          "umem suite on a kernel that crashes (hangs) on every test of a kind, restored, "
+          "beside the base (medians of alternating runs)")
     for kind, by in found.items():
         r, b = statistics.median(by["restore"]), statistics.median(by["boot"])
         print(f"  one {kind:<6} restored {r:6.1f} s   booted again {b:6.1f} s   "
               f"= {r / b:.2f}x   ({len(by['restore'])} runs)")
+        if kind in wholes:
+            w = wholes[kind]
+            s, base = statistics.median(w["stage"]), statistics.median(w["base"])
+            print(f"    every {kind:<6} {s:6.1f} s ({'/'.join(map(str, w['crashes']))} crashed)"
+                  f"   base {base:6.1f} s   {s - base:6.1f} s more   ({len(w['stage'])} runs)")
 
 
 def main() -> int:
@@ -156,9 +153,7 @@ def main() -> int:
         found = costs(Cache(), args.runs, Path(tmp), progress)
         wholes = whole(Cache(), args.whole, Path(tmp), progress) if args.whole else None
     progress.close()
-    report(found)
-    if wholes:
-        report_whole(wholes)
+    report(found, wholes or {})
     return 0
 
 

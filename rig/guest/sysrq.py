@@ -19,7 +19,9 @@ from rig.guest.ssh import SSHError
 
 SERIAL_BREAK = b"\x01b"              # QEMU's mux escape (Ctrl-A) then "b": send a break
 SSH_TIMEOUT = 5.0
-SETTLE = 1.5                         # console quiet this long: the dump is over
+ANSWER = b"sysrq: "                  # sysrq.c's pr_fmt: the key's action, before its dump
+ANSWER_WAIT = 3.0                    # a kernel that has not answered by then will not
+SETTLE = 0.75                        # console quiet this long once answered: the dump is over
 LIMIT = 15.0                         # longest wait for the dump
 # blocked tasks (asked over SSH when it answers), then the running CPUs' backtraces, always
 # over the serial line: asked from a shell, -l shows that shell's own CPU writing the trigger,
@@ -57,10 +59,19 @@ def ask(console: _Console, session: _Session | None, key: str) -> str:
         console.child.send(SERIAL_BREAK)
         time.sleep(0.2)
         console.child.send(key.encode())
-    deadline = time.monotonic() + LIMIT
+    asked_at = time.monotonic()
+    while ANSWER not in _since(console.log_path, start) \
+            and time.monotonic() < asked_at + ANSWER_WAIT:
+        time.sleep(0.05)
+    # the dump follows its header within moments (printed by the handler, or by the CPUs its
+    # NMIs stopped), so a short quiet ends it
     time.sleep(SETTLE)
-    while console.quiet_for() < SETTLE and time.monotonic() < deadline:
-        time.sleep(0.2)
-    with open(console.log_path, "rb") as log:
+    while console.quiet_for() < SETTLE and time.monotonic() < asked_at + LIMIT:
+        time.sleep(0.05)
+    return _since(console.log_path, start).decode("utf-8", "replace").replace("\r", "")
+
+
+def _since(log_path: Path, start: int) -> bytes:
+    with open(log_path, "rb") as log:
         log.seek(start)
-        return log.read().decode("utf-8", "replace").replace("\r", "")
+        return log.read()
